@@ -37,6 +37,7 @@ __all__ = [
     "MAX_DEPTH",
     "VERSION",
     "dumps",
+    "dumps_parts",
     "loads",
     "message",
     "register",
@@ -153,9 +154,18 @@ def _uvarint(n: int) -> bytes:
 
 def dumps(obj: Any) -> bytes:
     """Encode ``obj`` (wire types only) to bytes; raise WireError otherwise."""
+    return b"".join(dumps_parts(obj))
+
+
+def dumps_parts(obj: Any) -> list:
+    """Like :func:`dumps`, as a list of buffers whose concatenation is the message.
+
+    Large arrays appear as zero-copy memoryviews, so a transport can stream
+    them without first joining the whole message in memory.
+    """
     parts: list = [bytes([VERSION])]
     _encode(obj, parts, 0)
-    return b"".join(parts)
+    return parts
 
 
 def _encode(obj: Any, out: list, depth: int) -> None:

@@ -114,7 +114,7 @@ class Context:
         receivers = self.resolve(to)
         if not receivers:
             raise UnknownParty(f"send {key!r}: {to!r} names no party other than {self.party!r}")
-        payload = wire.dumps(value)
+        payload = wire.dumps_parts(value)
         address = self._address(key)
         for receiver in receivers:
             self.transport.send(receiver, address, payload)

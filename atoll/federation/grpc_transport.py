@@ -32,12 +32,12 @@ import grpc
 from atoll import wire
 from atoll.errors import AuthError, FederationError, UnknownParty, WireError
 from atoll.federation.certs import TlsConfig
-from atoll.federation.transport import Mailbox, Transport
+from atoll.federation.transport import Mailbox, Payload, Transport, payload_size
 
 log = logging.getLogger(__name__)
 
 SERVICE = "atoll.Federation"
-CHUNK = 2 << 20  # 2 MiB
+CHUNK = (4 << 20) - (64 << 10)  # just under gRPC's default 4 MiB message limit
 _HEADER_MAX = 64 << 10
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
@@ -48,8 +48,25 @@ _OPTIONS = [("grpc.max_send_message_length", CHUNK + _HEADER_MAX),
             ("grpc.keepalive_timeout_ms", 10_000)]
 
 
-class _TooLarge(Exception):
-    pass
+def _chunks(parts: Payload) -> Iterator[bytes]:
+    """Cut a sequence of buffers into messages of exactly CHUNK bytes (the last may be shorter)."""
+    pending = bytearray()
+    for part in parts:
+        mv = memoryview(part).cast("B")
+        i, n = 0, len(mv)
+        while i < n:
+            if not pending and n - i >= CHUNK:
+                yield bytes(mv[i:i + CHUNK])
+                i += CHUNK
+                continue
+            take = min(CHUNK - len(pending), n - i)
+            pending += mv[i:i + take]
+            i += take
+            if len(pending) == CHUNK:
+                yield bytes(pending)
+                pending = bytearray()
+    if pending:
+        yield bytes(pending)
 
 
 class GrpcTransport(Transport):
@@ -185,23 +202,23 @@ class GrpcTransport(Transport):
                 self._channels[peer] = ch
             return ch
 
-    def send(self, receiver: str, address: str, payload: bytes) -> None:
+    def send(self, receiver: str, address: str, payload: Payload) -> None:
         if receiver == self.party:
             raise FederationError(f"party {self.party!r} tried to send {address!r} to itself")
         self.push(receiver, address, payload, uuid.uuid4().hex)
 
-    def push(self, receiver: str, address: str, payload: bytes, msg_id: str) -> None:
+    def push(self, receiver: str, address: str, payload: Payload, msg_id: str) -> None:
         """Send with an explicit message id; safe to call again with the same id."""
-        if len(payload) > self.max_bytes:
-            raise WireError(f"message of {len(payload)} bytes exceeds the limit of {self.max_bytes} bytes")
+        size = payload_size(payload)
+        if size > self.max_bytes:
+            raise WireError(f"message of {size} bytes exceeds the limit of {self.max_bytes} bytes")
         header = wire.dumps({"id": msg_id, "sender": self.party, "receiver": receiver,
-                             "address": address, "size": len(payload)})
-        view = memoryview(payload)
+                             "address": address, "size": size})
+        parts = [payload] if isinstance(payload, bytes) else payload
 
         def requests() -> Iterator[bytes]:
             yield header
-            for i in range(0, len(view), CHUNK):
-                yield bytes(view[i:i + CHUNK])
+            yield from _chunks(parts)
 
         call = self._channel(receiver).stream_unary(f"/{SERVICE}/Push")
         deadline = time.monotonic() + self.connect_timeout

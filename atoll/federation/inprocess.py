@@ -11,7 +11,7 @@ import threading
 from typing import Callable, Iterable
 
 from atoll.errors import UnknownParty
-from atoll.federation.transport import Mailbox, Transport
+from atoll.federation.transport import Mailbox, Payload, Transport, as_bytes
 
 Recorder = Callable[[str, str, str, bytes], None]
 
@@ -35,10 +35,11 @@ class InProcessTransport(Transport):
         self.hub = hub
         self.party = party
 
-    def send(self, receiver: str, address: str, payload: bytes) -> None:
+    def send(self, receiver: str, address: str, payload: Payload) -> None:
         box = self.hub.mailboxes.get(receiver)
         if box is None:
             raise UnknownParty(f"{self.party!r} cannot send to unknown party {receiver!r}")
+        payload = as_bytes(payload)
         if self.hub.recorder is not None:
             with self.hub._lock:
                 self.hub.recorder(self.party, receiver, address, payload)

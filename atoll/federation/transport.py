@@ -12,9 +12,20 @@ import abc
 import collections
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 from atoll.errors import FederationTimeout, PeerFailed
+
+#: an encoded message: bytes, or buffers to be concatenated (see ``wire.dumps_parts``)
+Payload = Union[bytes, Sequence[Union[bytes, memoryview]]]
+
+
+def as_bytes(payload: Payload) -> bytes:
+    return payload if isinstance(payload, bytes) else b"".join(payload)
+
+
+def payload_size(payload: Payload) -> int:
+    return len(payload) if isinstance(payload, bytes) else sum(memoryview(p).nbytes for p in payload)
 
 #: how often a waiting receive asks the transport whether the sender is alive
 LIVENESS_INTERVAL = 1.0
@@ -26,7 +37,7 @@ class Transport(abc.ABC):
     party: str
 
     @abc.abstractmethod
-    def send(self, receiver: str, address: str, payload: bytes) -> None:
+    def send(self, receiver: str, address: str, payload: Payload) -> None:
         """Deliver ``payload`` to ``receiver``'s mailbox under ``address`` (exactly once)."""
 
     @abc.abstractmethod

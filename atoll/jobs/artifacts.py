@@ -1,0 +1,106 @@
+"""What flows between components, and how each party keeps it on its own disk.
+
+* ``data``: a :class:`Table` (features indexed by sample id; the label where the
+  party holds one). Stored as ``.npz`` (no pickle).
+* ``model``, ``scores``, ``metrics``: plain dicts of wire-typed values (numbers,
+  strings, numpy arrays, lists, dicts), stored with :mod:`atoll.wire` (the safe
+  codec; no pickle). ``scores`` carries ``ids``, ``score`` (and ``label``).
+
+Every output a party produced is persisted under ``RUN/PARTY/STEP/`` before the
+step counts as done: that is what ``--resume`` and ``atoll predict`` load.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from atoll import wire
+from atoll.errors import DataError
+
+KINDS = ("data", "model", "scores", "metrics")
+
+
+@dataclass
+class Table:
+    """One party's rows: features ``x`` (index = sample ids) and, for label holders, ``y``."""
+
+    x: pd.DataFrame
+    y: pd.Series | None = None
+
+    def __post_init__(self) -> None:
+        if self.y is not None and not self.x.index.equals(self.y.index):
+            raise DataError("label and features must have the same ids in the same order")
+
+    @property
+    def ids(self) -> pd.Index:
+        return self.x.index
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, ids: Any) -> "Table":
+        """The rows with these ids, in this order."""
+        missing = pd.Index(ids).difference(self.x.index)
+        if len(missing):
+            raise DataError(f"{len(missing)} requested ids are not in this party's data "
+                            f"(e.g. {list(missing[:3])}); were the parties aligned (psi) first?")
+        x = self.x.loc[ids]
+        return Table(x, None if self.y is None else self.y.loc[ids])
+
+    def values(self) -> np.ndarray:
+        return self.x.to_numpy(dtype=np.float64)
+
+    def save(self, path: Path) -> None:
+        ids = np.asarray(self.x.index)
+        if ids.dtype == object:
+            ids = ids.astype(str)
+        arrays = {"ids": ids, "columns": np.asarray(self.x.columns, dtype=str),
+                  "x": self.values(), "id_name": np.asarray(str(self.x.index.name or "id"))}
+        if self.y is not None:
+            arrays["y"] = self.y.to_numpy()
+            arrays["label_name"] = np.asarray(str(self.y.name))
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> "Table":
+        with np.load(path, allow_pickle=False) as z:
+            index = pd.Index(z["ids"], name=str(z["id_name"]))
+            x = pd.DataFrame(z["x"], index=index, columns=[str(c) for c in z["columns"]])
+            y = pd.Series(z["y"], index=index, name=str(z["label_name"])) if "y" in z else None
+        return cls(x, y)
+
+
+def save_output(folder: Path, name: str, value: Any) -> str:
+    """Persist one output; return the file name."""
+    if isinstance(value, Table):
+        fname = f"{name}.npz"
+        value.save(folder / fname)
+    else:
+        fname = f"{name}.bin"
+        (folder / fname).write_bytes(wire.dumps(value))
+    return fname
+
+
+def load_output(folder: Path, fname: str) -> Any:
+    if fname.endswith(".npz"):
+        return Table.load(folder / fname)
+    return wire.loads((folder / fname).read_bytes())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON: {type(o).__name__}")

@@ -1,0 +1,315 @@
+"""Job files: YAML in, a validated :class:`JobSpec` out, or an error naming the line.
+
+A job names its parties (role + data) and a pipeline of components::
+
+    name: credit_scoring
+    seed: 42
+    parties:
+      guest:   {role: guest, data: {dataset: default_credit, split: hetero, party: guest, label: y}}
+      host_0:  {role: host,  data: {dataset: default_credit, split: hetero, party: host}}
+      arbiter: {role: arbiter}
+    pipeline:
+      - {id: read,  component: reader}
+      - {id: align, component: psi,   inputs: {data: read.data}}
+      - {id: split, component: split, inputs: {data: align.data}, params: {test_size: 0.2}}
+
+Every check that can be made without running anything is made here, before a
+single party starts: the YAML itself, the shape of each section (pydantic), the
+component names, each component's parameters, the inputs each component names
+(they must exist, match in kind, and form no cycle), that every party that needs
+data has some, that the files and columns exist (only the header is read) and
+that the label holder's label column is there. Each error is one
+:class:`JobSpecError` whose message starts ``FILE:LINE:``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from atoll.errors import ConfigError
+
+ROLES = ("guest", "host", "arbiter", "server", "client")
+_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+class JobSpecError(ConfigError):
+    """A job file is invalid. ``line`` is the 1-based line of the offending entry (or None)."""
+
+    def __init__(self, message: str, line: int | None = None, source: str = "<job>"):
+        self.line = line
+        self.source = source
+        self.reason = message
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {message}")
+
+
+class DataSpec(BaseModel):
+    """Where one party's data lives: a CSV/Parquet file or a bundled data set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(None, description="CSV (.csv, .csv.gz) or Parquet (.parquet) file")
+    dataset: str | None = Field(None, description="bundled data set name (atoll.datasets)")
+    split: str = Field("hetero", description="bundled data set split: hetero or homo")
+    party: str | None = Field(None, description="which bundled file (default: this party's role)")
+    id: str | None = Field(None, description="id column (default: the first column)")
+    label: str | None = Field(None, description="label column (label holders only)")
+    limit: int | None = Field(None, gt=0, description="keep only the first N rows (quick runs)")
+    format: Literal["auto", "csv", "parquet"] = "auto"
+
+    @field_validator("path")
+    @classmethod
+    def _path_not_empty(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("path is empty")
+        return v
+
+
+class PartySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["guest", "host", "arbiter", "server", "client"]
+    data: DataSpec | None = None
+
+
+class ComponentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    component: str
+    inputs: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _id_ok(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(f"component id {v!r} must be letters, digits, '_' or '-' "
+                             "and start with a letter")
+        return v
+
+    def input_refs(self) -> dict[str, tuple[str, str]]:
+        """``{slot: (producer id, output name)}``."""
+        out = {}
+        for slot, ref in self.inputs.items():
+            comp, _, output = ref.partition(".")
+            out[slot] = (comp, output)
+        return out
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "job"
+    seed: int = 0
+    mode: Literal["processes", "threads"] = "processes"
+    timeout: float = Field(600.0, gt=0, description="seconds a party waits for a message")
+    plugins: list[str] = Field(default_factory=list,
+                               description="modules to import (they register extra components)")
+    parties: dict[str, PartySpec]
+    pipeline: list[ComponentSpec]
+
+    # filled by load_job, not part of the file
+    source: str = Field("<job>", exclude=True)
+    text: str = Field("", exclude=True)
+    lines: dict[tuple, int] = Field(default_factory=dict, exclude=True)
+
+    def component(self, cid: str) -> ComponentSpec:
+        for c in self.pipeline:
+            if c.id == cid:
+                return c
+        raise KeyError(cid)
+
+    def parties_of(self, role: str) -> list[str]:
+        return sorted(p for p, s in self.parties.items() if s.role == role)
+
+    def line(self, *path: Any) -> int | None:
+        """The line of the deepest entry of ``path`` that the file has."""
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return None
+
+    def error(self, message: str, *path: Any) -> JobSpecError:
+        return JobSpecError(message, self.line(*path), self.source)
+
+    def component_index(self, cid: str) -> int:
+        return next(i for i, c in enumerate(self.pipeline) if c.id == cid)
+
+
+# ---------------------------------------------------------------------- YAML + lines
+def _line_map(text: str, source: str) -> dict[tuple, int]:
+    """Map every key path (``("pipeline", 2, "component")``) to its 1-based line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise JobSpecError(f"not valid YAML: {getattr(e, 'problem', None) or e}",
+                           mark.line + 1 if mark else None, source) from None
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for k, v in node.value:
+                key = k.value
+                if key in seen:
+                    raise JobSpecError(f"key {key!r} appears twice (first on line {seen[key]})",
+                                       k.start_mark.line + 1, source)
+                seen[key] = k.start_mark.line + 1
+                lines[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines[path + (i,)] = v.start_mark.line + 1
+                walk(v, path + (i,))
+
+    if root is not None:
+        lines[()] = root.start_mark.line + 1
+        walk(root, ())
+    return lines
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+
+
+def parse_job(text: str, source: str = "<job>", check_data: bool = True) -> JobSpec:
+    """Validate job text completely (see module docstring); raise :class:`JobSpecError`."""
+    lines = _line_map(text, source)
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, dict):
+        raise JobSpecError("a job file is a mapping with 'parties' and 'pipeline'", 1, source)
+    try:
+        job = JobSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        # pydantic puts the union member / literal in the loc: keep the real keys
+        path = tuple(p for p in loc if isinstance(p, int) or p in _keys_at(raw, loc))
+        line = None
+        probe = path
+        while probe and line is None:
+            line = lines.get(probe)
+            probe = probe[:-1]
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        what = "missing" if err["type"] == "missing" else err["msg"]
+        raise JobSpecError(f"{_loc(path) or 'job'}: {what}{more}", line, source) from None
+    job.source, job.text, job.lines = source, text, lines
+    _check(job, check_data)
+    return job
+
+
+def _keys_at(raw: Any, loc: tuple) -> set:
+    keys: set = set()
+    node = raw
+    for p in loc:
+        if isinstance(node, dict):
+            keys |= set(node)
+            keys.add(p)  # a missing key is still worth naming
+            node = node.get(p) if isinstance(p, str) else None
+        elif isinstance(node, list) and isinstance(p, int) and p < len(node):
+            node = node[p]
+    return keys
+
+
+def load_job(path: str | Path, check_data: bool = True) -> JobSpec:
+    """Read and validate a job file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise JobSpecError(f"cannot read the job file: {e.strerror}", None, str(p)) from None
+    job = parse_job(text, str(p), check_data)
+    return job
+
+
+def resolve_path(job: JobSpec, path: str) -> Path:
+    """Data paths are relative to the job file's folder."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and job.source not in ("<job>", ""):
+        p = Path(job.source).resolve().parent / p
+    return p
+
+
+# ---------------------------------------------------------------------- semantic checks
+def _check(job: JobSpec, check_data: bool) -> None:
+    from atoll.jobs import registry
+    from atoll.jobs.dag import find_cycle
+
+    for mod in job.plugins:
+        try:
+            registry.load_plugin(mod)
+        except ImportError as e:
+            raise job.error(f"plugin {mod!r} cannot be imported: {e}", "plugins") from None
+    if not job.parties:
+        raise job.error("name at least one party", "parties")
+    if not job.pipeline:
+        raise job.error("the pipeline is empty: add at least one component", "pipeline")
+    for party in job.parties:
+        if not _ID.match(party):
+            raise job.error(f"party name {party!r} must be letters, digits, '_' or '-'", "parties", party)
+
+    ids: dict[str, int] = {}
+    for i, c in enumerate(job.pipeline):
+        if c.id in ids:
+            raise job.error(f"component id {c.id!r} is used twice (first at pipeline[{ids[c.id]}], "
+                            f"line {job.line('pipeline', ids[c.id])}); give each step its own id",
+                            "pipeline", i, "id")
+        ids[c.id] = i
+
+    classes = {}
+    for i, c in enumerate(job.pipeline):
+        cls = registry.find(c.component)
+        if cls is None:
+            raise job.error(f"unknown component {c.component!r} in step {c.id!r}; known components: "
+                            f"{', '.join(registry.names())}", "pipeline", i, "component")
+        classes[c.id] = cls
+        try:
+            cls.Params.model_validate(c.params)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = tuple(err["loc"])
+            what = "missing" if err["type"] == "missing" else err["msg"]
+            raise job.error(f"{c.id} ({c.component}) params.{_loc(loc)}: {what}",
+                            "pipeline", i, "params", *loc) from None
+
+    for i, c in enumerate(job.pipeline):
+        cls = classes[c.id]
+        for slot, ref in c.inputs.items():
+            if slot not in cls.inputs:
+                raise job.error(f"{c.id} ({c.component}) has no input {slot!r}; its inputs: "
+                                f"{', '.join(cls.inputs) or 'none'}", "pipeline", i, "inputs", slot)
+            comp, dot, output = ref.partition(".")
+            if not dot or comp not in ids:
+                raise job.error(f"input {slot!r} of {c.id} refers to {ref!r}; write STEP.OUTPUT with "
+                                f"STEP one of {', '.join(ids)}", "pipeline", i, "inputs", slot)
+            pcls = classes[comp]
+            if output not in pcls.outputs:
+                raise job.error(f"input {slot!r} of {c.id}: step {comp!r} ({pcls.name}) has no output "
+                                f"{output!r}; its outputs: {', '.join(pcls.outputs)}",
+                                "pipeline", i, "inputs", slot)
+            want, have = cls.inputs[slot].kind, pcls.outputs[output]
+            if want != have:
+                raise job.error(f"input {slot!r} of {c.id} wants {want}, but {ref} is {have}",
+                                "pipeline", i, "inputs", slot)
+        for slot, s in cls.inputs.items():
+            if not s.optional and slot not in c.inputs:
+                raise job.error(f"{c.id} ({c.component}) needs input {slot!r} ({s.kind}); add "
+                                f"inputs: {{{slot}: STEP.OUTPUT}}", "pipeline", i, "component")
+
+    cycle = find_cycle({c.id: [r.partition(".")[0] for r in c.inputs.values()] for c in job.pipeline})
+    if cycle:
+        where = ", ".join(f"{cid} (line {job.line('pipeline', ids[cid])})" for cid in cycle)
+        raise job.error(f"the pipeline has a cycle: {' -> '.join(cycle + [cycle[0]])}; "
+                        f"steps involved: {where}", "pipeline", ids[cycle[0]], "inputs")
+
+    for i, c in enumerate(job.pipeline):
+        classes[c.id].check(job, c, i, check_data)

@@ -1,0 +1,66 @@
+"""Module-level protocol functions (picklable, so the process launcher can run them)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+
+
+def secure_sum_party(ctx, values):
+    """Pairwise-masked sum: for each pair the smaller name draws a seed, adds the mask, the other subtracts it."""
+    rng = np.random.default_rng(sum(map(ord, ctx.party)))
+    masked = np.asarray(values, dtype=np.int64).copy()
+    for peer in ctx.parties_of("input"):
+        if peer == ctx.party:
+            continue
+        with ctx.scope("pair", "-".join(sorted((peer, ctx.party)))):
+            if ctx.party < peer:
+                seed = int(rng.integers(1 << 62))
+                ctx.send(peer, "seed", seed)
+                sign = 1
+            else:
+                seed = ctx.recv(peer, "seed")
+                sign = -1
+        masked += sign * np.random.default_rng(seed).integers(-(1 << 30), 1 << 30, masked.shape)
+    ctx.send("sum", "masked", masked)
+    return ctx.recv("sum", "total")
+
+
+def sum_party(ctx):
+    uploads = ctx.gather("input", "masked")
+    total = sum(uploads.values())
+    ctx.send("input", "total", total)
+    return total
+
+
+def echo_rounds(ctx, rounds):
+    """guest sends x to every host each round, hosts answer x*their index; returns all answers."""
+    out = []
+    for r in range(rounds):
+        with ctx.scope("round", r):
+            if ctx.role == "guest":
+                ctx.broadcast("host", "x", np.full(3, r, dtype=np.float64))
+                out.append({p: v.tolist() for p, v in ctx.gather("host", "y").items()})
+            else:
+                x = ctx.recv("guest", "x")
+                ctx.send("guest", "y", x * (int(ctx.party[-1]) + 1))
+    return out
+
+
+def fail_after_hello(ctx):
+    ctx.send("guest", "hello", 1)
+    raise ValueError("host data is broken")
+
+
+def wait_for_result(ctx):
+    ctx.recv("host", "hello")
+    return ctx.recv("host", "never", timeout=120)
+
+
+def die_hard(ctx):
+    ctx.send("guest", "hello", 1)
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
