@@ -37,5 +37,114 @@ def certs_init(parties: str = typer.Option(..., help="Comma-separated party name
     typer.echo(f"wrote CA and certificates for {', '.join(names)} to {out}")
 
 
+@app.command("run")
+def run_cmd(job: Optional[Path] = typer.Argument(None, help="Job file (YAML); see examples/"),
+            resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder to finish: "
+                                                  "completed steps are kept, not run again"),
+            centralized_baseline: bool = typer.Option(False, "--centralized-baseline",
+                                                      help="Also train the centralised twin on the joined "
+                                                      "data (simulation only) and compare in the report"),
+            out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/NAME-TIME)"),
+            threads: bool = typer.Option(False, "--threads", help="Run parties as threads in this process "
+                                         "(fast, for trying things) instead of processes over gRPC/mTLS"),
+            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display")) -> None:
+    """Run every party of a job on this machine (processes over loopback gRPC with mutual TLS)."""
+    from atoll.errors import AtollError
+    from atoll.jobs import run_job
+    from atoll.jobs.summary import print_summary
+
+    if (job is None) == (resume is None):
+        raise typer.BadParameter("give a job file, or --resume RUN_DIR (not both)")
+    try:
+        result = run_job(job, run_dir=out, resume=resume, mode="threads" if threads else None,
+                         centralized_baseline=centralized_baseline, display=not quiet)
+    except AtollError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(1) from None
+    print_summary(result)
+
+
+@app.command("predict")
+def predict_cmd(run_dir: Path = typer.Argument(..., help="Folder of a finished 'atoll run'"),
+                data: list[str] = typer.Option([], "--data", help="PARTY=FILE: new data for a party "
+                                               "(CSV/Parquet, same columns); repeat per party"),
+                out: Optional[Path] = typer.Option(None, "--out", help="Output folder"),
+                threads: bool = typer.Option(False, "--threads", help="Parties as threads in this process"),
+                quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Apply a trained pipeline to new aligned data; each party loads only its own saved part."""
+    from atoll.errors import AtollError
+    from atoll.jobs import predict_job
+
+    specs = {}
+    for item in data:
+        party, eq, path = item.partition("=")
+        if not eq or not party or not path:
+            raise typer.BadParameter(f"--data {item!r}: write PARTY=FILE")
+        specs[party.strip()] = {"path": str(Path(path).resolve())}
+    try:
+        written = predict_job(run_dir, out_dir=out, data=specs, mode="threads" if threads else None,
+                              display=not quiet)
+    except AtollError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(1) from None
+    for party, path in written.items():
+        typer.echo(f"{party}: predictions in {path}")
+
+
+@app.command("psi")
+def psi_command(
+        ids: Path = typer.Option(..., help="CSV file with this party's ids (header row; first column "
+                                           "unless --column)"),
+        column: Optional[str] = typer.Option(None, help="Name of the id column"),
+        role: Optional[str] = typer.Option(None, help="guest or host (two-node mode)"),
+        party: Optional[str] = typer.Option(None, help="This party's name (default: guest / host_0)"),
+        address: Optional[str] = typer.Option(None, help="HOST:PORT this node listens on and peers dial"),
+        peer: list[str] = typer.Option([], help="Another party as NAME=HOST:PORT (repeat per party)"),
+        certs: Optional[Path] = typer.Option(None, help="Folder with ca.pem and PARTY.pem/.key "
+                                                        "(from `atoll certs init`) for mutual TLS"),
+        job_id: str = typer.Option("psi", help="Same id on every side: names this alignment"),
+        standalone: bool = typer.Option(False, help="Run every party here as local processes"),
+        host_ids: list[Path] = typer.Option([], help="Standalone: a host's id CSV (repeat per host)"),
+        out: Path = typer.Option(..., help="Two-node: CSV to write the aligned ids to; "
+                                           "standalone: folder for PARTY.csv files"),
+        result_to: str = typer.Option("both", help="both: every party learns the result; "
+                                                   "guest: only the guest"),
+        duplicates: str = typer.Option("error", help="error, or drop (keep the first occurrence)"),
+        strip: bool = typer.Option(True, help="Strip whitespace around ids (must match on all sides)"),
+) -> None:
+    """Private set intersection: align this party's ids with other parties' without revealing others."""
+    from atoll.errors import AtollError
+    from atoll.secure import psi_cli
+    from atoll.secure.psi import PsiParams
+
+    try:
+        params = PsiParams(result_to=result_to, duplicates=duplicates, strip=strip)
+        if standalone:
+            results = psi_cli.run_standalone(ids, host_ids, column, params)
+            files = {"guest": ids, **{f"host_{i}": h for i, h in enumerate(host_ids)}}
+            for name, found in results.items():
+                if found is not None:
+                    psi_cli.write_ids(out / f"{name}.csv", found, psi_cli.column_name(files[name], column))
+            size = len(results["guest"] or [])
+            typer.echo(f"{size} ids in common; aligned ids written to {out}/")
+            return
+        if role not in ("guest", "host") or not address or not peer:
+            raise typer.BadParameter("two-node mode needs --role guest|host, --address and --peer "
+                                     "(or use --standalone with --host-ids)")
+        name = party or ("guest" if role == "guest" else "host_0")
+        if psi_cli.role_of(name) != role:
+            raise typer.BadParameter(f"party {name!r} does not play role {role!r}")
+        found = psi_cli.run_node(name, psi_cli.read_ids(ids, column), address, psi_cli.parse_peers(peer),
+                                 str(certs) if certs else None, params, job_id=job_id)
+        if found is None:
+            typer.echo("done; only the guest learns the intersection (result_to=guest)")
+            return
+        psi_cli.write_ids(out, found, psi_cli.column_name(ids, column))
+        typer.echo(f"{len(found)} ids in common; aligned ids written to {out}")
+    except AtollError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

@@ -19,6 +19,8 @@ in between (an overflow, or a tampered ciphertext).
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 from atoll.errors import CryptoError
@@ -54,6 +56,14 @@ def is_integral(x: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(x)) and np.all(np.floor(x) == x))
 
 
+def _objects(values: list, shape: tuple) -> np.ndarray:
+    return np.fromiter(values, dtype=object, count=len(values)).reshape(shape)
+
+
+def _exact(v: float, exp: int) -> int:
+    return round(Fraction(v) * (1 << exp))
+
+
 def encode(x, exp: int) -> np.ndarray:
     """Encode a numeric array (or scalar) as an object array of Python ints ``round(x * 2**exp)``."""
     a = np.asarray(x)
@@ -67,25 +77,25 @@ def encode(x, exp: int) -> np.ndarray:
                 f = float(v)
                 if not np.isfinite(f):
                     raise CryptoError(f"cannot encrypt non-finite value {f}; clean the data first")
-                flat[i] = int(round(f * 2.0 ** exp))
+                flat[i] = _exact(f, exp)
         return out
     if a.dtype.kind in "iub":
         if exp == 0:
-            return a.astype(object) if a.dtype.kind != "b" else a.astype(np.int64).astype(object)
-        return np.array([int(v) << exp for v in a.astype(np.int64).ravel().tolist()],
-                        dtype=object).reshape(a.shape)
+            return np.asarray(a.astype(np.int64) if a.dtype.kind == "b" else a, dtype=object).reshape(a.shape)
+        return _objects([int(v) << exp for v in a.astype(np.int64).ravel().tolist()], a.shape)
     if a.dtype.kind != "f":
         raise CryptoError(f"cannot encode an array of dtype {a.dtype}; pass floats or integers")
     a = a.astype(np.float64, copy=False)
     if not np.all(np.isfinite(a)):
         raise CryptoError("cannot encrypt NaN or infinite values; clean or impute the data first")
-    scaled = np.rint(a * (2.0 ** exp))  # exact power-of-two scaling, then round half to even
-    if not np.all(np.isfinite(scaled)):
-        raise CryptoError(f"values too large for {exp} fractional bits; lower the precision")
+    with np.errstate(over="ignore"):
+        scaled = np.asarray(np.rint(np.ldexp(a, exp)))  # exact power-of-two scaling, then round half to even
+    if not np.all(np.isfinite(scaled)):  # beyond float range: exact rational scaling
+        return _objects([_exact(v, exp) for v in a.ravel().tolist()], a.shape)
     if np.all(np.abs(scaled) < 2.0 ** 62):
-        out = scaled.astype(np.int64).astype(object)
+        out = np.asarray(scaled.astype(np.int64), dtype=object).reshape(a.shape)
     else:
-        out = np.array([int(v) for v in scaled.ravel().tolist()], dtype=object).reshape(a.shape)
+        out = _objects([int(v) for v in scaled.ravel().tolist()], a.shape)
     return out
 
 

@@ -19,18 +19,24 @@ Pure functions of gmpy2 integers; no keys, no parties.
 from __future__ import annotations
 
 import math
+import threading
 
 import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-__all__ = ["FixedBaseTable", "multi_exp", "multi_exp_signed", "best_window"]
+__all__ = ["FixedBaseTable", "batch_invert", "multi_exp", "multi_exp_signed", "best_window"]
 
 
 class FixedBaseTable:
-    """Precomputed powers of one base for fast ``base**e mod modulus`` with ``0 <= e < 2**exp_bits``."""
+    """Precomputed powers of one base for fast ``base**e mod modulus`` with ``0 <= e < 2**exp_bits``.
 
-    def __init__(self, base, modulus, exp_bits: int, window: int = 8):
+    Rows ``T[i][j] = base**(j * 2**(w*i))`` are built up to ``prebuild_bits`` at
+    construction and lazily beyond (so a table for a huge exponent range costs
+    memory only for the exponent sizes actually used).
+    """
+
+    def __init__(self, base, modulus, exp_bits: int, window: int = 8, prebuild_bits: int | None = None):
         if window < 1 or window > 16:
             raise ValueError("window must be between 1 and 16 bits")
         self.modulus = mpz(modulus)
@@ -38,42 +44,51 @@ class FixedBaseTable:
         self.window = int(window)
         self.exp_bits = int(exp_bits)
         self.n_windows = max(1, -(-self.exp_bits // self.window))
+        self.rows: list = []
+        self._next_base = self.base
+        self._lock = threading.Lock()
+        self._ensure(self.exp_bits if prebuild_bits is None else max(1, min(prebuild_bits, self.exp_bits)))
+
+    def _ensure(self, bits: int) -> None:
+        """Build rows until exponents of ``bits`` bits are covered."""
+        need = min(self.n_windows, -(-bits // self.window))
         N = self.modulus
         size = 1 << self.window
-        rows = []
-        g = self.base
-        for _ in range(self.n_windows):
+        with self._lock:
+            self._build(need, N, size)
+
+    def _build(self, need: int, N, size: int) -> None:
+        while len(self.rows) < need:
+            g = self._next_base
             row = [mpz(1)] * size
             acc = mpz(1)
             for j in range(1, size):
                 acc = acc * g % N
                 row[j] = acc
-            rows.append(row)
-            g = acc * g % N  # g ** (2**w)
-        self.rows = rows
+            self.rows.append(row)
+            self._next_base = acc * g % N  # g ** (2**w)
 
     def pow(self, e: int):
         """``base ** e mod modulus`` for ``0 <= e < 2**exp_bits`` (no squarings)."""
-        if e < 0 or e >> self.exp_bits:
-            raise ValueError(f"exponent out of the table's range of {self.exp_bits} bits")
-        w, mask, N = self.window, (1 << self.window) - 1, self.modulus
-        acc = None
-        for row in self.rows:
-            d = e & mask
-            if d:
-                acc = row[d] if acc is None else acc * row[d] % N
-            e >>= w
-            if not e:
-                break
-        return mpz(1) if acc is None else acc
+        return self.pow_list([e])[0]
 
     def pow_list(self, exps: list) -> list:
         """``[base**e mod modulus for e in exps]``."""
-        w, mask, N, rows = self.window, (1 << self.window) - 1, self.modulus, self.rows
+        w, mask, N = self.window, (1 << self.window) - 1, self.modulus
         one = mpz(1)
         out = []
         append = out.append
+        rows = self.rows
+        covered = w * len(rows)
         for e in exps:
+            if e >> covered:
+                if e < 0 or e >> self.exp_bits:
+                    raise ValueError(f"exponent out of the table's range of {self.exp_bits} bits")
+                self._ensure(int(e).bit_length())
+                rows = self.rows
+                covered = w * len(rows)
+            elif e < 0:
+                raise ValueError("negative exponent for a fixed-base table")
             acc = None
             for row in rows:
                 d = e & mask
@@ -87,7 +102,7 @@ class FixedBaseTable:
 
     @property
     def nbytes(self) -> int:
-        return len(self.rows) * len(self.rows[0]) * ((int(self.modulus).bit_length() + 7) // 8)
+        return len(self.rows) * (1 << self.window) * ((int(self.modulus).bit_length() + 7) // 8)
 
 
 def best_window(count: int, bits: int) -> int:
@@ -166,6 +181,29 @@ def multi_exp(bases: list, exps, modulus, window: int | None = None):
         else:
             result = total
     return one if result is None else result
+
+
+def batch_invert(values: list, modulus) -> list:
+    """Inverses of many units modulo ``modulus`` with one modular inversion (Montgomery's trick).
+
+    About 3 multiplications per value instead of one inversion each (~7x a multiplication).
+    """
+    N = mpz(modulus)
+    n = len(values)
+    if n == 0:
+        return []
+    prefix = [None] * n
+    acc = mpz(1)
+    for i, v in enumerate(values):
+        acc = acc * v % N
+        prefix[i] = acc
+    inv = gmpy2.invert(acc, N)
+    out = [None] * n
+    for i in range(n - 1, 0, -1):
+        out[i] = inv * prefix[i - 1] % N
+        inv = inv * values[i] % N
+    out[0] = inv
+    return out
 
 
 def multi_exp_signed(bases: list, exps, modulus, window: int | None = None):

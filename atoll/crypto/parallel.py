@@ -1,13 +1,16 @@
 """Parallel execution of large encrypt / decrypt / matvec jobs.
 
 ``jobs=1`` always runs in-process. ``jobs>1`` uses a cached pool of worker
-processes (``spawn`` start method, safe in threaded programs such as the
-in-process federation); ``jobs<=0`` means one per CPU core. Work crosses to the
+processes; ``jobs<=0`` means one per CPU core. Workers are forked on Linux
+(no re-import of the caller's ``__main__``, and fixed-base tables built before
+the pool starts are inherited for free); set ``ATOLL_HE_START_METHOD=spawn``
+(or ``forkserver``) to change that, e.g. in programs that must not fork while
+threads run (spawn requires the usual ``if __name__ == "__main__":`` guard). Work crosses to the
 workers as gmpy2 integers and numpy arrays (local inter-process pickling of
 our own values: never the federation wire). Workers cache public keys by their
 fingerprint, so fixed-base tables are built once per worker and key.
 
-Decryption uses threads instead: gmpy2's ``powmod_base_list`` releases the GIL.
+Decryption sends only the modular exponentiations (``parallel.powmod_list``) to the workers.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["resolve_jobs", "split", "process_map", "thread_map", "shutdown"]
+__all__ = ["resolve_jobs", "split", "process_map", "powmod_list", "thread_map", "warm_up", "shutdown"]
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 _LOCK = threading.Lock()
@@ -55,18 +58,82 @@ def _pool(jobs: int) -> ProcessPoolExecutor:
         pool = _POOLS.get(jobs)
         if pool is None:
             log.debug("starting a pool of %d HE worker processes", jobs)
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+            method = os.environ.get("ATOLL_HE_START_METHOD") or (
+                "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method))
             _POOLS[jobs] = pool
         return pool
 
 
+_WARNED_DAEMON = False
+
+
+def can_fork_workers() -> bool:
+    """False inside a daemonic process (e.g. a party started by ``launch(mode="processes")``), which may not
+    have children: work then runs in-process."""
+    global _WARNED_DAEMON
+    if not multiprocessing.current_process().daemon:
+        return True
+    if not _WARNED_DAEMON:
+        _WARNED_DAEMON = True
+        log.warning("HE jobs>1 requested inside a daemonic process, which cannot start worker processes; "
+                    "running in-process (start the party as a non-daemonic process to parallelise)")
+    return False
+
+
 def process_map(fn: Callable, args: Sequence[tuple], jobs: int) -> list[Any]:
-    """Run ``fn(*a)`` for each ``a`` in ``args``; in-process when ``jobs == 1`` or a single task."""
-    if jobs <= 1 or len(args) <= 1:
+    """Run ``fn(*a)`` for each ``a`` in ``args``; in-process when ``jobs == 1``, a single task, or no children
+    are allowed (daemonic process)."""
+    if jobs <= 1 or len(args) <= 1 or not can_fork_workers():
         return [fn(*a) for a in args]
     pool = _pool(jobs)
     futures = [pool.submit(fn, *a) for a in args]
     return [f.result() for f in futures]
+
+
+def _warm_worker(scheme: str, fields: dict, pause: float) -> int:
+    import time
+
+    from atoll.crypto.base import key_from_fields
+
+    pk = key_from_fields(scheme, fields)
+    pk._fresh_masks(1)  # builds the fixed-base tables
+    time.sleep(pause)  # keep this worker busy so that the next task lands on another one
+    return os.getpid()
+
+
+def warm_up(pk, jobs: int) -> None:
+    """Start the worker pool for ``jobs`` and build ``pk``'s tables in every worker."""
+    jobs = resolve_jobs(jobs)
+    pk._fresh_masks(1)
+    if jobs <= 1 or not can_fork_workers():
+        return
+    pool = _pool(jobs)
+    futures = [pool.submit(_warm_worker, pk.scheme, pk._fields(), 0.3) for _ in range(jobs)]
+    pids = {f.result() for f in futures}
+    log.debug("warmed %d of %d HE workers", len(pids), jobs)
+
+
+def _powmod_list_worker(bases: list, exp, mod) -> list:
+    import gmpy2
+
+    return list(gmpy2.powmod_base_list(bases, exp, mod))
+
+
+def powmod_list(bases: list, exp, mod, jobs: int = 1) -> list:
+    """``[b**exp mod mod for b in bases]``, split across ``jobs`` worker processes for large lists.
+
+    Used by decryption: the exponent and modulus (secret factors) then cross a
+    local pipe to this party's own worker processes, never the network.
+    """
+    import gmpy2
+
+    jobs = resolve_jobs(jobs)
+    if jobs <= 1 or len(bases) < 4 * jobs:
+        return list(gmpy2.powmod_base_list(bases, exp, mod)) if bases else []
+    chunks = split(len(bases), jobs)
+    parts = process_map(_powmod_list_worker, [(bases[a:b], exp, mod) for a, b in chunks], jobs)
+    return [v for part in parts for v in part]
 
 
 def thread_map(fn: Callable, args: Sequence[tuple], jobs: int) -> list[Any]:

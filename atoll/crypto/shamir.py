@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from atoll.errors import CryptoError
@@ -90,22 +91,31 @@ def combine(shares: Iterable[Share], t: int | None = None) -> int:
         shares = shares[:t]
     if not shares:
         raise CryptoError("no shares to reconstruct from")
-    xs = [s.x for s in shares]
+    xs = tuple(s.x for s in shares)
     if len(set(xs)) != len(xs):
         raise CryptoError("duplicate share points: each share must come from a different holder")
     p = _mpz(PRIME)
     secret = _mpz(0)
-    for i, si in enumerate(shares):
+    for c, sh in zip(lagrange_at_zero(xs), shares):
+        secret = (secret + c * _mpz(sh.y)) % p
+    return int(secret)
+
+
+@lru_cache(maxsize=4096)
+def lagrange_at_zero(xs: tuple[int, ...]) -> tuple:
+    """Lagrange coefficients ``l_i(0)`` for the points ``xs`` (cached: a secure-aggregation
+    round reconstructs many secrets from shares held by the same clients)."""
+    p = _mpz(PRIME)
+    out = []
+    for i, xi in enumerate(xs):
         num = _mpz(1)
         den = _mpz(1)
-        xi = _mpz(si.x)
-        for j, sj in enumerate(shares):
+        for j, xj in enumerate(xs):
             if i != j:
-                xj = _mpz(sj.x)
                 num = num * (-xj) % p
                 den = den * (xi - xj) % p
-        secret = (secret + _mpz(si.y) * num * pow(den, -1, p)) % p
-    return int(secret)
+        out.append(num * pow(den, -1, p) % p)
+    return tuple(out)
 
 
 def split_bytes(secret: bytes, n: int, t: int, xs: Sequence[int] | None = None) -> list[Share]:

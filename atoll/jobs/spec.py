@@ -118,6 +118,7 @@ class JobSpec(BaseModel):
     source: str = Field("<job>", exclude=True)
     text: str = Field("", exclude=True)
     lines: dict[tuple, int] = Field(default_factory=dict, exclude=True)
+    inference: bool = Field(False, exclude=True)  # atoll predict: new data may lack labels
 
     def component(self, cid: str) -> ComponentSpec:
         for c in self.pipeline:
@@ -181,12 +182,15 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
 
 
-def parse_job(text: str, source: str = "<job>", check_data: bool = True) -> JobSpec:
+def parse_job(text: str, source: str = "<job>", check_data: bool = True, inference: bool = False) -> JobSpec:
     """Validate job text completely (see module docstring); raise :class:`JobSpecError`."""
     lines = _line_map(text, source)
     raw = yaml.safe_load(text)
     if not isinstance(raw, dict):
         raise JobSpecError("a job file is a mapping with 'parties' and 'pipeline'", 1, source)
+    for key in ("source", "text", "lines", "inference"):
+        if key in raw:  # filled in by the loader, never by the file
+            raise JobSpecError(f"{key}: unknown key", lines.get((key,)), source)
     try:
         job = JobSpec.model_validate(raw)
     except ValidationError as e:
@@ -202,7 +206,7 @@ def parse_job(text: str, source: str = "<job>", check_data: bool = True) -> JobS
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
         what = "missing" if err["type"] == "missing" else err["msg"]
         raise JobSpecError(f"{_loc(path) or 'job'}: {what}{more}", line, source) from None
-    job.source, job.text, job.lines = source, text, lines
+    job.source, job.text, job.lines, job.inference = source, text, lines, inference
     _check(job, check_data)
     return job
 

@@ -1,0 +1,104 @@
+"""``--centralized-baseline``: the plaintext twin of each federated model (simulation only).
+
+For each ``evaluate`` step fed by ``predict`` of a model step whose component
+offers ``centralized_twin``, this joins what the parties fed the model step
+(vertical: the parties' columns side by side, on the guest's ids; horizontal:
+every client's rows stacked), trains the twin (e.g. scikit-learn
+``LogisticRegression`` for ``hetero_lr``) on those training rows, scores it on
+exactly the rows the federated ``predict`` scored, and reports each metric as
+V_FED (federated), V_SUM (centralised) and their difference. It reads the other
+parties' folders, which only a local simulation can do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from atoll.jobs import registry
+from atoll.jobs.artifacts import Table
+from atoll.jobs.component import step_seed
+from atoll.jobs.components.evaluate import compute_metrics
+from atoll.jobs.spec import JobSpec
+
+
+def _load(run_dir: Path, party: str, ref: str) -> Table | None:
+    from atoll.jobs.runner import SavedOutputs
+
+    step, _, name = ref.partition(".")
+    saved = SavedOutputs(run_dir / party / step)
+    return saved[name] if name in saved else None
+
+
+def _joined(job: JobSpec, run_dir: Path, ref: str, label_party: str, layout: str,
+            ids: pd.Index | None = None) -> Table:
+    if layout == "vertical":
+        tables = {p: _load(run_dir, p, ref) for p in job.parties}
+        base = tables[label_party]
+        ids = base.ids if ids is None else ids
+        cols = []
+        for p, t in tables.items():
+            if t is not None:
+                x = t.x.loc[ids]
+                x.columns = [f"{p}.{c}" for c in x.columns]
+                cols.append(x)
+        return Table(pd.concat(cols, axis=1), base.y.loc[ids])
+    raise ValueError(layout)
+
+
+def _stacked(job: JobSpec, run_dir: Path, ref: str) -> Table:
+    tables = [t for t in (_load(run_dir, p, ref) for p in job.parties) if t is not None and t.y is not None]
+    return Table(pd.concat([t.x for t in tables]).reset_index(drop=True),
+                 pd.concat([t.y for t in tables]).reset_index(drop=True))
+
+
+def centralized_baseline(job: JobSpec, run_dir: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for ev in job.pipeline:
+        if ev.component != "evaluate":
+            continue
+        pred = job.component(ev.inputs["scores"].partition(".")[0])
+        if pred.component != "predict":
+            continue
+        model_step = job.component(pred.inputs["model"].partition(".")[0])
+        cls = registry.get(model_step.component)
+        twin_fn = getattr(cls, "centralized_twin", None)
+        train_ref = next((model_step.inputs[k] for k in ("train", "data") if k in model_step.inputs), None)
+        if twin_fn is None or train_ref is None:
+            continue
+        params = cls.Params.model_validate(model_step.params)
+        for party in job.parties:
+            mfile = run_dir / party / ev.id / "metrics.json"
+            if not mfile.exists():
+                continue
+            fed = json.loads(mfile.read_text())
+            task = fed["task"]
+            test_scores = _load_scores(run_dir, party, pred.id)
+            if cls.layout == "vertical":
+                train = _joined(job, run_dir, train_ref, party, "vertical")
+                test = _joined(job, run_dir, pred.inputs["data"], party, "vertical",
+                               ids=pd.Index(np.asarray(test_scores["ids"])))
+            else:
+                train = _stacked(job, run_dir, train_ref)
+                test = _load(run_dir, party, pred.inputs["data"])
+            twin, score_fn = twin_fn(params, step_seed(job.seed, model_step.id), task)
+            twin.fit(train.values(), train.y.to_numpy())
+            score = score_fn(twin, test.values())
+            central, _ = compute_metrics(task, test.y.to_numpy(), score)
+            rows.append({"evaluate_step": ev.id, "model_step": model_step.id, "party": party,
+                         "component": model_step.component, "twin": getattr(twin, "name", type(twin).__name__), "task": task,
+                         "n_train": len(train), "n_test": len(test),
+                         "metrics": {k: {"V_FED": fed["metrics"][k], "V_SUM": v,
+                                         "diff": fed["metrics"][k] - v}
+                                     for k, v in central.items() if k in fed["metrics"]}})
+    return rows
+
+
+def _load_scores(run_dir: Path, party: str, step: str) -> dict[str, Any]:
+    from atoll.jobs.runner import SavedOutputs
+
+    return SavedOutputs(run_dir / party / step)["scores"]

@@ -1,0 +1,17 @@
+"""Built-in components. Importing this package registers them all.
+
+Algorithm wrappers import their algorithm module only when a step runs, so a
+build without one of them still loads every job that does not use it.
+"""
+
+from atoll.jobs.components import (  # noqa: F401
+    evaluate,
+    glm,
+    homo,
+    predict,
+    psi,
+    secureboost,
+    reader,
+    scale,
+    split,
+)

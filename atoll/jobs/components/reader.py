@@ -1,0 +1,152 @@
+"""``reader``: each party loads its own data (CSV/Parquet file or bundled data set).
+
+The id column becomes the index; the label column (label holders only) is kept
+apart; every other column must be numeric and becomes a feature. Nothing is
+sent to anyone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from atoll import datasets
+from atoll.errors import ConfigError, DataError
+from atoll.jobs.artifacts import Table
+from atoll.jobs.component import Component, TaskContext
+from atoll.jobs.registry import register
+from atoll.jobs.spec import DataSpec, JobSpec, resolve_path
+
+LABEL_ROLES = ("guest", "client")
+DATA_ROLES = ("guest", "host", "client")
+
+
+def _source(job: JobSpec, party: str, spec: DataSpec) -> tuple[Path, str]:
+    """(file, format) of a party's data."""
+    if (spec.path is None) == (spec.dataset is None):
+        raise job.error(f"party {party!r}: give exactly one of data.path or data.dataset",
+                        "parties", party, "data")
+    if spec.dataset is not None:
+        try:
+            f = datasets.path(spec.dataset, spec.split, spec.party or job.parties[party].role)
+        except DataError as e:
+            raise job.error(f"party {party!r}: {e}", "parties", party, "data", "dataset") from None
+        return f, "csv"
+    f = resolve_path(job, spec.path)
+    if not f.exists():
+        raise job.error(f"party {party!r}: data file {str(f)!r} does not exist",
+                        "parties", party, "data", "path")
+    fmt = spec.format
+    if fmt == "auto":
+        fmt = "parquet" if f.suffix in (".parquet", ".pq") else "csv"
+    return f, fmt
+
+
+def _read(f: Path, fmt: str, nrows: int | None = None) -> pd.DataFrame:
+    if fmt == "parquet":
+        try:
+            df = pd.read_parquet(f)
+        except ImportError as e:
+            raise ConfigError(f"reading Parquet needs pyarrow ({e}); pip install pyarrow") from None
+        return df if nrows is None else df.head(nrows)
+    return pd.read_csv(f, nrows=nrows)
+
+
+def label_of(job: JobSpec, party: str) -> str | None:
+    """The label column a party declares (bundled sets default to their label)."""
+    spec = job.parties[party].data
+    if spec is None:
+        return None
+    if spec.label is not None:
+        return spec.label
+    if spec.dataset is not None and job.parties[party].role in LABEL_ROLES:
+        return datasets.label_column(spec.dataset)
+    return None
+
+
+def load_table(job: JobSpec, party: str, need_label: bool = True) -> Table:
+    spec = job.parties[party].data
+    if spec is None:
+        raise DataError(f"party {party!r} has no data in the job file")
+    f, fmt = _source(job, party, spec)
+    df = _read(f, fmt, spec.limit)
+    id_col = spec.id or df.columns[0]
+    if id_col not in df.columns:
+        raise DataError(f"party {party!r}: id column {id_col!r} is not in {f.name}")
+    if df[id_col].duplicated().any():
+        dup = df[id_col][df[id_col].duplicated()].iloc[0]
+        raise DataError(f"party {party!r}: id {dup!r} appears more than once in {f.name}; ids must be unique")
+    df = df.set_index(id_col)
+    label = label_of(job, party)
+    y = None
+    if label is not None:
+        if label in df.columns:
+            y = df.pop(label)
+        elif need_label:
+            raise DataError(f"party {party!r}: label column {label!r} is not in {f.name}")
+    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        raise DataError(f"party {party!r}: columns {bad} are not numeric; encode them before the job "
+                        "(or drop them)")
+    x = df.astype(np.float64)
+    x.columns = [str(c) for c in x.columns]
+    return Table(x, y)
+
+
+@register
+class Reader(Component):
+    """Load each data-holding party's own rows. Output ``data``."""
+
+    name = "reader"
+    inputs: dict = {}
+    outputs = {"data": "data"}
+
+    @classmethod
+    def check(cls, job: JobSpec, spec: Any, index: int, check_data: bool) -> None:
+        for party, ps in job.parties.items():
+            if ps.role not in DATA_ROLES:
+                continue
+            if ps.data is None:
+                raise job.error(f"party {party!r} ({ps.role}) has no data, but step {spec.id!r} reads "
+                                f"each party's data; add data: {{path: FILE}} or {{dataset: NAME}}",
+                                "parties", party)
+            f, fmt = _source(job, party, ps.data)
+            if not check_data:
+                continue
+            try:
+                cols = list(_read(f, fmt, nrows=0).columns) if fmt == "csv" else list(_read(f, fmt).columns)
+            except (OSError, ValueError) as e:
+                raise job.error(f"party {party!r}: cannot read {f}: {e}", "parties", party, "data") from None
+            id_col = ps.data.id or (cols[0] if cols else None)
+            if id_col not in cols:
+                raise job.error(f"party {party!r}: id column {id_col!r} is not in {f.name} "
+                                f"(columns: {', '.join(map(str, cols[:12]))})", "parties", party, "data", "id")
+            label = label_of(job, party)
+            if ps.role in LABEL_ROLES and not job.inference:
+                if label is None:
+                    raise job.error(f"party {party!r} ({ps.role}) holds the labels: name the label column "
+                                    "with data.label", "parties", party, "data")
+                if label not in cols:
+                    raise job.error(f"party {party!r}: label column {label!r} is not in {f.name} "
+                                    f"(columns: {', '.join(map(str, cols[:12]))})",
+                                    "parties", party, "data", "label")
+
+    def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
+        if tc.data_spec is None or tc.role not in DATA_ROLES:
+            return {}
+        table = load_table(tc.job, tc.party, need_label=tc.mode == "train")
+        tc.log.info("read %d rows x %d features%s", len(table), table.x.shape[1],
+                    "" if table.y is None else f" + label {table.y.name!r}")
+        return {"data": table}
+
+    def infer(self, tc: TaskContext, inputs: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+        out = self.run(tc, inputs)
+        table = out.get("data")
+        old = saved.get("data")
+        if table is not None and old is not None and list(table.x.columns) != list(old.x.columns):
+            raise DataError(f"party {tc.party!r}: new data has columns {list(table.x.columns)}, the "
+                            f"model was trained on {list(old.x.columns)}")
+        return out

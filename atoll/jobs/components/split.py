@@ -1,0 +1,118 @@
+"""``split``: train / validation / test rows, the same rows at every party.
+
+Vertical jobs: the guest (label holder) draws the split with the step's seed
+(stratified by label if asked) and sends the ids of each part to the hosts; each
+host takes those rows of its own data. Hosts learn which of the (already
+aligned) ids are train or test rows, nothing else; the arbiter gets nothing.
+Horizontal jobs: each client splits its own rows locally; nothing is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from atoll.errors import DataError
+from atoll.jobs.artifacts import Table
+from atoll.jobs.component import Component, Slot, TaskContext, step_seed
+from atoll.jobs.registry import register
+
+
+class SplitParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    test_size: float = Field(0.2, ge=0.0, lt=1.0)
+    validate_size: float = Field(0.0, ge=0.0, lt=1.0)
+    stratify: bool = True
+    shuffle: bool = True
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "SplitParams":
+        if self.test_size + self.validate_size >= 1.0:
+            raise ValueError("test_size + validate_size must leave some training rows (< 1)")
+        return self
+
+
+def split_positions(n: int, y: np.ndarray | None, p: SplitParams, seed: int) -> dict[str, np.ndarray]:
+    """Row positions of each part (pure; sorted within each part to keep file order)."""
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)]
+    if p.stratify and y is not None:
+        _, inv = np.unique(y, return_inverse=True)
+        groups = [np.flatnonzero(inv == k) for k in range(inv.max() + 1)]
+    parts: dict[str, list[np.ndarray]] = {"train": [], "validate": [], "test": []}
+    for g in groups:
+        g = rng.permutation(g) if p.shuffle else g
+        n_test = int(round(len(g) * p.test_size))
+        n_val = int(round(len(g) * p.validate_size))
+        parts["test"].append(g[:n_test])
+        parts["validate"].append(g[n_test:n_test + n_val])
+        parts["train"].append(g[n_test + n_val:])
+    return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
+
+
+def ids_to_wire(ids: pd.Index) -> Any:
+    if pd.api.types.is_integer_dtype(ids.dtype):
+        return np.asarray(ids, dtype=np.int64)
+    return [str(i) for i in ids]
+
+
+def ids_from_wire(value: Any, like: pd.Index) -> pd.Index:
+    idx = pd.Index(value)
+    if pd.api.types.is_integer_dtype(like.dtype) and not pd.api.types.is_integer_dtype(idx.dtype):
+        idx = pd.Index([int(i) for i in idx])
+    elif not pd.api.types.is_integer_dtype(like.dtype):
+        idx = pd.Index([str(i) for i in idx])
+        if not like.equals(pd.Index([str(i) for i in like])):
+            raise DataError("ids are strings at the guest but not here: use the same id type everywhere")
+    return idx
+
+
+@register
+class Split(Component):
+    name = "split"
+    inputs = {"data": Slot("data")}
+    outputs = {"train": "data", "validate": "data", "test": "data"}
+    Params = SplitParams
+
+    def _parts(self, table: Table, positions: dict[str, np.ndarray]) -> dict[str, Table | None]:
+        out: dict[str, Table | None] = {}
+        for k, pos in positions.items():
+            out[k] = table.take(table.ids[pos]) if len(pos) or k == "train" else None
+        return out
+
+    def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
+        table: Table | None = inputs.get("data")
+        seed = step_seed(tc.job.seed, tc.step)
+        hosts = tc.parties_of("host")
+        if tc.role == "guest":
+            if table is None or table.y is None:
+                raise DataError("split: the guest needs its labelled data as input")
+            pos = split_positions(len(table), table.y.to_numpy(), self.params, seed)
+            if hosts:
+                tc.fed.send("host", "ids", {k: ids_to_wire(table.ids[v]) for k, v in pos.items()})
+            tc.log.info("split %d rows: %s", len(table), {k: len(v) for k, v in pos.items()})
+            return self._parts(table, pos)
+        if tc.role == "host":
+            if table is None:
+                raise DataError("split: the host needs its data as input")
+            parts = tc.fed.recv("guest", "ids")
+            out: dict[str, Table | None] = {}
+            for k, v in parts.items():
+                ids = ids_from_wire(v, table.ids)
+                out[k] = table.take(ids) if len(ids) or k == "train" else None
+            return out
+        if tc.role == "client":
+            if table is None:
+                raise DataError("split: the client needs its data as input")
+            y = None if table.y is None else table.y.to_numpy()
+            pos = split_positions(len(table), y, self.params, step_seed(seed, tc.party))
+            return self._parts(table, pos)
+        return {}
+
+    def infer(self, tc: TaskContext, inputs: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+        data = inputs.get("data")
+        return {"train": data, "validate": data, "test": data}

@@ -1,0 +1,137 @@
+"""The runner's display: one row per step, one column per party (rich).
+
+Reads the parties' ``events.jsonl`` files (the same in threads and processes
+mode). On a terminal it is a live table; otherwise one line per event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table as RichTable
+
+from atoll.jobs.spec import JobSpec
+
+_STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "skipped": "cyan", "failed": "bold red"}
+
+
+class Monitor:
+    def __init__(self, job: JobSpec, run_dir: Path, steps: list[str], enabled: bool = True,
+                 console: Console | None = None, interval: float = 0.25, heartbeat: float = 30.0):
+        self.job, self.run_dir, self.steps = job, run_dir, steps
+        self.enabled = enabled
+        self.console = console or Console()
+        self.interval = interval
+        self.heartbeat = heartbeat
+        self.state: dict[tuple[str, str], dict[str, Any]] = {}
+        self._offsets: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _poll(self) -> list[dict[str, Any]]:
+        import json
+
+        new = []
+        for party in self.job.parties:
+            path = self.run_dir / party / "events.jsonl"
+            if not path.exists():
+                continue
+            with open(path) as f:
+                f.seek(self._offsets.get(party, 0))
+                chunk = f.read()
+            end = chunk.rfind("\n") + 1
+            self._offsets[party] = self._offsets.get(party, 0) + len(chunk[:end].encode())
+            for line in chunk[:end].splitlines():
+                try:
+                    ev = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                new.append(ev)
+                key = (ev["step"], ev["party"])
+                st = self.state.setdefault(key, {"status": "waiting"})
+                if ev["event"] == "start":
+                    st.update(status="running", t0=ev["t"])
+                elif ev["event"] == "progress":
+                    st.update(fraction=ev.get("fraction"), note=ev.get("note", ""))
+                elif ev["event"] in ("done", "skipped", "failed"):
+                    st.update(status=ev["event"], seconds=ev.get("seconds"), cause=ev.get("cause"))
+        return new
+
+    def _cell(self, step: str, party: str) -> str:
+        st = self.state.get((step, party), {"status": "waiting"})
+        s = st["status"]
+        text = s
+        if s == "running":
+            text = f"running {time.time() - st.get('t0', time.time()):.0f}s"
+            if st.get("fraction") is not None:
+                text += f" {100 * st['fraction']:.0f}%"
+        elif s == "done" and st.get("seconds") is not None:
+            text = f"done {st['seconds']:.1f}s"
+        return f"[{_STYLE[s]}]{text}[/]"
+
+    def table(self) -> RichTable:
+        t = RichTable(title=f"job {self.job.name} — {self.run_dir}")
+        t.add_column("step")
+        t.add_column("component")
+        for p in self.job.parties:
+            t.add_column(f"{p} ({self.job.parties[p].role})")
+        for step in self.steps:
+            t.add_row(step, self.job.component(step).component, *[self._cell(step, p) for p in self.job.parties])
+        return t
+
+    def _loop_live(self) -> None:
+        with Live(self.table(), console=self.console, refresh_per_second=4, transient=False) as live:
+            while not self._stop.is_set():
+                self._poll()
+                live.update(self.table())
+                self._stop.wait(self.interval)
+            self._poll()
+            live.update(self.table())
+
+    def _heartbeat(self) -> None:
+        running: dict[str, list[str]] = {}
+        for (step, party), st in self.state.items():
+            if st["status"] == "running":
+                running.setdefault(step, []).append(party)
+        for step, parties in running.items():
+            t0 = min(self.state[(step, p)].get("t0", time.time()) for p in parties)
+            self.console.print(f"[yellow]running[/] {step} ({self.job.component(step).component}) @ "
+                               f"{', '.join(parties)} for {time.time() - t0:.0f}s", highlight=False)
+
+    def _loop_lines(self) -> None:
+        last_beat = time.monotonic()
+        while True:
+            stopping = self._stop.is_set()
+            if time.monotonic() - last_beat >= self.heartbeat:
+                self._heartbeat()
+                last_beat = time.monotonic()
+            for ev in self._poll():
+                last_beat = time.monotonic()
+                if ev["event"] == "progress":
+                    continue
+                extra = f" {ev['seconds']:.1f}s" if ev.get("seconds") is not None else ""
+                if ev.get("cause"):
+                    extra += f" — {ev['cause']}"
+                self.console.print(f"[{_STYLE.get(ev['event'], 'white')}]{ev['event']:>7}[/] "
+                                   f"{ev['step']} ({ev['component']}) @ {ev['party']}{extra}",
+                                   highlight=False)
+            if stopping:
+                return
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        target = self._loop_live if self.console.is_terminal else self._loop_lines
+        self._thread = threading.Thread(target=target, daemon=True, name="atoll-progress")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,133 @@
+"""Vertical (hetero) Poisson regression with exposure over Paillier.
+
+The guest holds the counts ``y``, the exposure ``e`` (optional, default 1) and some
+features; hosts hold more features of the same aligned rows. The model is
+``E[y] = mu = e * exp(u)`` with ``u = u_g + sum_h X_h w_h``; the residual of the
+negative log-likelihood ``mu - y log(mu)`` is ``d = mu - y``, which is *multiplicative*
+in the hosts' scores: ``mu = e * exp(u_g) * prod_h exp(u_h)``. This follows FATE's
+HeteroPoisson (the hosts encrypt ``exp(u_h)`` instead of ``u_h``); the machinery is
+shared with :mod:`~atoll.ml.vertical.hetero_lr` (:mod:`atoll.ml.vertical._glm`).
+
+Protocol, arbiter mode:
+
+0. Hosts send the guest their row count and id digest; a mismatch stops the job
+   with a :class:`~atoll.errors.DataError` before any key is made.
+1. The arbiter makes a Paillier key pair and sends the public key to all.
+2. Per batch, ``host_0`` encrypts ``[[exp(u_0)]]`` and passes it down the chain of hosts,
+   each multiplying in its own ``exp(u_h)`` (ciphertext times plaintext); the last host
+   sends ``[[P]] = [[prod_h exp(u_h)]]`` to the guest (for the loss each host also sends
+   ``[[u_h]]``). The guest forms ``[[d]] = [[P]] * (e exp(u_g)) + [[-y]]`` (its part freshly
+   encrypted) and sends it to the hosts.
+3. Each party computes ``X_p^T [[d]]``, adds a fresh encrypted uniform mask and sends it
+   to the arbiter; the guest also sends the encrypted loss
+   ``sum(mu) - sum(y (u_g + log e)) - y . U_H``.
+4. The arbiter decrypts and returns the masked gradients; each party unmasks and
+   updates its own weights; the arbiter decides when to stop.
+
+Two-party mode (no arbiter): each side has its own key pair; the host sends
+``[[exp(u_h)]]_H``; the guest sends ``[[e exp(u_g)]]_G`` and ``[[-y]]_G`` and the host
+completes ``[[d]]_G = [[e exp(u_g)]]_G * exp(u_h) + [[-y]]_G``; each gradient is masked
+and decrypted by the other side.
+
+Joint prediction: hosts send their partial scores to the guest, which adds them and
+applies ``e * exp``.
+
+What each party sees
+--------------------
+As in :mod:`~atoll.ml.vertical.hetero_lr`: the arbiter sees masked gradients
+(nothing), the loss per epoch and each party's weight-change norm; the guest sees
+ciphertexts it cannot decrypt, its own gradient, the loss and (at prediction) the
+joint scores; hosts see the epoch's row order, ciphertexts they cannot decrypt
+(including their predecessors' products in the chain) and their own gradient.
+Semi-honest security; a non-colluding arbiter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from atoll.ml import metrics
+from atoll.ml.vertical._glm import GLMArbiter, GLMGuest, GLMHost, HeteroGLMEstimator, mean_function
+
+__all__ = ["HeteroPoissonArbiter", "HeteroPoissonGuest", "HeteroPoissonHost", "HeteroPoissonRegression"]
+
+
+class HeteroPoissonGuest(GLMGuest):
+    """Guest of hetero Poisson regression: counts, exposure, its features, the intercept."""
+
+    family = "poisson"
+
+
+class HeteroPoissonHost(GLMHost):
+    """Host of hetero Poisson regression: extra features only."""
+
+    family = "poisson"
+
+
+class HeteroPoissonArbiter(GLMArbiter):
+    """Arbiter of hetero Poisson regression: key pair, masked decryption, convergence."""
+
+    family = "poisson"
+
+
+class HeteroPoissonRegression(HeteroGLMEstimator):
+    """Vertical Poisson regression with a scikit-learn interface; every party simulated locally.
+
+        model = HeteroPoissonRegression(max_iter=30, random_state=0)
+        model.fit({"guest": (X_guest, counts, exposure), "host_0": X_host})
+        mu = model.predict({"guest": X_guest_new, "host_0": X_host_new}, exposure=e_new)
+
+    Parameters and learned attributes as in
+    :class:`~atoll.ml.vertical.hetero_lr.HeteroLogisticRegression`.
+    """
+
+    _family = "poisson"
+    _guest_cls = HeteroPoissonGuest
+    _host_cls = HeteroPoissonHost
+    _arbiter_cls = HeteroPoissonArbiter
+
+    def __init__(self, *, penalty: str | None = "l2", alpha: float = 0.0, max_iter: int = 30,
+                 tol: float = 1e-4, early_stopping: str = "weight_diff", optimizer: str = "sgd",
+                 learning_rate: float = 0.5, decay: float = 0.0, decay_sqrt: bool = False,
+                 batch_size: int | None = None, fit_intercept: bool = True, precondition: bool = True,
+                 compute_loss: bool = True, precompute: bool = False,
+                 mode: str = "arbiter", scheme: str = "paillier", key_bits: int = 2048,
+                 precision_bits: int | None = None, mul_precision_bits: int | None = None,
+                 random_state: int | None = None, n_jobs: int = 1, transport: str = "inprocess",
+                 timeout: float = 600.0):
+        self.penalty = penalty
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.decay = decay
+        self.decay_sqrt = decay_sqrt
+        self.batch_size = batch_size
+        self.fit_intercept = fit_intercept
+        self.precondition = precondition
+        self.precompute = precompute
+        self.compute_loss = compute_loss
+        self.mode = mode
+        self.scheme = scheme
+        self.key_bits = key_bits
+        self.precision_bits = precision_bits
+        self.mul_precision_bits = mul_precision_bits
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.transport = transport
+        self.timeout = timeout
+
+    def predict(self, data: dict, exposure: Any = None) -> np.ndarray:
+        """Predicted means ``exposure * exp(score)`` for aligned rows (joint prediction)."""
+        return mean_function("poisson", self.decision_function(data), self._exposure(data, exposure))
+
+    def score(self, data: dict, y: Any = None, exposure: Any = None) -> float:
+        """D², the fraction of Poisson deviance explained (scikit-learn's PoissonRegressor.score)."""
+        y = self._labels(data, y)
+        mu = self.predict(data, exposure)
+        null = np.full_like(y, np.average(y))
+        return 1.0 - metrics.mean_poisson_deviance(y, mu) / metrics.mean_poisson_deviance(y, null)

@@ -1,0 +1,787 @@
+"""SecureBoost: lossless federated gradient boosting on vertically split data.
+
+Cheng et al., "SecureBoost: A Lossless Federated Learning Framework", IEEE
+Intelligent Systems 2021 (arXiv:1901.08755), with XGBoost's split rules (Chen
+and Guestrin, KDD 2016), packed (g, h) plaintexts and cipher compression of
+histogram bins (as in FATE's and SecretFlow's SGB implementations).
+
+Protocol (guest = the party with labels, hosts = feature holders; rows aligned by PSI beforehand):
+
+1. Setup. Every party bins its own features (quantile cuts, a bin for missing
+   values); the guest makes an HE key pair (OU by default, Paillier, or none in
+   plaintext mode) and sends the public key.
+2. Each boosting round, the guest computes gradients and hessians of its loss
+   (on a row subsample, or GOSS-weighted rows, when asked), quantises them to integers (``boosting_core.quantize``), packs each row's
+   (g, h) of every output into one plaintext, encrypts, and sends the encrypted
+   rows plus the round's sampled-row mask to the hosts.
+3. Trees grow level by level. For the nodes of a level, the guest names which
+   node of each sibling pair to build (the one with fewer sampled rows); each
+   host sums the encrypted rows per (feature, bin) of its own features,
+   packs several bins into one ciphertext and sends them; the guest decrypts
+   and derives the sibling's histogram by subtraction from the parent's.
+4. The guest scans all parties' histograms for the best gain (its own in the
+   clear) and tells each host only which nodes it won, with (feature, bin,
+   missing direction); the host records the threshold value in a private
+   lookup table and returns which of the node's rows go left. The guest relays
+   the partition (row masks) to all hosts.
+5. At the leaves the guest computes the weights ``-G/(H + lambda)`` (times the
+   learning rate) and updates its scores; the hosts never see a weight.
+6. Joint prediction: each host evaluates its own splits on its rows and sends,
+   per tree, the leaves each row can still reach (a bit matrix); the guest
+   intersects them with its own and adds the leaf values.
+
+What each party sees:
+
+* Hosts: the public key, the encrypted packed (g, h) of every row (never a
+  plaintext gradient, hessian or label), the tree topologies, which party owns
+  each split, and every node's row set (the instance space: a known property of
+  SecureBoost). Nothing from the guest at prediction time.
+* Guest: for every built node, the per-bin sums of g and h of each host feature
+  (bin order, not bin values), which host feature and bin won, and the host's
+  left/right row partitions; never a host threshold or feature value. At
+  prediction time, each host's reachable-leaf sets for every row.
+* Plaintext mode (``scheme="plain"``) runs the same messages with the gradients
+  in the clear: for reference and timing only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from atoll.errors import ConfigError, DataError
+from atoll.federation import Context, Party, launch
+from atoll.ml.vertical.boosting_binning import BinMapper
+from atoll.ml.vertical.boosting_cipher import make_guest_cipher, make_host_cipher, plain_histogram
+from atoll.ml.vertical.boosting_core import (
+    SplitInfo,
+    Tree,
+    best_splits,
+    get_objective,
+    go_left,
+    leaf_weight,
+    quantize,
+    quantize_bits,
+    reachable_leaves,
+    split_ok,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SecureBoostParams", "SecureBoostGuest", "SecureBoostHost", "SecureBoostGuestModel",
+           "SecureBoostHostModel", "HeteroSecureBoost"]
+
+
+@dataclass
+class SecureBoostParams:
+    """Training parameters (names and meanings as in XGBoost's scikit-learn API)."""
+
+    n_estimators: int = 10
+    max_depth: int = 5
+    learning_rate: float = 0.3
+    reg_lambda: float = 1.0
+    gamma: float = 0.0
+    min_child_weight: float = 1.0
+    max_bin: int = 32
+    subsample: float = 1.0
+    colsample_bytree: float = 1.0
+    objective: str = "binary:logistic"
+    scheme: str = "ou"
+    key_bits: int = 2048
+    random_state: int | None = None
+    early_stopping_rounds: int | None = None
+    n_jobs: int = 1
+    goss: bool = False
+    top_rate: float = 0.2
+    other_rate: float = 0.1
+
+    def validate(self) -> None:
+        get_objective(self.objective)
+        if self.scheme not in ("ou", "paillier", "plain"):
+            raise ConfigError(f"scheme must be 'ou', 'paillier' or 'plain', got {self.scheme!r}")
+        if self.n_estimators < 1 or self.max_depth < 1:
+            raise ConfigError("n_estimators and max_depth must be >= 1")
+        if not 0 < self.subsample <= 1 or not 0 < self.colsample_bytree <= 1:
+            raise ConfigError("subsample and colsample_bytree must be in (0, 1]")
+        if self.goss and (self.subsample < 1 or not (0 < self.top_rate and 0 < self.other_rate
+                                                      and self.top_rate + self.other_rate <= 1)):
+            raise ConfigError("GOSS needs subsample=1 and 0 < top_rate, other_rate with top_rate + other_rate <= 1")
+        if self.reg_lambda < 0 or self.gamma < 0 or self.min_child_weight < 0:
+            raise ConfigError("reg_lambda, gamma and min_child_weight must be >= 0")
+
+
+def goss_weights(grad_abs: np.ndarray, top_rate: float, other_rate: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Gradient-based one-side sampling (Ke et al., LightGBM, NeurIPS 2017): row weights.
+
+    The ``top_rate`` share of rows with the largest |g| keep weight 1; an
+    ``other_rate`` share drawn from the rest gets ``(1 - top_rate) / other_rate``;
+    the others 0 (not used for this tree's histograms).
+    """
+    n = len(grad_abs)
+    n_top = int(np.ceil(top_rate * n))
+    n_other = int(np.ceil(other_rate * n))
+    order = np.argsort(-grad_abs, kind="stable")
+    w = np.zeros(n)
+    w[order[:n_top]] = 1.0
+    rest = order[n_top:]
+    if len(rest) and n_other:
+        pick = rng.choice(rest, size=min(n_other, len(rest)), replace=False)
+        w[pick] = (1.0 - top_rate) / other_rate
+    return w
+
+
+def _pack_mask(mask: np.ndarray) -> tuple[bytes, int]:
+    return np.packbits(mask.astype(bool)).tobytes(), int(len(mask))
+
+
+def _unpack_mask(msg: tuple) -> np.ndarray:
+    raw, n = msg
+    return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=int(n)).astype(bool)
+
+
+def _column_sample(rng: np.random.Generator, d: int, frac: float) -> np.ndarray:
+    if frac >= 1 or d == 0:
+        return np.arange(d)
+    k = max(1, int(round(frac * d)))
+    return np.sort(rng.choice(d, size=k, replace=False))
+
+
+def _threshold_left(x: np.ndarray, threshold: float, missing_left: bool) -> np.ndarray:
+    x32 = x.astype(np.float32).astype(np.float64)
+    return np.where(np.isnan(x32), missing_left, x32 < threshold)
+
+
+# ============================================================================ models
+
+@dataclass
+class SecureBoostGuestModel:
+    """What the guest keeps: trees (its own thresholds, hosts' split owners), leaf values, base score."""
+
+    objective: str
+    base_margin: np.ndarray
+    n_outputs: int
+    trees: list[Tree]
+    feature_gain: dict[str, np.ndarray] = field(default_factory=dict)
+    feature_count: dict[str, np.ndarray] = field(default_factory=dict)
+    best_iteration: int | None = None
+    seconds_per_round: list[float] = field(default_factory=list)
+    #: guest wall seconds by phase: encrypt, hosts (waiting for histograms), decrypt, split, partition
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SecureBoostHostModel:
+    """What a host keeps: per tree, the topology and its private lookup table.
+
+    ``lookup[t][node] = (feature, threshold, missing_left)``: rows with
+    ``x[feature] < threshold`` (or missing, if ``missing_left``) go left.
+    """
+
+    topologies: list[dict]
+    lookup: list[dict[int, tuple[int, float, bool]]]
+    #: host wall seconds by phase: histogram (build, pack, re-randomise), partition
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ============================================================================ guest
+
+class SecureBoostGuest:
+    """Guest (label holder): gradients, key owner, split finding, leaf weights."""
+
+    def __init__(self, params: SecureBoostParams):
+        params.validate()
+        self.params = params
+
+    # ------------------------------------------------------------------ training
+    def fit(self, ctx: Context, x: np.ndarray, y: np.ndarray,
+            eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> SecureBoostGuestModel:
+        p = self.params
+        obj = get_objective(p.objective)
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64).ravel()
+        obj.check_labels(y)
+        if len(x) != len(y):
+            raise DataError(f"guest features have {len(x)} rows but labels {len(y)}")
+        cipher = make_guest_cipher(p.scheme, p.key_bits, p.n_jobs)
+        try:
+            return self._fit(ctx, x, y, eval_set, obj, cipher)
+        finally:
+            if hasattr(cipher, "close"):
+                cipher.close()
+
+    def _fit(self, ctx: Context, x: np.ndarray, y: np.ndarray, eval_set, obj, cipher) -> SecureBoostGuestModel:
+        p = self.params
+        hosts = ctx.parties_of("host")
+        n = len(y)
+        K = obj.n_outputs(y)
+        rng = np.random.default_rng(p.random_state)
+        slots_chunk = cipher.slots_per_chunk(2 * K)  # slots (2 per output) per row plaintext
+        outs_chunk = slots_chunk // 2
+        ctx.broadcast("host", "setup", {"scheme": p.scheme, "pk": cipher.public(), "n_rows": n,
+                                        "n_outputs": K, "outputs_per_chunk": outs_chunk,
+                                        "has_eval": eval_set is not None,
+                                        "params": {"max_bin": p.max_bin, "colsample_bytree": p.colsample_bytree,
+                                                   "random_state": p.random_state,
+                                                   "early_stopping_rounds": p.early_stopping_rounds}})
+        n_feats = ctx.gather("host", "n_features")
+        mapper = BinMapper.fit(x, p.max_bin)
+        cipher.warm()
+        codes = mapper.transform(x)
+        self.mapper = mapper
+        nb = mapper.n_slots
+        base = obj.base_margin(y)
+        margin = np.tile(base, (n, 1))
+        model = SecureBoostGuestModel(p.objective, base, K, [])
+        parties = ["guest", *hosts]
+        d_of = {"guest": x.shape[1], **{h: int(n_feats[h]) for h in hosts}}
+        model.feature_gain = {q: np.zeros(d_of[q]) for q in parties}
+        model.feature_count = {q: np.zeros(d_of[q]) for q in parties}
+        ev_margin = None
+        best_score, best_round, since_best = np.inf, -1, 0
+        if eval_set is not None:
+            ev_x, ev_y = np.asarray(eval_set[0], np.float64), np.asarray(eval_set[1], np.float64).ravel()
+            ev_margin = np.tile(base, (len(ev_y), 1))
+        for r in range(p.n_estimators):
+            t0 = time.perf_counter()
+            with ctx.scope("round", r):
+                g, h = obj.grad_hess(y, margin)
+                sampled = np.ones(n, dtype=bool)
+                if p.subsample < 1:
+                    sampled = rng.random(n) < p.subsample
+                if p.goss:
+                    w = goss_weights(np.abs(g).sum(axis=1), p.top_rate, p.other_rate, rng)
+                    sampled = w > 0
+                    g, h = g * w[:, None], h * w[:, None]
+                rows = np.flatnonzero(sampled)
+                bits = (quantize_bits(len(rows), float(np.abs(g[rows]).max())),
+                        quantize_bits(len(rows), float(h[rows].max())))
+                qg, qh = quantize(g[rows], h[rows], bits)
+                qg_full = np.zeros((n, K))
+                qh_full = np.zeros((n, K))
+                qg_full[rows], qh_full[rows] = qg, qh
+                payload = []
+                t_enc = time.perf_counter()
+                for c0 in range(0, K, outs_chunk):
+                    ks = range(c0, min(c0 + outs_chunk, K))
+                    slots = np.stack([a for k in ks for a in (qg[:, k], qh[:, k])], axis=1)
+                    payload.append(cipher.encrypt_rows(slots))
+                ctx.broadcast("host", "gh", {"stop": False, "sampled": _pack_mask(sampled), "chunks": payload})
+                _tick(model, "encrypt", t_enc)
+                new_trees = []
+                for k in range(K):
+                    with ctx.scope("output", k):
+                        tree, leaf_of = self._grow(ctx, hosts, cipher, codes, nb, k, outs_chunk, sampled,
+                                                   qg_full[:, k], qh_full[:, k], bits, rng, model)
+                    margin[:, k] += np.asarray(tree.value)[leaf_of]
+                    new_trees.append(tree)
+                model.trees += new_trees
+                stop = False
+                if ev_margin is not None:
+                    ev_margin += self._predict_margin(ctx, ev_x, new_trees, len(model.trees) - K, K)
+                    score = _eval_loss(p.objective, ev_y, ev_margin)
+                    if score < best_score - 1e-12:
+                        best_score, best_round, since_best = score, r, 0
+                    else:
+                        since_best += 1
+                    stop = p.early_stopping_rounds is not None and since_best >= p.early_stopping_rounds
+            model.seconds_per_round.append(time.perf_counter() - t0)
+            log.info("secureboost round %d: %.2f s", r, model.seconds_per_round[-1])
+            if stop:
+                break
+        with ctx.scope("round", len(model.seconds_per_round)):
+            ctx.broadcast("host", "gh", {"stop": True})
+        if ev_margin is not None and p.early_stopping_rounds is not None:
+            model.best_iteration = best_round
+            model.trees = model.trees[:(best_round + 1) * K]
+            ctx.broadcast("host", "keep_trees", len(model.trees))
+        self.model = model
+        return model
+
+    def _grow(self, ctx: Context, hosts: list[str], cipher, codes: np.ndarray, nb: int, k: int,
+              outs_chunk: int, sampled: np.ndarray, qg: np.ndarray, qh: np.ndarray, bits: tuple[int, int],
+              rng: np.random.Generator, model: SecureBoostGuestModel) -> tuple[Tree, np.ndarray]:
+        """Grow one tree for output ``k`` level by level; returns it and each training row's leaf."""
+        p = self.params
+        scale = np.array([2.0 ** -bits[0], 2.0 ** -bits[1]])  # exact powers of two
+        n = len(qg)
+        slot = 2 * (k % outs_chunk)
+        n_slots = 2 * min(outs_chunk, model.n_outputs - (k - k % outs_chunk))
+        own_cols = _column_sample(rng, codes.shape[1], p.colsample_bytree)
+        tree = Tree(output=k)
+        tree.add_node()
+        node_rows: dict[int, np.ndarray] = {0: np.arange(n)}
+        parent_of: dict[int, int] = {}
+        sibling_of: dict[int, int] = {}
+        hists: dict[int, np.ndarray] = {}  # node -> (d_total, nb, 2) integer-valued sums
+        gh_vals = np.stack([qg, qh], axis=1)
+        fmap: list[tuple[str, int]] = []
+        allowed: np.ndarray | None = None
+        frontier = [0]
+        levels = 0
+        for depth in range(p.max_depth):
+            if not frontier:
+                break
+            levels += 1
+            with ctx.scope("depth", depth):
+                # 3. build the node of each sibling pair with fewer sampled rows, derive the other
+                build, derive = [], []
+                for node in frontier:
+                    if node == 0:
+                        build.append(0)
+                    elif node < sibling_of[node]:
+                        sib = sibling_of[node]
+                        na = int(sampled[node_rows[node]].sum())
+                        nb_ = int(sampled[node_rows[sib]].sum())
+                        small, big = (node, sib) if na <= nb_ else (sib, node)
+                        build.append(small)
+                        derive.append(big)
+                t0 = time.perf_counter()
+                ctx.broadcast("host", "build", build)
+                host_h = ctx.gather("host", "hist")
+                t0 = _tick(model, "hosts", t0)
+                if depth == 0:
+                    fmap = [("guest", j) for j in range(codes.shape[1])]
+                    for hname in hosts:
+                        fmap += [(hname, int(j)) for j in host_h[hname]["features"]]
+                    own = set(own_cols.tolist())
+                    allowed = np.asarray([i for i, (q, j) in enumerate(fmap) if q != "guest" or j in own])
+                for node in build:
+                    rows = node_rows[node]
+                    rows = rows[sampled[rows]]
+                    parts = [plain_histogram(gh_vals[rows], codes[rows], nb)]
+                    for hname in hosts:
+                        hp = host_h[hname]
+                        full = cipher.decode(hp["hists"][str(node)], len(hp["features"]), nb, n_slots)
+                        parts.append(full[:, :, slot:slot + 2])
+                    hists[node] = np.concatenate(parts, axis=0)
+                for node in derive:
+                    hists[node] = hists[parent_of[node]] - hists[sibling_of[node]]
+                t0 = _tick(model, "decrypt", t0)
+                # 4. best split of each node over every party's features
+                splits: dict[int, tuple[str, SplitInfo]] = {}
+                for node in frontier:
+                    rows = node_rows[node]
+                    srows = rows[sampled[rows]]
+                    total = np.array([qg[srows].sum(), qh[srows].sum()]) * scale
+                    s = best_splits(hists[node] * scale, total, p.reg_lambda, p.min_child_weight, allowed)
+                    if split_ok(s, p.gamma):
+                        owner, local = fmap[s.feature]
+                        splits[node] = (owner, SplitInfo(s.gain, local, s.bin, s.missing_left, s.left, s.right))
+                t0 = _tick(model, "split", t0)
+                structure = []
+                for node in frontier:
+                    if node not in splits:
+                        continue
+                    owner, s = splits[node]
+                    lc, rc = tree.add_node(), tree.add_node()
+                    tree.left[node], tree.right[node] = lc, rc
+                    tree.owner[node] = owner
+                    tree.gain[node] = s.gain
+                    model.feature_gain[owner][s.feature] += s.gain
+                    model.feature_count[owner][s.feature] += 1
+                    if owner == "guest":
+                        tree.feature[node] = s.feature
+                        tree.threshold[node] = self.mapper.threshold(s.feature, s.bin)
+                        tree.missing_left[node] = s.missing_left
+                    structure.append((int(node), owner, int(lc), int(rc)))
+                for hname in hosts:
+                    mine = {str(nd): (int(s.feature), int(s.bin), bool(s.missing_left))
+                            for nd, (o, s) in splits.items() if o == hname}
+                    ctx.send(hname, "splits", {"structure": structure, "mine": mine})
+                masks = ctx.gather("host", "masks") if structure else {}
+                partition = {}
+                new_frontier = []
+                for node, owner, lc, rc in structure:
+                    rows = node_rows.pop(node)
+                    if owner == "guest":
+                        s = splits[node][1]
+                        gl = go_left(codes[rows, s.feature], s.bin, s.missing_left, nb - 1)
+                    else:
+                        gl = _unpack_mask(masks[owner][str(node)])
+                        if len(gl) != len(rows):
+                            raise DataError(f"{owner} sent a partition of {len(gl)} rows for a node of {len(rows)}")
+                    partition[str(node)] = _pack_mask(gl)
+                    node_rows[lc], node_rows[rc] = rows[gl], rows[~gl]
+                    parent_of[lc] = parent_of[rc] = node
+                    sibling_of[lc], sibling_of[rc] = rc, lc
+                    new_frontier += [lc, rc]
+                if structure:
+                    ctx.broadcast("host", "partition", partition)
+                _tick(model, "partition", t0)
+                for node in frontier:
+                    if node not in splits:
+                        hists.pop(node, None)
+                for node, _, _, _ in structure:
+                    hists.pop(parent_of.get(node, -1), None)
+                frontier = new_frontier
+        with ctx.scope("depth", levels):
+            ctx.broadcast("host", "build", None)
+        # 5. leaf weights
+        leaf_of = np.zeros(n, dtype=np.int64)
+        for node, rows in node_rows.items():
+            srows = rows[sampled[rows]]
+            G, H = qg[srows].sum() * scale[0], qh[srows].sum() * scale[1]
+            tree.value[node] = p.learning_rate * leaf_weight(G, H, p.reg_lambda, p.min_child_weight)
+            leaf_of[rows] = node
+        return tree, leaf_of
+
+    # ------------------------------------------------------------------ prediction
+    def _predict_margin(self, ctx: Context, x: np.ndarray, trees: list[Tree], first: int,
+                        K: int) -> np.ndarray:
+        """6. Joint prediction of ``trees`` (global indices from ``first``) on aligned rows."""
+        x = np.asarray(x, dtype=np.float64)
+        n = len(x)
+        ctx.broadcast("host", "predict", {"first": int(first), "count": len(trees), "n_rows": n})
+        reach = ctx.gather("host", "reach")
+        out = np.zeros((n, K))
+        for t, tree in enumerate(trees):
+            left, right = np.asarray(tree.left), np.asarray(tree.right)
+
+            def decide(node: int, tree: Tree = tree) -> np.ndarray:
+                return _threshold_left(x[:, tree.feature[node]], tree.threshold[node], tree.missing_left[node])
+
+            mask = reachable_leaves(left, right, tree.owner, "guest", decide, n)
+            for hname, msgs in reach.items():
+                raw, shape = msgs[t]
+                m = np.unpackbits(np.frombuffer(raw, np.uint8), count=int(np.prod(shape))).astype(bool)
+                mask &= m.reshape(shape)
+            if not np.all(mask.sum(axis=1) == 1):
+                raise DataError("joint prediction did not route every row to exactly one leaf; "
+                                "are the parties' rows aligned (same ids, same order)?")
+            leaves = [i for i in range(tree.n_nodes) if tree.left[i] < 0]
+            vals = np.asarray(tree.value)[leaves]
+            out[:, tree.output] += vals[np.argmax(mask, axis=1)]
+        return out
+
+    def predict_margin(self, ctx: Context, x: np.ndarray, model: SecureBoostGuestModel | None = None) -> np.ndarray:
+        model = model or self.model
+        with ctx.scope("predict"):
+            with ctx.scope("request", 0):
+                m = self._predict_margin(ctx, x, model.trees, 0, model.n_outputs)
+            with ctx.scope("request", 1):
+                ctx.broadcast("host", "predict", None)
+        return m + model.base_margin[None, :]
+
+
+# ============================================================================ host
+
+class SecureBoostHost:
+    """Host (feature holder): encrypted histograms, private split lookup table, its rows' routing."""
+
+    def __init__(self, params: SecureBoostParams | None = None):
+        self.params = params or SecureBoostParams()
+
+    def fit(self, ctx: Context, x: np.ndarray, eval_x: np.ndarray | None = None) -> SecureBoostHostModel:
+        x = np.asarray(x, dtype=np.float64)
+        setup = ctx.recv("guest", "setup")
+        prm = setup["params"]
+        max_bin, colsample = int(prm["max_bin"]), float(prm["colsample_bytree"])
+        n_jobs = int(self.params.n_jobs)
+        if int(setup["n_rows"]) != len(x):
+            raise DataError(f"host has {len(x)} rows but the guest {setup['n_rows']}; align rows with PSI first")
+        cipher = make_host_cipher(setup["scheme"], setup["pk"], n_jobs)
+        ctx.send("guest", "n_features", int(x.shape[1]))
+        mapper = BinMapper.fit(x, max_bin)
+        codes = mapper.transform(x)
+        self.mapper = mapper
+        nb = mapper.n_slots
+        K, outs_chunk = int(setup["n_outputs"]), int(setup["outputs_per_chunk"])
+        seed = prm.get("random_state")
+        rng = np.random.default_rng(None if seed is None else [int(seed), sum(map(ord, ctx.party))])
+        model = SecureBoostHostModel([], [])
+        r = 0
+        try:
+            cipher.warm()
+            while True:
+                with ctx.scope("round", r):
+                    msg = ctx.recv("guest", "gh")
+                    if msg["stop"]:
+                        break
+                    t0 = time.perf_counter()
+                    sampled = _unpack_mask(msg["sampled"])
+                    chunks = [cipher.prepare(c) for c in msg["chunks"]]
+                    model.timings["prepare"] = model.timings.get("prepare", 0.0) + time.perf_counter() - t0
+                    for k in range(K):
+                        with ctx.scope("output", k):
+                            topo, lookup = self._grow(ctx, cipher, chunks[k // outs_chunk], codes, nb,
+                                                      sampled, colsample, rng, mapper,
+                                                      2 * min(outs_chunk, K - (k - k % outs_chunk)),
+                                                      model.timings)
+                        model.topologies.append(topo)
+                        model.lookup.append(lookup)
+                    if setup["has_eval"]:
+                        if eval_x is None:
+                            raise DataError("the guest has an eval_set: give this host its eval rows too")
+                        self._answer_predict(ctx, np.asarray(eval_x, np.float64), model)
+                r += 1
+            if setup["has_eval"] and prm.get("early_stopping_rounds") is not None:
+                keep = int(ctx.recv("guest", "keep_trees"))
+                model.topologies, model.lookup = model.topologies[:keep], model.lookup[:keep]
+        finally:
+            if hasattr(cipher, "close"):
+                cipher.close()
+        self.model = model
+        return model
+
+    def _grow(self, ctx: Context, cipher, payload, codes: np.ndarray, nb: int,
+              sampled: np.ndarray, colsample: float, rng: np.random.Generator, mapper: BinMapper,
+              n_slots: int, timings: dict[str, float]) -> tuple[dict, dict]:
+        n = len(codes)
+        feats = _column_sample(rng, codes.shape[1], colsample)
+        position = np.cumsum(sampled) - 1
+        sub_codes = np.ascontiguousarray(codes[:, feats])
+        node_rows: dict[int, np.ndarray] = {0: np.arange(n)}
+        left: dict[int, int] = {}
+        right: dict[int, int] = {}
+        owner: dict[int, str] = {}
+        lookup: dict[int, tuple[int, float, bool]] = {}
+        depth = 0
+        while True:
+            with ctx.scope("depth", depth):
+                build = ctx.recv("guest", "build")
+                if build is None:
+                    break
+                hists = {}
+                t0 = time.perf_counter()
+                for node in build:
+                    rows = node_rows[int(node)]
+                    rows = rows[sampled[rows]]
+                    # the payload holds the sampled rows only, in row order
+                    hists[str(node)] = cipher.histogram(payload, position[rows], sub_codes[rows], nb, n_slots)
+                ctx.send("guest", "hist", {"features": feats.astype(np.int64), "hists": hists})
+                timings["histogram"] = timings.get("histogram", 0.0) + time.perf_counter() - t0
+                sp = ctx.recv("guest", "splits")
+                structure = sp["structure"]
+                if structure:
+                    masks = {}
+                    for key, (f, b, ml) in sp["mine"].items():
+                        node = int(key)
+                        f = int(f)
+                        if not 0 <= f < codes.shape[1]:
+                            raise DataError(f"guest named feature {f} but this host has {codes.shape[1]}")
+                        rows = node_rows[node]
+                        gl = go_left(codes[rows, f], int(b), bool(ml), nb - 1)
+                        masks[key] = _pack_mask(gl)
+                        lookup[node] = (f, mapper.threshold(f, int(b)), bool(ml))
+                    ctx.send("guest", "masks", masks)
+                    part = ctx.recv("guest", "partition")
+                    for node, own, lc, rc in structure:
+                        rows = node_rows.pop(int(node))
+                        gl = _unpack_mask(part[str(node)])
+                        node_rows[int(lc)], node_rows[int(rc)] = rows[gl], rows[~gl]
+                        left[int(node)], right[int(node)], owner[int(node)] = int(lc), int(rc), str(own)
+            depth += 1
+        n_nodes = 1 + 2 * len(left)
+        topo = {"left": np.full(n_nodes, -1, np.int32), "right": np.full(n_nodes, -1, np.int32),
+                "owner": [""] * n_nodes}
+        for node in left:
+            topo["left"][node], topo["right"][node], topo["owner"][node] = left[node], right[node], owner[node]
+        return topo, lookup
+
+    # ------------------------------------------------------------------ prediction
+    def _answer_predict(self, ctx: Context, x: np.ndarray, model: SecureBoostHostModel) -> bool:
+        req = ctx.recv("guest", "predict")
+        if req is None:
+            return False
+        first, count = int(req["first"]), int(req["count"])
+        if int(req["n_rows"]) != len(x):
+            raise DataError(f"host has {len(x)} rows to predict but the guest {req['n_rows']}; align rows first")
+        out = []
+        for t in range(first, first + count):
+            topo, lookup = model.topologies[t], model.lookup[t]
+
+            def decide(node: int, lookup=lookup) -> np.ndarray:
+                f, thr, ml = lookup[node]
+                return _threshold_left(x[:, f], thr, ml)
+
+            m = reachable_leaves(topo["left"], topo["right"], topo["owner"], ctx.party, decide, len(x))
+            out.append((np.packbits(m.ravel()).tobytes(), m.shape))
+        ctx.send("guest", "reach", out)
+        return True
+
+    def predict(self, ctx: Context, x: np.ndarray, model: SecureBoostHostModel | None = None) -> None:
+        model = model or self.model
+        x = np.asarray(x, dtype=np.float64)
+        with ctx.scope("predict"):
+            i = 0
+            while True:
+                with ctx.scope("request", i):
+                    if not self._answer_predict(ctx, x, model):
+                        break
+                i += 1
+
+
+def _tick(model: SecureBoostGuestModel, what: str, since: float) -> float:
+    now = time.perf_counter()
+    model.timings[what] = model.timings.get(what, 0.0) + now - since
+    return now
+
+
+def _eval_loss(objective: str, y: np.ndarray, margin: np.ndarray) -> float:
+    obj = get_objective(objective)
+    pred = obj.transform(margin)
+    if objective == "binary:logistic":
+        p = np.clip(pred, 1e-15, 1 - 1e-15)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    if objective == "reg:squarederror":
+        return float(np.sqrt(np.mean((pred - y) ** 2)))
+    p = np.clip(pred[np.arange(len(y)), y.astype(np.int64)], 1e-15, 1)
+    return float(-np.mean(np.log(p)))
+# ============================================================================ simulation facade
+
+def _guest_fit(ctx: Context, params: SecureBoostParams, x, y, eval_set=None):
+    guest = SecureBoostGuest(params)
+    model = guest.fit(ctx, x, y, eval_set)
+    return {"model": model, "mapper_cuts": None}
+
+
+def _host_fit(ctx: Context, params: SecureBoostParams, x, eval_x=None):
+    return SecureBoostHost(params).fit(ctx, x, eval_x)
+
+
+def _guest_predict(ctx: Context, params: SecureBoostParams, model: SecureBoostGuestModel, x):
+    return SecureBoostGuest(params).predict_margin(ctx, x, model)
+
+
+def _host_predict(ctx: Context, params: SecureBoostParams, model: SecureBoostHostModel, x):
+    SecureBoostHost(params).predict(ctx, x, model)
+    return None
+
+
+def _split_parties(data: Mapping[str, Any], need_y: bool) -> tuple[Any, Any, dict[str, np.ndarray]]:
+    if "guest" not in data:
+        raise DataError("pass the guest's data under the key 'guest' and each host's as 'host_0', 'host_1', ...")
+    g = data["guest"]
+    if need_y:
+        if not isinstance(g, tuple) or len(g) != 2:
+            raise DataError("fit needs {'guest': (X_guest, y), 'host_0': X_host0, ...}")
+        xg, y = g
+    else:
+        xg, y = (g[0] if isinstance(g, tuple) else g), None
+    hosts = {k: v for k, v in data.items() if k != "guest"}
+    if not hosts:
+        raise DataError("SecureBoost needs at least one host ('host_0': X_host0)")
+    for k in hosts:
+        if not k.startswith("host_"):
+            raise DataError(f"party names are 'guest' and 'host_0', 'host_1', ...; got {k!r}")
+    xg = np.asarray(xg, dtype=np.float64)
+    hosts = {k: np.asarray(v, dtype=np.float64) for k, v in sorted(hosts.items())}
+    for k, v in hosts.items():
+        if len(v) != len(xg):
+            raise DataError(f"{k} has {len(v)} rows, the guest {len(xg)}: align the rows (PSI) first")
+    return xg, (None if y is None else np.asarray(y, dtype=np.float64).ravel()), hosts
+
+
+class HeteroSecureBoost:
+    """Simulation facade: all parties in one call (threads or processes), scikit-learn style.
+
+        model = HeteroSecureBoost(n_estimators=5, max_depth=5, scheme="ou").fit(
+            {"guest": (X_guest, y), "host_0": X_host})
+        p = model.predict_proba({"guest": X_guest_test, "host_0": X_host_test})
+
+    ``scheme``: "ou" (default), "paillier" or "plain" (no encryption, same protocol).
+    ``transport``: "threads" (in-process) or "processes" (one process per party, gRPC + mTLS).
+    ``feature_importances_`` is XGBoost's "gain" importance (mean gain of the splits
+    using a feature, normalised), over guest features then each host's in order.
+    """
+
+    def __init__(self, n_estimators: int = 10, max_depth: int = 5, learning_rate: float = 0.3,
+                 reg_lambda: float = 1.0, gamma: float = 0.0, min_child_weight: float = 1.0,
+                 max_bin: int = 32, subsample: float = 1.0, colsample_bytree: float = 1.0,
+                 objective: str = "binary:logistic", scheme: str = "ou", key_bits: int = 2048,
+                 random_state: int | None = None, early_stopping_rounds: int | None = None,
+                 n_jobs: int = 1, transport: str = "threads", goss: bool = False,
+                 top_rate: float = 0.2, other_rate: float = 0.1):
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.reg_lambda = reg_lambda
+        self.gamma = gamma
+        self.min_child_weight = min_child_weight
+        self.max_bin = max_bin
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.objective = objective
+        self.scheme = scheme
+        self.key_bits = key_bits
+        self.random_state = random_state
+        self.early_stopping_rounds = early_stopping_rounds
+        self.n_jobs = n_jobs
+        self.transport = transport
+        self.goss = goss
+        self.top_rate = top_rate
+        self.other_rate = other_rate
+
+    def _params(self) -> SecureBoostParams:
+        return SecureBoostParams(self.n_estimators, self.max_depth, self.learning_rate, self.reg_lambda,
+                                 self.gamma, self.min_child_weight, self.max_bin, self.subsample,
+                                 self.colsample_bytree, self.objective, self.scheme, self.key_bits,
+                                 self.random_state, self.early_stopping_rounds, self.n_jobs,
+                                 self.goss, self.top_rate, self.other_rate)
+
+    def fit(self, data: Mapping[str, Any], eval_set: Mapping[str, Any] | None = None,
+            recorder=None) -> "HeteroSecureBoost":
+        params = self._params()
+        params.validate()
+        xg, y, hosts = _split_parties(data, need_y=True)
+        ev_g = ev_h = None
+        if eval_set is not None:
+            exg, ey, ev_h = _split_parties(eval_set, need_y=True)
+            ev_g = (exg, ey)
+        spec = {"guest": Party("guest", _guest_fit, {"params": params, "x": xg, "y": y, "eval_set": ev_g})}
+        for name, xh in hosts.items():
+            spec[name] = Party("host", _host_fit, {"params": params, "x": xh,
+                                                    "eval_x": None if ev_h is None else ev_h[name]})
+        t0 = time.perf_counter()
+        res = launch(spec, mode=self.transport, recorder=recorder)
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.guest_model_ = res["guest"]["model"]
+        self.host_models_ = {k: res[k] for k in hosts}
+        self.hosts_ = list(hosts)
+        self.n_outputs_ = self.guest_model_.n_outputs
+        if self.objective == "multi:softprob":
+            self.classes_ = np.arange(self.n_outputs_)
+        elif self.objective == "binary:logistic":
+            self.classes_ = np.array([0, 1])
+        self.best_iteration = self.guest_model_.best_iteration
+        return self
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        m = self.guest_model_
+        parts = ["guest", *self.hosts_]
+        gain = np.concatenate([m.feature_gain[q] for q in parts])
+        cnt = np.concatenate([m.feature_count[q] for q in parts])
+        avg = np.divide(gain, cnt, out=np.zeros_like(gain), where=cnt > 0)
+        total = avg.sum()
+        return avg / total if total > 0 else avg
+
+    def predict_margin(self, data: Mapping[str, Any], recorder=None) -> np.ndarray:
+        params = self._params()
+        xg, _, hosts = _split_parties(data, need_y=False)
+        spec = {"guest": Party("guest", _guest_predict, {"params": params, "model": self.guest_model_, "x": xg})}
+        for name in self.hosts_:
+            if name not in hosts:
+                raise DataError(f"prediction needs {name}'s features too")
+            spec[name] = Party("host", _host_predict, {"params": params, "model": self.host_models_[name],
+                                                        "x": hosts[name]})
+        return launch(spec, mode=self.transport, recorder=recorder)["guest"]
+
+    def predict_proba(self, data: Mapping[str, Any]) -> np.ndarray:
+        """Class probabilities (n, n_classes); for regression use :meth:`predict`."""
+        if self.objective == "reg:squarederror":
+            raise ConfigError("predict_proba is for classifiers; use predict() for regression")
+        p = get_objective(self.objective).transform(self.predict_margin(data))
+        return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
+
+    def predict(self, data: Mapping[str, Any]) -> np.ndarray:
+        m = self.predict_margin(data)
+        if self.objective == "reg:squarederror":
+            return m[:, 0]
+        p = get_objective(self.objective).transform(m)
+        return (p > 0.5).astype(np.int64) if p.ndim == 1 else np.argmax(p, axis=1)

@@ -1,0 +1,114 @@
+"""Plumbing of ``atoll psi``: read ids from CSV, run PSI between nodes or standalone, write the result.
+
+Two nodes (each runs its own command; certificates from ``atoll certs init``)::
+
+    atoll psi --role guest --party guest --ids guest.csv --address 0.0.0.0:50051 \\
+        --peer host_0=hostb.example:50052 --certs certs/ --out aligned.csv
+    atoll psi --role host --party host_0 --ids host.csv --address 0.0.0.0:50052 \\
+        --peer guest=hosta.example:50051 --certs certs/ --out aligned.csv
+
+Standalone (every party as a local process over gRPC + mutual TLS on loopback)::
+
+    atoll psi --standalone --ids guest.csv --host-ids host.csv --out aligned/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+from atoll.errors import ConfigError, DataError
+from atoll.secure.psi import PsiParams, run_psi
+
+
+def read_ids(path: str | Path, column: str | None = None) -> list[str]:
+    """The id column of a CSV file (header row; first column unless ``column``), read as text."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"id file {path} does not exist")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if frame.shape[1] == 0:
+        raise DataError(f"{path} has no columns; put the ids in a column with a header")
+    if column is None:
+        column = str(frame.columns[0])
+    if column not in frame.columns:
+        raise ConfigError(f"{path} has no column {column!r}; its columns are {list(frame.columns)}")
+    return frame[column].tolist()
+
+
+def column_name(path: str | Path, column: str | None = None) -> str:
+    """The id column's name: ``column``, or the header of the first column of ``path``."""
+    if column:
+        return column
+    import pandas as pd
+
+    return str(pd.read_csv(path, dtype=str, nrows=0).columns[0])
+
+
+def write_ids(path: str | Path, ids: Sequence[Any], column: str = "id") -> None:
+    import pandas as pd
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({column: list(ids)}).to_csv(path, index=False)
+
+
+def role_of(party: str) -> str:
+    if party == "guest" or party.startswith("guest_"):
+        return "guest"
+    if party == "host" or party.startswith("host_"):
+        return "host"
+    raise ConfigError(f"party name {party!r}: use 'guest' or 'host_0', 'host_1', ...")
+
+
+def parse_peers(peers: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for spec in peers:
+        name, sep, addr = spec.partition("=")
+        if not sep or ":" not in addr or not name:
+            raise ConfigError(f"--peer {spec!r}: use NAME=HOST:PORT, e.g. host_0=10.0.0.2:50052")
+        out[name.strip()] = addr.strip()
+    return out
+
+
+def run_node(party: str, ids: list[str], address: str, peers: dict[str, str], certs: str | None,
+             params: PsiParams, job_id: str = "psi", timeout: float = 3600.0) -> list[Any] | None:
+    """Run this node's side of a PSI over gRPC (mutual TLS when ``certs`` is given)."""
+    from atoll.federation.certs import TlsConfig
+    from atoll.federation.context import Context
+    from atoll.federation.grpc_transport import GrpcTransport
+
+    addresses = {party: address, **peers}
+    roles = {p: role_of(p) for p in addresses}
+    tls = TlsConfig.load(certs, party) if certs else None
+    transport = GrpcTransport(party, addresses, tls, listen="[::]:" + address.rsplit(":", 1)[1])
+    try:
+        ctx = Context(party, roles, transport, job_id=job_id, task="psi", timeout=timeout)
+        return run_psi(ctx, ids, params).ids
+    except BaseException as e:
+        transport.abort(f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        transport.close()
+
+
+def _standalone_party(ctx: Any, path: str, column: str | None, params: dict) -> list[Any] | None:
+    return run_psi(ctx, read_ids(path, column), PsiParams(**params)).ids
+
+
+def run_standalone(guest_ids: str | Path, host_ids: Sequence[str | Path], column: str | None,
+                   params: PsiParams) -> dict[str, list[Any] | None]:
+    """Every party as a local process (gRPC + mutual TLS on loopback); ``{party: result}``."""
+    from atoll.federation import Party, launch
+
+    if not host_ids:
+        raise ConfigError("standalone PSI needs at least one --host-ids file")
+    kw = dataclasses.asdict(params)
+    parties = {"guest": Party("guest", _standalone_party, {"path": str(guest_ids), "column": column,
+                                                           "params": kw})}
+    for i, path in enumerate(host_ids):
+        parties[f"host_{i}"] = Party("host", _standalone_party, {"path": str(path), "column": column,
+                                                                 "params": kw})
+    return launch(parties, mode="processes", timeout=3600.0)

@@ -1,0 +1,367 @@
+"""Horizontal FL benchmark: Atoll vs Flower vs a plain in-process FedAvg loop; secure aggregation; 1,000 clients.
+
+Task (the issue's): sklearn digits (1,347 train / 450 test rows, 64 features, 10
+classes), multinomial logistic regression, 1 local epoch, batch 10, lr 0.1,
+20 rounds, 10 and 100 IID clients, all clients every round.
+
+* **plain**: a FedAvg loop written directly in numpy (the floor).
+* **atoll**: ``atoll.horizontal.simulate`` (in-process backend), same model math.
+* **flower**: ``flwr.simulation.run_simulation`` (Ray backend), a ``NumPyClient``
+  with the same numpy model, server-side evaluation; run with the Python given by
+  ``--flower-python`` (default: this one if it imports ``flwr``).
+* **secagg**: Atoll with secure aggregation (SecAgg, full graph) at 100 clients,
+  30% of the clients dropping each round at random stages, against the plain
+  round time.
+* **1000 clients**: Atoll simulating 1,000 clients (each 50 rows drawn from the
+  digits train set, made on demand), all training every round.
+
+Each configuration runs in its own child process; peak memory is the peak of
+the summed resident memory of the child's whole process tree (Ray workers
+included), sampled every 50 ms. Wall time is measured inside the child around
+the training call (for Flower: around ``run_simulation``, which includes
+starting Ray: that is what a user waits for). The plain loop and Atoll on the
+digits task are run 5 times in their child and the best time is reported (all
+times are in the JSON); Flower, secure aggregation and 1,000 clients run once.
+
+    python benchmarks/horizontal.py --quick
+    python benchmarks/horizontal.py --flower-python /path/to/venv-with-flwr/bin/python
+
+The last line of stdout is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+
+LOCAL = {"epochs": 1, "batch_size": 10, "lr": 0.1}
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def digits_split(num_clients: int, seed: int):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x = x / 16.0
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
+    order = np.random.default_rng(seed).permutation(len(xtr))
+    parts = [np.sort(p) for p in np.array_split(order, num_clients)]
+    return [(xtr[p], ytr[p]) for p in parts], (xte, yte), (xtr, ytr)
+
+
+# --------------------------------------------------------------------------- plain numpy model (no atoll)
+
+def sgd_epochs(coef, b, x, y, rng, epochs, bs, lr):
+    onehot = np.eye(coef.shape[1])[y]
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for i in range(0, len(x), bs):
+            idx = order[i:i + bs]
+            z = x[idx] @ coef + b
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            g = (p - onehot[idx]) / len(idx)
+            coef = coef - lr * (x[idx].T @ g)
+            b = b - lr * g.sum(axis=0)
+    return coef, b
+
+
+def accuracy(coef, b, x, y) -> float:
+    return float(((x @ coef + b).argmax(axis=1) == y).mean())
+
+
+def run_plain(num_clients: int, rounds: int, seed: int) -> dict:
+    clients, (xte, yte), _ = digits_split(num_clients, seed)
+    t0 = time.perf_counter()
+    coef, b = np.zeros((64, 10)), np.zeros(10)
+    for rnd in range(rounds):
+        cs, bs_, ns = [], [], []
+        for i, (x, y) in enumerate(clients):
+            rng = np.random.default_rng([seed, rnd, zlib.crc32(f"client_{i}".encode())])
+            c, bb = sgd_epochs(coef.copy(), b.copy(), x, y, rng, LOCAL["epochs"], LOCAL["batch_size"], LOCAL["lr"])
+            cs.append(c)
+            bs_.append(bb)
+            ns.append(len(x))
+        ns = np.asarray(ns, float)
+        coef = np.tensordot(ns, np.stack(cs), axes=1) / ns.sum()
+        b = np.tensordot(ns, np.stack(bs_), axes=1) / ns.sum()
+        accuracy(coef, b, xte, yte)  # per-round server evaluation, as the others do
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "accuracy": accuracy(coef, b, xte, yte), "round_s": wall / rounds}
+
+
+# --------------------------------------------------------------------------- atoll
+
+def run_atoll(num_clients: int, rounds: int, seed: int, secure: bool = False, dropout: float = 0.0,
+              lazy_clients: int = 0, degree: int | None = None) -> dict:
+    from atoll import horizontal
+    from atoll.ml.horizontal import FedAvg, LogisticRegression
+    from atoll.secure.secagg import STAGES, SecAggConfig
+
+    clients, test, (xtr, ytr) = digits_split(max(num_clients, 1) if not lazy_clients else 10, seed)
+    drop = None
+    if dropout:
+        width = len(str(num_clients - 1))
+
+        def drop(rnd: int, stage: str, name: str) -> bool:
+            rng = np.random.default_rng([seed, rnd, 12345])
+            gone = rng.choice(num_clients, size=int(dropout * num_clients), replace=False)
+            where = rng.integers(0, len(STAGES), size=len(gone))
+            plan = {f"client_{i:0{width}d}": STAGES[s] for i, s in zip(gone, where)}
+            return plan.get(name) == stage
+
+    data: Any = clients
+    if lazy_clients:
+        num_clients = lazy_clients
+
+        def data(i: int):  # noqa: F811 - client data made on demand
+            rows = np.random.default_rng([seed, i]).choice(len(xtr), size=50, replace=False)
+            return xtr[rows], ytr[rows]
+
+    t0 = time.perf_counter()
+    res = horizontal.simulate(lambda: LogisticRegression(64, 10), data, FedAvg(local=dict(LOCAL)), rounds=rounds,
+                              secure_aggregation=SecAggConfig(degree=degree) if secure else None, test_data=test, seed=seed, drop=drop,
+                              num_clients=num_clients)
+    wall = time.perf_counter() - t0
+    h = res.history
+    out = {"wall_s": wall, "accuracy": h.rounds[-1]["server_accuracy"], "round_s": wall / rounds}
+    if dropout:
+        out["dropped_per_round"] = float(np.mean(h.metric("dropped")))
+    if secure:
+        # the server's own secure-aggregation work per round (unmasking, reconstruction), and the
+        # clients' work per client per round (in simulation they run one after another in this process)
+        out["server_s_per_round"] = float(np.mean(h.metric("secagg_server_s")))
+        out["client_s_per_client_round"] = float(np.mean(h.metric("secagg_call_s"))) / num_clients
+    return out
+
+
+# --------------------------------------------------------------------------- flower
+
+def run_flower(num_clients: int, rounds: int, seed: int) -> dict:
+    import logging
+
+    import flwr
+    from flwr.client import ClientApp, NumPyClient
+    from flwr.common import Context, ndarrays_to_parameters
+    from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+    from flwr.server.strategy import FedAvg
+    from flwr.simulation import run_simulation
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    clients, (xte, yte), _ = digits_split(num_clients, seed)
+    final: dict = {}
+
+    class Client(NumPyClient):
+        def __init__(self, cid: int):
+            self.cid = cid
+
+        def fit(self, parameters, config):
+            x, y = clients[self.cid]
+            rnd = int(config.get("round", 0))
+            rng = np.random.default_rng([seed, rnd, zlib.crc32(f"client_{self.cid}".encode())])
+            c, b = sgd_epochs(parameters[0].copy(), parameters[1].copy(), x, y, rng,
+                              LOCAL["epochs"], LOCAL["batch_size"], LOCAL["lr"])
+            return [c, b], len(x), {}
+
+    def client_fn(context: Context):
+        return Client(int(context.node_config["partition-id"])).to_client()
+
+    def evaluate(server_round, parameters, config):
+        acc = accuracy(parameters[0], parameters[1], xte, yte)
+        final["accuracy"] = acc
+        return 0.0, {"accuracy": acc}
+
+    def server_fn(context: Context):
+        strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=num_clients,
+                          min_available_clients=num_clients, evaluate_fn=evaluate,
+                          on_fit_config_fn=lambda r: {"round": r},
+                          initial_parameters=ndarrays_to_parameters([np.zeros((64, 10)), np.zeros(10)]))
+        return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=rounds))
+
+    t0 = time.perf_counter()
+    run_simulation(server_app=ServerApp(server_fn=server_fn), client_app=ClientApp(client_fn=client_fn),
+                   num_supernodes=num_clients,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "accuracy": final.get("accuracy"), "round_s": wall / rounds, "version": flwr.__version__}
+
+
+# --------------------------------------------------------------------------- child processes
+
+def child_main(spec: dict) -> None:
+    kind = spec.pop("kind")
+    repeats = int(spec.pop("repeats", 1))
+    fn = {"plain": run_plain, "atoll": run_atoll, "flower": run_flower}[kind]
+    runs = [fn(**spec) for _ in range(repeats)]
+    best = min(runs, key=lambda r: r["wall_s"])  # best of n: the machine is shared and noisy
+    best["repeats"] = repeats
+    best["wall_s_all"] = [r["wall_s"] for r in runs]
+    print(json.dumps(best))
+
+
+def tree_rss(proc) -> int:
+    import psutil
+
+    total = 0
+    try:
+        procs = [proc] + proc.children(recursive=True)
+    except psutil.Error:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_child(python: str, spec: dict, timeout: float) -> dict:
+    import psutil
+
+    cmd = [python, os.path.abspath(__file__), "--child", json.dumps(spec)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONWARNINGS": "ignore"})
+    ps = psutil.Process(proc.pid)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], tree_rss(ps))
+            stop.wait(0.05)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for p in ps.children(recursive=True):
+            p.kill()
+        proc.kill()
+        out, err = proc.communicate()
+        stop.set()
+        return {"error": f"timed out after {timeout:g} s"}
+    stop.set()
+    th.join()
+    lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (err.strip().splitlines() or ["no output"])[-1][:300]}
+    res = json.loads(lines[-1])
+    res["peak_mem_mb"] = peak[0] / 2 ** 20
+    return res
+
+
+def find_flower_python(given: str | None) -> str | None:
+    if given:
+        return given
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("flwr") is not None:
+            return sys.executable
+    except ImportError:
+        pass
+    return None
+
+
+def fmt(r: dict) -> str:
+    if "error" in r:
+        return f"ERROR {r['error']}"
+    return (f"{r['wall_s']:8.2f} s  {r['peak_mem_mb']:8.0f} MB  acc {r['accuracy']:.4f}  "
+            f"{1000 * r['round_s']:8.1f} ms/round")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds for the secagg and 1,000-client runs")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--flower-python", default=os.environ.get("ATOLL_FLOWER_PYTHON"),
+                    help="a Python with flwr[simulation] installed (default: this one if it has flwr)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child_main(json.loads(args.child))
+        return
+
+    import psutil
+
+    seed, rounds = args.seed, args.rounds
+    sa_rounds = 5 if args.quick else rounds
+    big_rounds = 2 if args.quick else 5
+    flower_py = find_flower_python(args.flower_python)
+    print(f"cpu: {cpu_model()}; cores: {psutil.cpu_count(logical=True)} "
+          f"(affinity {len(os.sched_getaffinity(0))}); memory {psutil.virtual_memory().total / 2**30:.0f} GiB; "
+          f"python {platform.python_version()}; load avg {os.getloadavg()[0]:.1f}")
+    print(f"seed {seed}; task: digits 1347x64 train / 450 test, 10 classes, logistic regression; "
+          f"local {LOCAL}; rounds {rounds}; all clients every round")
+    figures: dict[str, Any] = {"seed": seed, "rounds": rounds, "quick": args.quick, "cpu": cpu_model()}
+
+    for n in (10, 100):
+        print(f"\n== {n} clients ==")
+        row: dict[str, Any] = {}
+        for kind in ("plain", "atoll"):
+            row[kind] = run_child(sys.executable, {"kind": kind, "num_clients": n, "rounds": rounds, "seed": seed,
+                                                   "repeats": 5}, 600)
+        if flower_py:
+            row["flower"] = run_child(flower_py, {"kind": "flower", "num_clients": n, "rounds": rounds, "seed": seed}, 900)
+        else:
+            row["flower"] = {"error": "flwr not installed here; pass --flower-python"}
+        for k, r in row.items():
+            print(f"  {k:7s} {fmt(r)}")
+        ok = lambda k: "error" not in row[k]  # noqa: E731
+        if ok("atoll") and ok("plain"):
+            row["atoll_over_plain"] = row["atoll"]["wall_s"] / row["plain"]["wall_s"]
+            print(f"  atoll / plain wall time: {row['atoll_over_plain']:.2f}x")
+        if ok("atoll") and ok("flower"):
+            row["flower_over_atoll"] = row["flower"]["wall_s"] / row["atoll"]["wall_s"]
+            row["flower_mem_over_atoll"] = row["flower"]["peak_mem_mb"] / row["atoll"]["peak_mem_mb"]
+            print(f"  flower / atoll wall time: {row['flower_over_atoll']:.1f}x; "
+                  f"memory {row['flower_mem_over_atoll']:.1f}x")
+        figures[f"clients_{n}"] = row
+
+    print(f"\n== secure aggregation: 100 clients, 30% drop each round at random stages, {sa_rounds} rounds ==")
+    plain100 = figures["clients_100"]["plain"]
+    for label, degree in (("secagg", None), ("secagg+", 60)):
+        sa = run_child(sys.executable, {"kind": "atoll", "num_clients": 100, "rounds": sa_rounds, "seed": seed,
+                                        "secure": True, "dropout": 0.3, "degree": degree}, 900)
+        print(f"  {label:7s} {fmt(sa)}" + ("" if degree is None else f"  (SecAgg+ graph degree {degree})"))
+        if "error" not in sa and "error" not in plain100:
+            sa["round_over_plain_round"] = sa["round_s"] / plain100["round_s"]
+            sa["round_over_atoll_round"] = sa["round_s"] / figures["clients_100"]["atoll"]["round_s"]
+            print(f"          round / plain round: {sa['round_over_plain_round']:.1f}x; / atoll plain round "
+                  f"{sa['round_over_atoll_round']:.1f}x (dropped per round {sa['dropped_per_round']:.0f})")
+            print(f"          of a round: server's own work {1000 * sa['server_s_per_round']:.0f} ms; each client's "
+                  f"work (training + masking) {1000 * sa['client_s_per_client_round']:.1f} ms, run serially here")
+        figures["secagg_100_drop30" if degree is None else "secagg_plus_100_drop30"] = sa
+
+    print(f"\n== 1,000 clients (50 rows each, made on demand), {big_rounds} rounds ==")
+    big = run_child(sys.executable, {"kind": "atoll", "num_clients": 1000, "rounds": big_rounds, "seed": seed,
+                                     "lazy_clients": 1000}, 900)
+    print(f"  atoll   {fmt(big)}")
+    figures["clients_1000"] = big
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

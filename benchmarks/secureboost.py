@@ -1,0 +1,133 @@
+"""SecureBoost: seconds per tree with 2048-bit keys, every party as its own process.
+
+Workloads (issue 6):
+  A. make_classification(n_samples=100000, n_features=30, n_informative=15, random_state=0),
+     80/20 split, guest = label + features 0-9, host = features 10-29,
+     5 trees, depth 5, 32 bins, learning rate 0.3 (SecretFlow SGB: 17.3 s/tree OU, 102 s/tree Paillier).
+  B. 100,000 x (30 + 300) (FATE: 114-131 s/tree with 16 cores per party).
+References on the same data: XGBoost (tree_method="hist", centralised) and Atoll's plaintext mode.
+
+    python benchmarks/secureboost.py                               # full: A and B, OU and Paillier
+    python benchmarks/secureboost.py --workloads B --schemes ou    # one workload, one scheme
+    python benchmarks/secureboost.py --quick                       # 20k rows, 2 trees, workload A only
+
+The last line of stdout is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+
+import numpy as np
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def make_data(n: int, d_guest: int, d_host: int, seed: int = 0):
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=n, n_features=d_guest + d_host, n_informative=15, random_state=seed)
+    n_tr = int(0.8 * n)
+    return (x[:n_tr, :d_guest], x[:n_tr, d_guest:], y[:n_tr]), (x[n_tr:, :d_guest], x[n_tr:, d_guest:], y[n_tr:])
+
+
+def run_xgb(train, test, p):
+    import xgboost as xgb
+    from sklearn.metrics import roc_auc_score
+
+    xtr, xte = np.hstack(train[:2]), np.hstack(test[:2])
+    m = xgb.XGBClassifier(n_estimators=p["trees"], max_depth=p["depth"], learning_rate=p["lr"],
+                          max_bin=p["bins"], tree_method="hist", reg_lambda=1.0, n_jobs=2)
+    t0 = time.perf_counter()
+    m.fit(xtr, train[2])
+    secs = time.perf_counter() - t0
+    return secs, float(roc_auc_score(test[2], m.predict_proba(xte)[:, 1]))
+
+
+def run_atoll(train, test, p, scheme, transport, n_jobs):
+    from sklearn.metrics import roc_auc_score
+
+    from atoll.ml.vertical import HeteroSecureBoost
+
+    m = HeteroSecureBoost(n_estimators=p["trees"], max_depth=p["depth"], learning_rate=p["lr"],
+                          max_bin=p["bins"], scheme=scheme, key_bits=p["key_bits"], random_state=0,
+                          transport=transport, n_jobs=n_jobs)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ru0s = resource.getrusage(resource.RUSAGE_SELF)
+    m.fit({"guest": (train[0], train[2]), "host_0": train[1]})
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ru1s = resource.getrusage(resource.RUSAGE_SELF)
+    # CPU seconds of every party and worker process (all descendants are joined by the end of fit)
+    cpu = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+           + ru1s.ru_utime + ru1s.ru_stime - ru0s.ru_utime - ru0s.ru_stime)
+    per_tree = float(np.mean(m.guest_model_.seconds_per_round))
+    auc = float(roc_auc_score(test[2], m.predict_proba({"guest": test[0], "host_0": test[1]})[:, 1]))
+    return {"seconds_per_tree": per_tree, "fit_seconds": m.fit_seconds_, "auc": auc,
+            "cpu_seconds_per_tree": round(cpu / p["trees"], 3),
+            "phases": {k: round(v / p["trees"], 3) for k, v in m.guest_model_.timings.items()},
+            "host_phases": {k: round(v / p["trees"], 3) for k, v in m.host_models_["host_0"].timings.items()},
+            "load_avg_1min_after": round(os.getloadavg()[0], 2),
+            "rounds": [round(s, 3) for s in m.guest_model_.seconds_per_round]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="20k rows, 2 trees, workload A only")
+    ap.add_argument("--rows", type=int, default=None)
+    ap.add_argument("--trees", type=int, default=None)
+    ap.add_argument("--schemes", default=None, help="comma list among ou,paillier")
+    ap.add_argument("--workloads", default=None, help="comma list among A,B (default: A,B; --quick: A)")
+    ap.add_argument("--transport", default="processes", choices=["processes", "threads"])
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes per party for HE work")
+    ap.add_argument("--key-bits", type=int, default=2048)
+    args = ap.parse_args()
+
+    rows = args.rows or (20000 if args.quick else 100000)
+    trees = args.trees or (2 if args.quick else 5)
+    schemes = (args.schemes or ("ou,paillier")).split(",")
+    chosen = (args.workloads or ("A" if args.quick else "A,B")).split(",")
+    p = {"trees": trees, "depth": 5, "bins": 32, "lr": 0.3, "key_bits": args.key_bits}
+    print(f"cpu: {cpu_model()}; cores: {os.cpu_count()}; python {platform.python_version()}")
+    print(f"seed 0; params {p}; transport={args.transport}; jobs per party={args.jobs}")
+    out: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "params": p, "rows": rows,
+                 "transport": args.transport, "jobs": args.jobs}
+    workloads = [w for w in [("A", 10, 20), ("B", 30, 300)] if w[0] in chosen]
+    for name, dg, dh in workloads:
+        train, test = make_data(rows, dg, dh)
+        print(f"\nload average (1 min) {os.getloadavg()[0]:.2f} (other work on this machine slows every figure)")
+        print(f"\nworkload {name}: train {train[0].shape[0]} x ({dg} guest + {dh} host), test {test[0].shape[0]}")
+        xs, xauc = run_xgb(train, test, p)
+        print(f"  xgboost hist (central): {xs:.3f} s total, {xs / trees:.3f} s/tree, AUC {xauc:.4f}")
+        res = {"xgboost_seconds": xs, "xgboost_auc": xauc}
+        plain = run_atoll(train, test, p, "plain", args.transport, args.jobs)
+        print(f"  atoll plain mode: {plain['seconds_per_tree']:.3f} s/tree, AUC {plain['auc']:.4f}")
+        res["plain"] = plain
+        for scheme in schemes:
+            r = run_atoll(train, test, p, scheme, args.transport, args.jobs)
+            res[scheme] = r
+            print(f"  atoll {scheme} {args.key_bits}-bit: {r['seconds_per_tree']:.2f} s/tree "
+                  f"(rounds {r['rounds']}; per tree by phase: guest {r['phases']}, host {r['host_phases']}; "
+                  f"load average {r['load_avg_1min_after']}); CPU seconds (all processes) per tree "
+                  f"{r['cpu_seconds_per_tree']:.1f}, fit {r['fit_seconds']:.1f} s, AUC {r['auc']:.4f}; "
+                  f"x{r['seconds_per_tree'] / plain['seconds_per_tree']:.0f} plain, "
+                  f"x{r['seconds_per_tree'] / (xs / trees):.0f} xgboost per tree")
+        out[name] = res
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
