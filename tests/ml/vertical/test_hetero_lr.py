@@ -299,12 +299,24 @@ def _run_recorded(mode: str, xg, y, xh):
 
 
 def _clear_patterns(values: np.ndarray) -> set[bytes]:
+    """Byte patterns that would betray feature values sent in clear.
+
+    A single float64 is 8 bytes, long enough that random ciphertext bytes
+    never match it by chance. A single float32 is only 4 bytes and turns up
+    in a few hundred kilobytes of ciphertext by pure chance, so float32 is
+    checked as runs of 4 consecutive values along rows and columns (16 bytes).
+    """
     pats = set()
     for v in np.unique(values.ravel()):
         if v == 0.0 or float(v).is_integer():
             continue  # 0/1-like values are everywhere in any encoding; checked as vectors below
         pats.add(np.float64(v).tobytes())
-        pats.add(np.float32(v).tobytes())
+    f32 = values.astype("<f4")
+    for run in (*f32, *f32.T):
+        for i in range(0, len(run) - 3):
+            chunk = run[i:i + 4]
+            if np.count_nonzero(chunk) >= 2:
+                pats.add(chunk.tobytes())
     return pats
 
 
