@@ -219,3 +219,31 @@ _json = st.recursive(
 @given(_json)
 def test_hypothesis_roundtrip(obj):
     assert wire.loads(wire.dumps(obj)) == obj
+
+
+def test_he_types_decode_in_a_process_that_never_imported_crypto():
+    """A host receives the arbiter's public key before it touched any crypto code:
+    the codec imports the provider of the closed ``atoll.he.`` name space itself."""
+    import subprocess
+    import sys
+
+    from atoll.crypto import he
+
+    pk, _ = he.generate_keypair("paillier", 1024)
+    blob = wire.dumps({"pk": pk, "c": pk.encrypt([1.5, -2.0])})
+    code = ("import sys, atoll.wire as w\n"
+            "assert 'atoll.crypto' not in sys.modules\n"
+            "d = w.loads(sys.stdin.buffer.read())\n"
+            "print(type(d['pk']).__name__, type(d['c']).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().split() == ["PaillierPublicKey", "CipherArray"]
+
+
+def test_unknown_name_in_a_provided_name_space_is_still_rejected():
+    from atoll.crypto import he  # noqa: F401
+
+    good = wire.dumps(he.generate_keypair("paillier", 1024).public_key)
+    bad = good.replace(b"atoll.he.PaillierPublicKey", b"atoll.he.PaillierPublicKez")
+    with pytest.raises(WireError, match="unknown message type"):
+        wire.loads(bad)

@@ -66,9 +66,9 @@ Packing (several small non-negative ints per plaintext, headroom checked)::
 Parallelism: ``jobs > 1`` forks a cached pool of worker processes on Linux (set
 ``ATOLL_HE_START_METHOD=spawn`` to spawn instead); decryption ships only the modular
 exponentiations (secret exponent and modulus cross a local pipe to this party's own
-workers). ``jobs <= 0`` means all cores. Inside a daemonic process (parties of
-``launch(mode="processes")`` today) no children may be started: work then runs in-process
-with a one-time warning.
+workers). ``jobs <= 0`` means all cores. Party processes of ``launch(mode="processes")`` may start
+workers; inside some other daemonic process no children may be started, and work then
+runs in-process with a one-time warning.
 
 Schemes: ``"paillier"`` (:mod:`atoll.crypto.paillier`: n = pq, DJN short-exponent fast
 encryption, CRT decryption) and ``"ou"`` (:mod:`atoll.crypto.ou`: Okamoto-Uchiyama,

@@ -29,6 +29,7 @@ import queue
 import socket
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -126,11 +127,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def exit_with_parent(parent: int) -> None:
+    """Exit this process when ``parent`` goes away (killed, crashed): non-daemonic
+    children (party processes, HE workers) are otherwise left running as orphans."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="atoll-parent-watch", daemon=True).start()
+
+
 def _child(name: str, roles: dict[str, str], addresses: dict[str, str], cert_dir: str,
            spec: Party, job_id: str, timeout: float, task: str, out: Any) -> None:
     from atoll.federation.certs import TlsConfig
     from atoll.federation.grpc_transport import GrpcTransport
 
+    exit_with_parent(os.getppid())
     transport = None
     try:
         transport = GrpcTransport(name, addresses, TlsConfig.load(cert_dir, name))
@@ -155,7 +169,10 @@ def _launch_processes(specs: dict[str, Party], roles: dict[str, str], job_id: st
     out = ctx_mp.Queue()
     with tempfile.TemporaryDirectory(prefix="atoll-certs-") as cert_dir:
         init_certs(specs, cert_dir, days=2)
-        procs = {name: ctx_mp.Process(target=_child, name=f"atoll-{name}", daemon=True,
+        # Not daemonic, so that a party may start worker processes of its own (HE
+        # pools); each child exits if the launcher disappears, and the finally
+        # block below reaps every child on any exit path.
+        procs = {name: ctx_mp.Process(target=_child, name=f"atoll-{name}", daemon=False,
                                       args=(name, roles, addresses, cert_dir, spec, job_id,
                                             timeout, task, out))
                  for name, spec in specs.items()}
@@ -201,8 +218,6 @@ def _launch_processes(specs: dict[str, Party], roles: dict[str, str], job_id: st
 
 
 def _drain(out: Any, results: dict, errors: dict, procs: dict, wait: float) -> None:
-    import time
-
     end = time.monotonic() + wait
     while len(results) + len(errors) < len(procs) and time.monotonic() < end:
         try:

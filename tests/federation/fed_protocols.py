@@ -64,3 +64,21 @@ def die_hard(ctx):
     ctx.send("guest", "hello", 1)
     time.sleep(0.5)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _square(x):
+    return x * x
+
+
+def pool_party(ctx, n):
+    """Starts worker processes of its own (as an HE pool does) and reports their pids."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        squares = list(pool.map(_square, range(n)))
+        pids = set(pool.map(_pid, range(4)))
+    return {"sum": sum(squares), "worker_pids": sorted(pids), "me": os.getpid()}
+
+
+def _pid(_):
+    return os.getpid()

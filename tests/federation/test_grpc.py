@@ -193,3 +193,11 @@ def test_chunking_covers_every_byte_in_order():
     chunks = list(_chunks(parts))
     assert b"".join(chunks) == b"".join(bytes(p) for p in parts)
     assert all(len(c) == CHUNK for c in chunks[:-1]) and 0 < len(chunks[-1]) <= CHUNK
+
+
+def test_party_processes_may_start_worker_pools_of_their_own():
+    out = launch({"a": Party("peer", fp.pool_party, {"n": 10}), "b": Party("peer", fp.pool_party, {"n": 4})},
+                 mode="processes", timeout=120)
+    assert out["a"]["sum"] == 285 and out["b"]["sum"] == 14
+    for r in out.values():
+        assert r["worker_pids"] and r["me"] not in r["worker_pids"]

@@ -118,8 +118,6 @@ class SecureBoost(Component):
     def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
         from atoll.ml.vertical.secureboost import SecureBoostGuest, SecureBoostHost
 
-        import atoll.crypto.he  # noqa: F401 - registers key / ciphertext wire types at every party
-
         params = _sb_params(self.params, tc.seed)
         train: Table | None = inputs.get("train")
         if tc.role == "guest":

@@ -26,7 +26,6 @@ spawned worker processes started once per fit; the guest decrypts in threads.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -39,8 +38,9 @@ import numpy as np
 from gmpy2 import mpz
 
 from atoll import wire
-from atoll.crypto import he  # noqa: F401  (registers keys and CipherArray as wire types)
+from atoll.crypto import he
 from atoll.errors import ConfigError, CryptoError
+from atoll.federation.launch import exit_with_parent
 from atoll.ml.vertical.boosting_core import SLOT_BITS
 
 log = logging.getLogger(__name__)
@@ -182,19 +182,6 @@ PARALLEL_MIN_ROWS = 1000
 _W: dict[str, Any] = {}
 
 
-def _watch_parent(parent: int) -> None:
-    """Worker initializer: exit if the party process that started us goes away (e.g. was killed)."""
-    import threading
-    import time
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _worker_key(pk_bytes: bytes):
     if _W.get("pk_bytes") != pk_bytes:
         _W["pk"] = wire.loads(pk_bytes)
@@ -237,37 +224,18 @@ def _from_bytes(raw: bytes, width: int) -> list:
     return [mpz(int.from_bytes(raw[i:i + width], "big")) for i in range(0, len(raw), width)]
 
 
-@contextlib.contextmanager
-def allow_worker_processes():
-    """Let this process start worker processes even if it is itself a daemonic party process.
-
-    The standalone launcher runs each party as a daemonic process (so parties die
-    with the launcher); Python refuses to start children from those. Our workers
-    are shut down explicitly by the party (``close``), so lifting the flag while
-    they start is safe.
-    """
-    proc = multiprocessing.current_process()
-    was = proc._config.get("daemon", False)  # noqa: SLF001 (the only way to ask)
-    proc._config["daemon"] = False  # noqa: SLF001
-    try:
-        yield
-    finally:
-        proc._config["daemon"] = was  # noqa: SLF001
-
-
 class _Pool:
     """``jobs`` single-worker spawned processes (so each task goes to a known worker)."""
 
     def __init__(self, jobs: int, pk):
         ctx = multiprocessing.get_context("spawn")
-        self.workers = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),))
+        self.workers = [ProcessPoolExecutor(1, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),))
                         for _ in range(jobs)]
         self.pk_bytes = wire.dumps(pk)
         self.version: Any = None
 
     def submit(self, i: int, fn, *args):
-        with allow_worker_processes():
-            return self.workers[i].submit(fn, *args)
+        return self.workers[i].submit(fn, *args)
 
     def load(self, key: Any, cs: list, width: int) -> None:
         if self.version is key:

@@ -164,8 +164,7 @@ class HeteroLogisticRegression(HeteroGLMEstimator):
     encrypted Taylor loss each epoch, in ``loss_history_``); ``precompute`` (randomness of
     each epoch's encryptions computed in an offline phase, timed apart); ``mode`` ('arbiter' or 'two_party'); ``scheme``, ``key_bits``, ``precision_bits``,
     ``mul_precision_bits`` (fixed point); ``random_state``; ``n_jobs`` (HE worker processes
-    per party; with ``transport='grpc'`` each party is a daemonic process that cannot start
-    workers, so HE then runs in the party's process); ``transport`` ('inprocess' threads, or 'grpc': one local process per party
+    per party, in simulation and with ``transport='grpc'`` alike); ``transport`` ('inprocess' threads, or 'grpc': one local process per party
     over gRPC with mutual TLS); ``timeout`` (seconds a party waits for a message).
 
     Learned: ``coef_`` (guest's features, then each host's in order), ``intercept_``,
