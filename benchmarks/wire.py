@@ -15,24 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
-import platform
 import socket
-import sys
 import tempfile
 import time
 
 import numpy as np
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _common import header
 
 
 # ----------------------------------------------------------------------------- atoll
@@ -131,7 +119,7 @@ def main() -> None:
     mb = args.mb or (20 if args.quick else 100)
     reps = args.reps or (2 if args.quick else 3)
     nbytes = mb * 1_000_000
-    print(f"host: {_cpu()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(header("wire throughput"))
     print(f"payload: float64 array of {mb} MB, seed 0, best of {reps} repetitions, two processes on loopback")
     raw = bench_raw(nbytes, reps)
     atoll_tls = bench_atoll(nbytes, reps, tls=True)
