@@ -25,9 +25,20 @@ test: $(STAMP)
 	$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
-bench: $(STAMP)
+# Flower pins its own rich/typer/protobuf: it gets a venv of its own, and the
+# horizontal benchmark runs its Flower side with that interpreter.
+FLOWER_VENV := .venv-flower
+
+$(FLOWER_VENV)/.installed: benchmarks/requirements-flower.txt
+	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements-flower.txt
+	touch $@
+
+bench: $(STAMP) $(FLOWER_VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,bench]'
-	for b in benchmarks/*.py; do $(PY) $$b --quick || exit 1; done
+	for b in benchmarks/[a-z]*.py; do \
+	  extra=""; [ $$b = benchmarks/horizontal.py ] && extra="--flower-python $(FLOWER_VENV)/bin/python"; \
+	  $(PY) $$b --quick $$extra || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(FLOWER_VENV) build *.egg-info

@@ -82,3 +82,23 @@ def pool_party(ctx, n):
 
 def _pid(_):
     return os.getpid()
+
+
+def two_jobs_side_by_side(a, b, to: str, receiver: str, n: int) -> dict:
+    """Jobs ``a`` and ``b`` (dicts of contexts over the same transports) each send ``n``
+    numbers guest -> ``to`` concurrently; returns what ``receiver`` got in each job."""
+    import threading
+
+    out = {}
+
+    def run(name, c, base):
+        for i in range(n):
+            c["guest"].send(to, "v", base + i)
+        out[name] = [c[receiver].recv("guest", "v") for _ in range(n)]
+
+    ts = [threading.Thread(target=run, args=("a", a, 0)), threading.Thread(target=run, args=("b", b, 1000))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return out

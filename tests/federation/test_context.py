@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -47,19 +46,8 @@ def test_two_jobs_between_the_same_parties_do_not_mix():
     hub = InProcessHub(PARTIES)
     a, _ = contexts("job-a", hub)
     b, _ = contexts("job-b", hub)
-    results = {}
-
-    def run(name, ctxs, value):
-        for i in range(50):
-            ctxs["guest"].send("host_0", "v", value + i)
-        results[name] = [ctxs["host_0"].recv("guest", "v") for _ in range(50)]
-
-    threads = [threading.Thread(target=run, args=("a", a, 0)), threading.Thread(target=run, args=("b", b, 1000))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results["a"] == list(range(50)) and results["b"] == list(range(1000, 1050))
+    assert fp.two_jobs_side_by_side(a, b, "host_0", "host_0", 50) == {"a": list(range(50)),
+                                                                      "b": list(range(1000, 1050))}
 
 
 def test_timeout_names_party_key_and_scope():

@@ -120,19 +120,8 @@ def test_a_retried_send_is_delivered_exactly_once(transports):
 
 def test_two_concurrent_jobs_over_the_same_transports_do_not_mix(transports):
     a, b = ctxs(transports, "job-a"), ctxs(transports, "job-b")
-    out = {}
-
-    def run(name, c, base):
-        for i in range(20):
-            c["guest"].send("host", "v", base + i)
-        out[name] = [c["host_1"].recv("guest", "v") for _ in range(20)]
-
-    ts = [threading.Thread(target=run, args=("a", a, 0)), threading.Thread(target=run, args=("b", b, 500))]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert out == {"a": list(range(20)), "b": list(range(500, 520))}
+    assert fp.two_jobs_side_by_side(a, b, "host", "host_1", 20) == {"a": list(range(20)),
+                                                                    "b": list(range(1000, 1020))}
 
 
 def test_a_dead_peer_is_reported_as_such_not_as_a_timeout(transports):
