@@ -9,11 +9,17 @@ classes), multinomial logistic regression, 1 local epoch, batch 10, lr 0.1,
 * **flower**: ``flwr.simulation.run_simulation`` (Ray backend), a ``NumPyClient``
   with the same numpy model, server-side evaluation; run with the Python given by
   ``--flower-python`` (default: this one if it imports ``flwr``).
-* **secagg**: Atoll with secure aggregation (SecAgg, full graph) at 100 clients,
-  30% of the clients dropping each round at random stages, against the plain
-  round time.
+* **secagg**: Atoll with secure aggregation (SecAgg, full graph; then SecAgg+
+  with graph degree 60) at 100 clients, 30% of the clients dropping each round
+  at random stages, against the plain round time. The simulation runs every
+  client one after another in this process, so its round is the sum of all
+  clients' work; the benchmark also prints the round as it would be with each
+  client on its own machine: the server's own work plus, per stage, the slowest
+  client's (both measured; network time not included).
 * **1000 clients**: Atoll simulating 1,000 clients (each 50 rows drawn from the
-  digits train set, made on demand), all training every round.
+  digits train set, made on demand), all training every round: in-process, and
+  on the Ray backend (local Ray; its start-up is inside the wall time) when Ray
+  is installed.
 
 Each configuration runs in its own child process; peak memory is the peak of
 the summed resident memory of the child's whole process tree (Ray workers
@@ -34,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -43,18 +48,9 @@ import zlib
 from typing import Any
 
 import numpy as np
+from _common import hardware, header
 
 LOCAL = {"epochs": 1, "batch_size": 10, "lr": 0.1}
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def digits_split(num_clients: int, seed: int):
@@ -113,9 +109,9 @@ def run_plain(num_clients: int, rounds: int, seed: int) -> dict:
 # --------------------------------------------------------------------------- atoll
 
 def run_atoll(num_clients: int, rounds: int, seed: int, secure: bool = False, dropout: float = 0.0,
-              lazy_clients: int = 0, degree: int | None = None) -> dict:
+              lazy_clients: int = 0, degree: int | None = None, backend: str = "inprocess") -> dict:
     from atoll import horizontal
-    from atoll.ml.horizontal import FedAvg, LogisticRegression
+    from atoll.ml.horizontal import FedAvg, FedServer, LogisticRegression, SimulationChannel
     from atoll.secure.secagg import STAGES, SecAggConfig
 
     clients, test, (xtr, ytr) = digits_split(max(num_clients, 1) if not lazy_clients else 10, seed)
@@ -138,12 +134,39 @@ def run_atoll(num_clients: int, rounds: int, seed: int, secure: bool = False, dr
             rows = np.random.default_rng([seed, i]).choice(len(xtr), size=50, replace=False)
             return xtr[rows], ytr[rows]
 
-    t0 = time.perf_counter()
-    res = horizontal.simulate(lambda: LogisticRegression(64, 10), data, FedAvg(local=dict(LOCAL)), rounds=rounds,
-                              secure_aggregation=SecAggConfig(degree=degree) if secure else None, test_data=test, seed=seed, drop=drop,
-                              num_clients=num_clients)
-    wall = time.perf_counter() - t0
-    h = res.history
+    def model_fn():
+        return LogisticRegression(64, 10)
+
+    if not secure:
+        t0 = time.perf_counter()
+        h = horizontal.simulate(model_fn, data, FedAvg(local=dict(LOCAL)), rounds=rounds, test_data=test, seed=seed,
+                                drop=drop, num_clients=num_clients, backend=backend).history
+        wall = time.perf_counter() - t0
+    else:  # what simulate() does, with the channel in hand to read the clients' stage times
+        from atoll.secure import secagg
+
+        agreements = [0]  # X25519 key agreements, the protocol's floor: counted, then timed below
+        real_agree = secagg.agree
+
+        def counting_agree(private, public):
+            agreements[0] += 1
+            return real_agree(private, public)
+
+        secagg.agree = counting_agree
+
+        def evaluate(weights):
+            m = model_fn()
+            m.set_weights(weights)
+            return m.evaluate(*test)
+
+        t0 = time.perf_counter()
+        channel = SimulationChannel(model_fn, data, num_clients, drop=drop)
+        server = FedServer(model_fn().get_weights(), rounds, FedAvg(local=dict(LOCAL)), SecAggConfig(degree=degree),
+                           None, evaluate, seed)
+        _, h = server.run(channel)
+        channel.close()
+        wall = time.perf_counter() - t0
+        secagg.agree = real_agree
     out = {"wall_s": wall, "accuracy": h.rounds[-1]["server_accuracy"], "round_s": wall / rounds}
     if dropout:
         out["dropped_per_round"] = float(np.mean(h.metric("dropped")))
@@ -152,6 +175,20 @@ def run_atoll(num_clients: int, rounds: int, seed: int, secure: bool = False, dr
         # clients' work per client per round (in simulation they run one after another in this process)
         out["server_s_per_round"] = float(np.mean(h.metric("secagg_server_s")))
         out["client_s_per_client_round"] = float(np.mean(h.metric("secagg_call_s"))) / num_clients
+        # with every client on its own machine, a round takes about: the server's own work plus, per
+        # stage, the slowest client (network time not included); measured parts, summed
+        slowest = [sum(channel.slowest_client_s[r["round"]].values()) for r in h.rounds]
+        out["slowest_client_s_per_round"] = float(np.mean(slowest))
+        out["parallel_clients_round_s"] = out["server_s_per_round"] + out["slowest_client_s_per_round"]
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        sk, pk = X25519PrivateKey.generate(), X25519PrivateKey.generate().public_key().public_bytes_raw()
+        t1 = time.perf_counter()
+        for _ in range(2000):
+            secagg.agree(sk, pk)
+        out["x25519_us"] = (time.perf_counter() - t1) / 2000 * 1e6
+        out["x25519_per_round"] = agreements[0] / rounds
+        out["x25519_s_per_round"] = out["x25519_per_round"] * out["x25519_us"] / 1e6
     return out
 
 
@@ -310,12 +347,12 @@ def main() -> None:
     sa_rounds = 5 if args.quick else rounds
     big_rounds = 2 if args.quick else 5
     flower_py = find_flower_python(args.flower_python)
-    print(f"cpu: {cpu_model()}; cores: {psutil.cpu_count(logical=True)} "
-          f"(affinity {len(os.sched_getaffinity(0))}); memory {psutil.virtual_memory().total / 2**30:.0f} GiB; "
-          f"python {platform.python_version()}; load avg {os.getloadavg()[0]:.1f}")
+    print(header("Horizontal FL: Atoll vs Flower vs a plain FedAvg loop"))
+    print(f"memory {psutil.virtual_memory().total / 2**30:.0f} GiB; the machine may be shared with other jobs "
+          "(see the load above)")
     print(f"seed {seed}; task: digits 1347x64 train / 450 test, 10 classes, logistic regression; "
           f"local {LOCAL}; rounds {rounds}; all clients every round")
-    figures: dict[str, Any] = {"seed": seed, "rounds": rounds, "quick": args.quick, "cpu": cpu_model()}
+    figures: dict[str, Any] = {"seed": seed, "rounds": rounds, "quick": args.quick, "hardware": hardware()}
 
     for n in (10, 100):
         print(f"\n== {n} clients ==")
@@ -353,13 +390,29 @@ def main() -> None:
                   f"{sa['round_over_atoll_round']:.1f}x (dropped per round {sa['dropped_per_round']:.0f})")
             print(f"          of a round: server's own work {1000 * sa['server_s_per_round']:.0f} ms; each client's "
                   f"work (training + masking) {1000 * sa['client_s_per_client_round']:.1f} ms, run serially here")
+            print(f"          X25519 key agreements: {sa['x25519_per_round']:.0f} per round x "
+                  f"{sa['x25519_us']:.0f} us = {1000 * sa['x25519_s_per_round']:.0f} ms/round for the key "
+                  f"agreements alone ({sa['x25519_s_per_round'] / plain100['round_s']:.0f}x the plain round)")
+            sa["parallel_over_plain_round"] = sa["parallel_clients_round_s"] / plain100["round_s"]
+            print(f"          clients in parallel (server work + slowest client per stage, no network): "
+                  f"{1000 * sa['parallel_clients_round_s']:.0f} ms/round = {sa['parallel_over_plain_round']:.1f}x "
+                  f"the plain round (all 100 clients serial)")
         figures["secagg_100_drop30" if degree is None else "secagg_plus_100_drop30"] = sa
 
     print(f"\n== 1,000 clients (50 rows each, made on demand), {big_rounds} rounds ==")
     big = run_child(sys.executable, {"kind": "atoll", "num_clients": 1000, "rounds": big_rounds, "seed": seed,
                                      "lazy_clients": 1000}, 900)
-    print(f"  atoll   {fmt(big)}")
+    print(f"  atoll   {fmt(big)}  (in-process backend)")
     figures["clients_1000"] = big
+    try:
+        import ray  # noqa: F401 - the Ray backend is an optional extra
+    except ImportError:
+        figures["clients_1000_ray"] = {"error": "ray not installed (pip install 'atoll[ray]')"}
+    else:
+        big_ray = run_child(sys.executable, {"kind": "atoll", "num_clients": 1000, "rounds": big_rounds, "seed": seed,
+                                             "lazy_clients": 1000, "backend": "ray"}, 900)
+        print(f"  atoll   {fmt(big_ray)}  (Ray backend, local; wall time includes starting Ray)")
+        figures["clients_1000_ray"] = big_ray
     print(json.dumps(figures))
 
 

@@ -14,6 +14,11 @@ ints for the 521-bit modulus).
 
 The field is the Mersenne prime ``2^521 - 1``, large enough to hold any
 512-bit secret, so a 32-byte key needs no splitting.
+
+:func:`split_bytes_vec` / :func:`combine_bytes_vec` share short byte strings
+over the small field GF(2^31 - 1) instead, as 30-bit chunks each with its own
+polynomial, vectorised in numpy: secure aggregation uses them (two 32-byte
+secrets per client, shared with every neighbour, each round).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import secrets
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Sequence
+
+import numpy as np
 
 from atoll.errors import CryptoError
 
@@ -133,3 +140,135 @@ def combine_bytes(shares: Iterable[Share], t: int | None = None) -> bytes:
     if not raw or raw[0] != 1 or len(raw) > MAX_SECRET_BYTES + 1:
         raise CryptoError("shares do not reconstruct a valid byte secret (wrong or corrupted shares)")
     return raw[1:]
+
+
+# --------------------------------------------------------------------------- vectorised sharing of short keys
+#
+# Secure aggregation shares two 32-byte secrets per client with each of its neighbours; in the
+# big field above that is a Python loop of t * n 521-bit multiplications per secret. Here a
+# secret is cut into 30-bit chunks and each chunk is shared with its own random polynomial over
+# GF(2^31 - 1), all chunks and points at once in numpy (values < 2^31, products < 2^62 fit in
+# uint64). Sharing each chunk independently keeps Shamir's guarantee: any t - 1 shares are
+# uniformly random and say nothing about any chunk.
+
+#: the prime of the vectorised sharing, the Mersenne prime 2^31 - 1
+VEC_PRIME = (1 << 31) - 1
+_CHUNK_BITS = 30
+
+
+def vec_chunks(nbytes: int) -> int:
+    """Field elements that hold a secret of ``nbytes`` bytes."""
+    return -(-8 * nbytes // _CHUNK_BITS)
+
+
+def bytes_to_field(secret: bytes) -> np.ndarray:
+    """A byte string -> its 30-bit chunks (least significant first) as uint64."""
+    value = int.from_bytes(secret, "big")
+    mask = (1 << _CHUNK_BITS) - 1
+    return np.array([(value >> (_CHUNK_BITS * i)) & mask for i in range(vec_chunks(len(secret)))],
+                    dtype=np.uint64)
+
+
+def field_to_bytes(chunks: np.ndarray, nbytes: int) -> bytes:
+    """Inverse of :func:`bytes_to_field`; raises if the chunks are not a valid ``nbytes``-byte secret."""
+    chunks = np.asarray(chunks, dtype=np.uint64)
+    if chunks.shape != (vec_chunks(nbytes),) or (chunks >> np.uint64(_CHUNK_BITS)).any():
+        raise CryptoError("shares do not reconstruct a valid byte secret (wrong or corrupted shares)")
+    value = 0
+    for i, c in enumerate(chunks.tolist()):
+        value |= int(c) << (_CHUNK_BITS * i)
+    if value >> (8 * nbytes):
+        raise CryptoError("shares do not reconstruct a valid byte secret (wrong or corrupted shares)")
+    return value.to_bytes(nbytes, "big")
+
+
+def _uniform_field(shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform elements of GF(2^31 - 1) from OS entropy (31-bit draws, the value 2^31 - 1 redrawn)."""
+    size = int(np.prod(shape))
+    out = np.frombuffer(secrets.token_bytes(4 * size), dtype=np.uint32) & np.uint32(VEC_PRIME)
+    out = out.astype(np.uint64)
+    bad = out == VEC_PRIME
+    while bad.any():
+        fresh = np.frombuffer(secrets.token_bytes(4 * int(bad.sum())), dtype=np.uint32) & np.uint32(VEC_PRIME)
+        out[bad] = fresh.astype(np.uint64)
+        bad = out == VEC_PRIME
+    return out.reshape(shape)
+
+
+def _check_points(xs: Sequence[int], n: int | None = None) -> np.ndarray:
+    xs = [int(x) for x in xs]
+    if n is not None and len(xs) != n:
+        raise CryptoError(f"got {len(xs)} share points for n={n} shares")
+    if len(set(xs)) != len(xs) or any(not 0 < x < VEC_PRIME for x in xs):
+        raise CryptoError("share points must be distinct, non-zero and below 2^31 - 1")
+    return np.asarray(xs, dtype=np.uint64)
+
+
+def split_field_vec(values: np.ndarray, xs: Sequence[int], t: int) -> np.ndarray:
+    """Share each element of ``values`` (in GF(2^31 - 1)) with its own degree ``t - 1`` polynomial.
+
+    Returns an array of shape ``(len(xs),) + values.shape``: row ``i`` holds the shares at ``xs[i]``.
+    """
+    values = np.asarray(values, dtype=np.uint64)
+    _check_params(len(xs), t)
+    x = _check_points(xs).reshape((-1,) + (1,) * values.ndim)
+    if (values >= VEC_PRIME).any():
+        raise CryptoError("vectorised Shamir values must be below 2^31 - 1")
+    p = np.uint64(VEC_PRIME)
+    coeffs = _uniform_field((t - 1,) + values.shape)
+    acc = np.zeros((len(xs),) + values.shape, dtype=np.uint64)
+    for c in coeffs[::-1]:  # Horner over all points and values at once; acc, x < 2^31
+        acc = (acc * x + c) % p
+    return (acc * x + values) % p
+
+
+@lru_cache(maxsize=4096)
+def lagrange_at_zero_vec(xs: tuple[int, ...]) -> np.ndarray:
+    """Lagrange coefficients ``l_i(0)`` over GF(2^31 - 1) (cached like :func:`lagrange_at_zero`)."""
+    p = np.uint64(VEC_PRIME)
+    x = np.asarray(xs, dtype=np.uint64)
+    # l_i(0) = prod_{j != i} x_j / (x_j - x_i): the denominators for every i at once, one column per step
+    diff = (x[None, :] + p - x[:, None]) % p
+    np.fill_diagonal(diff, 1)
+    den = x.copy()  # x_i * prod_{j != i} (x_j - x_i), so that l_i(0) = prod_j x_j / den_i
+    for j in range(len(x)):
+        den = den * diff[:, j] % p
+    total = 1
+    for xj in xs:
+        total = total * xj % VEC_PRIME
+    return np.array([total * pow(int(d), -1, VEC_PRIME) % VEC_PRIME for d in den.tolist()], dtype=np.uint64)
+
+
+def combine_field_vec(xs: Sequence[int], ys: np.ndarray) -> np.ndarray:
+    """Reconstruct from the shares ``ys[i]`` at the points ``xs[i]`` (all of them are used)."""
+    ys = np.asarray(ys, dtype=np.uint64)
+    if len(xs) != len(ys) or not len(xs):
+        raise CryptoError(f"got {len(xs)} share points for {len(ys)} shares")
+    pts = tuple(int(v) for v in _check_points(xs))
+    if (ys >= VEC_PRIME).any():
+        raise CryptoError("share values must be below 2^31 - 1")
+    lag = lagrange_at_zero_vec(pts).reshape((-1,) + (1,) * (ys.ndim - 1))
+    return ((lag * ys) % np.uint64(VEC_PRIME)).sum(axis=0) % np.uint64(VEC_PRIME)
+
+
+def split_bytes_vec(secrets_: Sequence[bytes], xs: Sequence[int], t: int) -> np.ndarray:
+    """Share several equal-length byte strings at once.
+
+    Returns uint64 shares of shape ``(len(xs), len(secrets_), vec_chunks(nbytes))``.
+    """
+    if not secrets_ or len({len(s) for s in secrets_}) != 1:
+        raise CryptoError("split_bytes_vec needs one or more secrets of equal length")
+    return split_field_vec(np.stack([bytes_to_field(s) for s in secrets_]), xs, t)
+
+
+def combine_bytes_vec(xs: Sequence[int], ys: np.ndarray, nbytes: int, t: int | None = None) -> bytes:
+    """One ``nbytes``-byte secret from its shares ``ys`` (shape ``(k, vec_chunks(nbytes))``) at ``xs``.
+
+    With ``t`` given, exactly the first ``t`` shares are used and fewer raise :class:`CryptoError`.
+    """
+    xs, ys = list(xs), np.asarray(ys, dtype=np.uint64)
+    if t is not None:
+        if len(xs) < t:
+            raise CryptoError(f"need {t} shares to reconstruct the secret, got {len(xs)}")
+        xs, ys = xs[:t], ys[:t]
+    return field_to_bytes(combine_field_vec(xs, ys), nbytes)

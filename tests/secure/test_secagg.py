@@ -67,11 +67,26 @@ def test_too_many_dropouts_abort_clearly(stage):
         simulate_secagg(inputs, SecAggConfig(), {stage: set(names[:11])})
 
 
-def test_secagg_plus_aborts_when_a_neighbourhood_dies():
+def test_secagg_plus_graph_is_regular_and_symmetric():
     inputs = _inputs(30, seed=5, d=10)
     nbrs = secagg.harary_neighbours(sorted(inputs), 6, seed=1)
     assert all(len(v) == 6 for v in nbrs.values())
     assert all(u in nbrs[v] for u in nbrs for v in nbrs[u])  # symmetric graph
+
+
+def test_secagg_plus_aborts_when_a_neighbourhood_dies(monkeypatch):
+    """30 clients, degree 6, threshold 4: three of one client's neighbours vanish (10% of all clients,
+    far below the full graph's limit) and the round stops, naming that client."""
+    inputs = _inputs(30, seed=5, d=10)
+    names = sorted(inputs)
+    monkeypatch.setattr(secagg.secrets, "randbits", lambda bits: 1)  # fix the server's graph seed
+    victim = names[0]
+    gone = set(secagg.harary_neighbours(names, 6, seed=1)[victim][:3])
+    with pytest.raises(SecAggAborted, match=rf"stage 'share': client '{victim}' has 3 live neighbours"):
+        simulate_secagg(inputs, SecAggConfig(degree=6), {"share": gone})
+    # the same three clients dropping from a full graph (threshold 15 of 29) is survivable
+    res = simulate_secagg(inputs, SecAggConfig(), {"share": gone})
+    np.testing.assert_allclose(res.sum, sum(inputs[u] for u in res.contributors), atol=1e-6)
 
 
 def test_corrupted_share_is_detected(monkeypatch):
@@ -81,7 +96,8 @@ def test_corrupted_share_is_detected(monkeypatch):
     def tampered(self, msg):
         out = original(self, msg)
         if self.name == "client_000":
-            out["b"] = {v: (y + 1) % 2 ** 521 for v, y in out["b"].items()}
+            # flip one bit of each revealed share (a share is big-endian uint32 chunks of GF(2^31 - 1))
+            out["b"] = {v: bytes([y[0]]) + bytes([y[1] ^ 1]) + y[2:] for v, y in out["b"].items()}
         return out
 
     monkeypatch.setattr(secagg.SecAggClient, "_unmask", tampered)
@@ -106,6 +122,23 @@ def test_client_refuses_out_of_order_and_double_unmask():
     c = secagg.SecAggClient("a", np.zeros(3), SecAggConfig())
     with pytest.raises(SecAggAborted, match="out of order"):
         c.handle({"stage": "masked"})
+    # a second unmask request (a server fishing for both shares of one neighbour) is refused
+    inputs = _inputs(5, seed=7, d=4)
+    cfg = SecAggConfig()
+    states = {u: secagg.SecAggClient(u, x, cfg) for u, x in inputs.items()}
+    refused = []
+
+    def call(stage, msgs):
+        out = {u: states[u].handle(m) for u, m in msgs.items()}
+        if stage == "unmask":
+            u = next(iter(msgs))
+            with pytest.raises(SecAggAborted, match="out of order|twice"):
+                states[u].handle({**msgs[u], "u3": []})
+            refused.append(u)
+        return out
+
+    res = secagg.SecAggServer(cfg).aggregate(call, sorted(inputs), 4)
+    assert refused and np.allclose(res.sum, sum(inputs.values()), atol=1e-6)
 
 
 # ------------------------------------------------------------------ deployment wire audit
@@ -220,3 +253,15 @@ def test_secure_fedavg_over_grpc_processes_equals_plain_simulation():
     for a, b in zip(weights, plain):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert len(history) == 2
+
+
+def test_kdf_is_rfc5869_hkdf_sha256():
+    import os
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    for _ in range(5):
+        secret, info = os.urandom(32), b"atoll-secagg-mask|%d" % int.from_bytes(os.urandom(2), "big")
+        want = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+        assert secagg.kdf(secret, info) == want

@@ -14,9 +14,9 @@ deep networks from decentralized data", AISTATS 2017, with the options below):
    :mod:`atoll.secure.secagg` and the server gets only the sum over clients.
 5. The server's strategy turns ``sum n d`` and ``sum n`` (linear strategies) or
    the single updates (robust strategies, plain mode only) into the next ``w``;
-   with DP the server adds Gaussian noise to the sum (unless the clients did),
-   divides by the expected client count and updates the clip norm and the
-   accountant's epsilon.
+   with DP the server adds Gaussian noise to the sum (unless the clients did;
+   then it adds only the noise shares of clients that dropped), divides by the
+   expected client count and updates the clip norm and the accountant's epsilon.
 6. Optionally a sample of clients evaluates ``w`` on local test data, and the
    server evaluates it on its own test set; metrics go to the history.
 
@@ -117,10 +117,6 @@ class History:
 def client_rng(seed: int, rnd: int, name: str) -> np.random.Generator:
     """The generator a client trains with in round ``rnd`` (reproducible per client and round)."""
     return np.random.default_rng([seed, rnd, zlib.crc32(name.encode())])
-
-
-def _stage_of(msg: Mapping) -> str:
-    return str(msg.get("type") or msg.get("stage"))
 
 
 # --------------------------------------------------------------------------- client role
@@ -327,6 +323,7 @@ class FedServer:
                 s = res.sum
                 update_sum, weight_sum, loss_sum, bits = s[:-3], float(s[-3]), float(s[-2]), float(s[-1])
                 record["dropped"] = sum(len(v) for v in res.dropped.values())
+                contributed = len(res.contributors)
                 record["secagg_server_s"], record["secagg_call_s"] = res.server_s, res.call_s
                 record["train_loss"] = loss_sum / weight_sum if weight_sum else None
                 replies = None
@@ -335,6 +332,7 @@ class FedServer:
                 if not replies:
                     raise FederationError(f"round {rnd}: no sampled client answered; nothing to aggregate")
                 record["dropped"] = m - len(replies)
+                contributed = len(replies)
                 names = sorted(replies)
                 ups = [np.asarray(replies[c]["update"], dtype=np.float64) for c in names]
                 ns = [float(replies[c]["num_examples"]) for c in names]
@@ -349,6 +347,15 @@ class FedServer:
                 if self.dp.noise_at == "server":
                     update_sum = update_sum + dpm.gaussian_noise(update_sum.shape, z * clip, server_noise)
                     bits += float(dpm.gaussian_noise(1, zb, server_noise)[0])
+                elif contributed < m:
+                    # the noise shares of clients that dropped are missing from the sum: the server adds
+                    # them, so the released model carries the accounted variance (z C)^2 (a server that
+                    # skips this step would see less noise; it is the clients' noise it cannot remove)
+                    missing = (m - contributed) / m
+                    update_sum = update_sum + dpm.gaussian_noise(update_sum.shape, z * clip * np.sqrt(missing),
+                                                                 server_noise)
+                    bits += float(dpm.gaussian_noise(1, zb * np.sqrt(missing), server_noise)[0])
+                    record["dp_noise_topped_up"] = missing
                 w = self.strategy.aggregate_sum(rnd, w, update_sum, float(m))
                 record["clip_norm"] = clip
                 if self.dp.adaptive:

@@ -19,7 +19,9 @@ Backends:
 * ``"inprocess"`` (default): clients one after another in this process.
 * ``"threads"``: a thread pool (numpy and torch release the GIL in their kernels).
 * ``"processes"``: a process pool (``model_fn`` and the data must be picklable).
-* ``"ray"``: Ray tasks (optional extra ``atoll[ray]``; local or an existing cluster).
+* ``"ray"``: Ray tasks (optional extra ``atoll[ray]``). Local by default; to run on a Ray
+  cluster, call ``ray.init(address=...)`` before :func:`atoll.horizontal.simulate` or set
+  ``RAY_ADDRESS``: tasks are then spread over the cluster's CPUs.
 
 Training and evaluation run on the backend; the secure-aggregation stages after
 training (key agreement, masking) run in this process on the small per-client
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -70,8 +73,13 @@ def _local(model_fn: Callable[[], Model], name: str, data: Any, msg: dict, train
     return client.train(msg) if train_only else client.handle(msg)
 
 
+_IMMUTABLE = frozenset({bytes, str, int, float, bool, type(None)})
+
+
 def _copy(value: Any) -> Any:
     """Deep copy of a wire value (arrays copied), so in-memory clients never share buffers."""
+    if type(value) in _IMMUTABLE:  # most leaves of a secure-aggregation message: keys, shares, names
+        return value
     if isinstance(value, np.ndarray):
         return value.copy()
     if isinstance(value, dict):
@@ -115,6 +123,15 @@ class SimulationChannel:
         self._secagg: dict[str, SecAggClient] = {}
         self._round = -1
         self._gone: set[str] = set()
+        self._stage = ""
+        #: ``{round: {stage: seconds}}``: the longest time one client spent on a stage's message
+        #: (training included), measured for the in-process backend and the secure-aggregation
+        #: stages; with clients on their own machines a stage takes about that long plus the network
+        self.slowest_client_s: dict[int, dict[str, float]] = {}
+
+    def _timed(self, stage: str, seconds: float) -> None:
+        per = self.slowest_client_s.setdefault(self._round, {})
+        per[stage] = max(per.get(stage, 0.0), seconds)
 
     # ------------------------------------------------------------------ running tasks
     def _map(self, names: list[str], msgs: dict[str, dict], train_only: bool) -> list[dict]:
@@ -130,11 +147,13 @@ class SimulationChannel:
             # first reply of the stage goes through the codec (a reply that cannot be encoded fails here)
             decoded = {k: wire.loads(v) for k, v in encoded.items()}
             for j, c in enumerate(names):
+                t0 = time.perf_counter()
                 reply = _local(self.model_fn, c, _get_data(self.client_data, self._index[c]),
                                _copy(decoded[id(msgs[c])]), train_only)
+                self._timed("train" if train_only else self._stage, time.perf_counter() - t0)
                 out.append(wire.loads(wire.dumps(reply)) if j == 0 else _copy(reply))
             return out
-        chunk = 4 * self.workers
+        chunk = 4 * (self.workers if self._ray is None else _ray_parallelism(self._ray[0], self.workers))
         for i in range(0, len(names), chunk):
             part = names[i:i + chunk]
             args = [(self.model_fn, c, _get_data(self.client_data, self._index[c]), encoded[id(msgs[c])],
@@ -155,6 +174,7 @@ class SimulationChannel:
         if self.drop is not None:
             self._gone |= {c for c in msgs if self.drop(rnd, stage, c)}
         names = [c for c in msgs if c not in self._gone]
+        self._stage = stage
         # secure-aggregation stages: the first client of each stage goes through the codec both
         # ways, the others exchange copies (their messages have the same types; encoding hundreds
         # of keys and shares per client would dominate the simulated round)
@@ -163,16 +183,21 @@ class SimulationChannel:
             out = {}
             for j, (c, t) in enumerate(zip(names, trained)):
                 m = _roundtrip(msgs[c]) if j == 0 else _copy(msgs[c])
+                t0 = time.perf_counter()
                 sa = SecAggClient(c, FedClient.secure_vector(t),
                                   SecAggConfig(bound=float(m["bound"]), frac_bits=int(m["frac_bits"])))
                 self._secagg[c] = sa
                 reply = sa.handle(m)
+                self._timed(stage, time.perf_counter() - t0)
                 out[c] = _roundtrip(reply) if j == 0 else reply
             return out
         if stage in ("share", "masked", "unmask"):
             out = {}
             for j, c in enumerate(names):
-                reply = self._secagg[c].handle(_roundtrip(msgs[c]) if j == 0 else _copy(msgs[c]))
+                m = _roundtrip(msgs[c]) if j == 0 else _copy(msgs[c])
+                t0 = time.perf_counter()
+                reply = self._secagg[c].handle(m)
+                self._timed(stage, time.perf_counter() - t0)
                 out[c] = _roundtrip(reply) if j == 0 else _copy(reply)
             if stage == "unmask":
                 self._secagg.clear()
@@ -192,6 +217,17 @@ def _start_ray(workers: int):
     except ImportError as e:
         raise ConfigError("the ray backend needs Ray: pip install 'atoll[ray]'") from e
     if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 ignore_reinit_error=True)
+        if os.environ.get("RAY_ADDRESS"):  # join an existing cluster (its size is the cluster's, not ours)
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                     ignore_reinit_error=True)
     return ray, ray.remote(_stateless)
+
+
+def _ray_parallelism(ray, workers: int) -> int:
+    """Tasks to keep in flight: the cluster's CPUs when Ray runs on more than this machine."""
+    try:
+        return max(workers, int(ray.cluster_resources().get("CPU", workers)))
+    except Exception:  # noqa: BLE001 - an old or remote Ray without the call: keep the local figure
+        return workers

@@ -6,6 +6,9 @@ pickles. Training is the standard step: minibatch SGD (or a given optimiser
 factory) on ``loss_fn``, plus FedProx's proximal term when the config asks.
 
     model = TorchModel(lambda: nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))
+
+:func:`mlp` and :func:`cnn` build the two example networks the tests train on
+digits (``TorchModel(mlp(64, 10))``, ``TorchModel(cnn(8, 10))``).
 """
 
 from __future__ import annotations
@@ -96,3 +99,22 @@ class TorchModel:
         self.module.eval()
         out = self.module(torch.as_tensor(np.asarray(x), dtype=self.x_dtype))
         return (out.argmax(dim=1) if self.task == "classification" else out).cpu().numpy()
+
+
+def mlp(n_features: int, n_outputs: int, hidden: tuple[int, ...] = (32,)) -> nn.Module:
+    """Example: a multilayer perceptron ``Linear -> ReLU -> ... -> Linear``."""
+    layers: list[nn.Module] = []
+    width = n_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, n_outputs))
+
+
+def cnn(side: int, n_outputs: int, channels: int = 8) -> nn.Module:
+    """Example: a small CNN for ``side x side`` one-channel images given as flat rows
+    (conv 3x3 -> ReLU -> 2x2 max-pool -> linear); ``side`` must be even."""
+    if side % 2:
+        raise ConfigError("cnn() pools 2x2: give an even image side")
+    return nn.Sequential(nn.Unflatten(1, (1, side, side)), nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(channels * (side // 2) ** 2, n_outputs))

@@ -58,3 +58,29 @@ def test_client_side_noise_under_secure_aggregation(digits_clients, digits):
                                    dp=DPConfig(noise_multiplier=0.3, clip_norm=2.0, noise_at="clients", seed=2))
     assert h.rounds[-1]["epsilon"] > 0
     assert h.rounds[-1]["server_accuracy"] > 0.7
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secagg"])
+def test_client_side_noise_keeps_its_variance_when_clients_drop(secure):
+    """Clients that drop take their noise share with them; the server adds it back, so the released
+    model carries the accounted noise N(0, (z C)^2) / m. Updates are zero here (lr 0): the model is the noise."""
+    import numpy as np
+
+    from atoll.ml.horizontal import LinearRegression
+
+    rng = np.random.default_rng(0)
+    m, d = 12, 3000
+    clients = [(rng.normal(size=(5, d)), rng.normal(size=5)) for _ in range(m)]
+    gone = {f"client_{i:02d}" for i in range(4)}  # a third of the clients
+    stage = "masked" if secure else "fit"
+    model, h = horizontal.simulate(lambda: LinearRegression(d), clients,
+                                   FedAvg(local={"epochs": 1, "batch_size": 5, "lr": 0.0}), rounds=1,
+                                   secure_aggregation=secure or None,
+                                   dp=DPConfig(noise_multiplier=1.5, clip_norm=2.0, noise_at="clients", seed=5),
+                                   drop=lambda r, s, c: c in gone and s == stage)
+    assert h.rounds[0]["dropped"] == 4 and h.rounds[0]["dp_noise_topped_up"] == pytest.approx(4 / 12)
+    w = np.concatenate([np.ravel(x) for x in model.get_weights()])
+    want_std = 1.5 * 2.0 / m
+    # d = 3000 draws: the sample std is within 5% of the truth with overwhelming probability;
+    # without the top-up it would be sqrt(8/12) = 0.82 of it
+    assert np.std(w) == pytest.approx(want_std, rel=0.05)

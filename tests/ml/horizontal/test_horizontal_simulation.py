@@ -68,28 +68,26 @@ def test_secure_aggregation_aborts_instead_of_keeping_an_old_model(digits_client
 
 def test_torch_mlp_and_cnn(digits, digits_clients):
     torch = pytest.importorskip("torch", reason="torch is an optional extra (pip install 'atoll[torch]')")
-    from torch import nn
 
-    from atoll.ml.horizontal.torch_model import TorchModel
+    from atoll.ml.horizontal import torch_model
 
     _, xte, _, yte = digits
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: extra intra-op threads only contend on a shared 2-core box
     try:
-        _torch_models(torch, nn, TorchModel, digits_clients, xte, yte)
+        _torch_models(torch, torch_model, digits_clients, xte, yte)
     finally:
         torch.set_num_threads(threads)
 
 
-def _torch_models(torch, nn, TorchModel, digits_clients, xte, yte):
+def _torch_models(torch, torch_model, digits_clients, xte, yte):
     def mlp():
         torch.manual_seed(0)
-        return TorchModel(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))
+        return torch_model.TorchModel(torch_model.mlp(64, 10, hidden=(32,)))
 
     def cnn():
         torch.manual_seed(0)
-        return TorchModel(nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
-                                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)))
+        return torch_model.TorchModel(torch_model.cnn(8, 10, channels=8))
 
     for fn in (mlp, cnn):
         model, h = horizontal.simulate(fn, digits_clients, FedAvg(local={"epochs": 1, "batch_size": 10, "lr": 0.1}),
@@ -115,3 +113,15 @@ def test_ray_backend_small_simulation(digits_clients):
             ray.shutdown()
     ref = horizontal.simulate(model_fn, digits_clients, **kw).weights
     np.testing.assert_allclose(_flat(got), _flat(ref), atol=1e-12)
+
+
+def test_channel_reports_the_slowest_client_per_stage(digits_clients):
+    from atoll.ml.horizontal import FedServer, SimulationChannel
+    from atoll.secure.secagg import STAGES
+
+    model_fn = functools.partial(LogisticRegression, 64, 10)
+    channel = SimulationChannel(model_fn, digits_clients[:4])
+    FedServer(model_fn().get_weights(), 2, FedAvg(), secure_aggregation=True).run(channel)
+    for rnd in (0, 1):
+        times = channel.slowest_client_s[rnd]
+        assert set(times) == {"train", *STAGES} and all(t > 0 for t in times.values())
