@@ -28,14 +28,20 @@ KINDS = ("data", "model", "scores", "metrics")
 
 @dataclass
 class Table:
-    """One party's rows: features ``x`` (index = sample ids) and, for label holders, ``y``."""
+    """One party's rows: features ``x`` (index = sample ids) and, for label holders, ``y``.
+
+    ``exposure`` (Poisson models, label holder only) is a per-row column kept apart from the
+    features like the label: no step scales it or trains on it as a feature.
+    """
 
     x: pd.DataFrame
     y: pd.Series | None = None
+    exposure: pd.Series | None = None
 
     def __post_init__(self) -> None:
-        if self.y is not None and not self.x.index.equals(self.y.index):
-            raise DataError("label and features must have the same ids in the same order")
+        for name, col in (("label", self.y), ("exposure", self.exposure)):
+            if col is not None and not self.x.index.equals(col.index):
+                raise DataError(f"{name} and features must have the same ids in the same order")
 
     @property
     def ids(self) -> pd.Index:
@@ -44,14 +50,24 @@ class Table:
     def __len__(self) -> int:
         return len(self.x)
 
+    def _side(self, pick: Any) -> dict[str, pd.Series | None]:
+        return {k: None if v is None else pick(v) for k, v in (("y", self.y), ("exposure", self.exposure))}
+
     def take(self, ids: Any) -> "Table":
         """The rows with these ids, in this order."""
         missing = pd.Index(ids).difference(self.x.index)
         if len(missing):
             raise DataError(f"{len(missing)} requested ids are not in this party's data "
                             f"(e.g. {list(missing[:3])}); were the parties aligned (psi) first?")
-        x = self.x.loc[ids]
-        return Table(x, None if self.y is None else self.y.loc[ids])
+        return Table(self.x.loc[ids], **self._side(lambda s: s.loc[ids]))
+
+    def rows(self, positions: Any) -> "Table":
+        """The rows at these positions, in this order."""
+        return Table(self.x.iloc[positions], **self._side(lambda s: s.iloc[positions]))
+
+    def with_x(self, x: pd.DataFrame) -> "Table":
+        """The same rows, label and exposure with other feature values (same index)."""
+        return Table(x, self.y, self.exposure)
 
     def values(self) -> np.ndarray:
         return self.x.to_numpy(dtype=np.float64)
@@ -65,6 +81,9 @@ class Table:
         if self.y is not None:
             arrays["y"] = self.y.to_numpy()
             arrays["label_name"] = np.asarray(str(self.y.name))
+        if self.exposure is not None:
+            arrays["exposure"] = self.exposure.to_numpy(dtype=np.float64)
+            arrays["exposure_name"] = np.asarray(str(self.exposure.name))
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
@@ -74,7 +93,16 @@ class Table:
             index = pd.Index(z["ids"], name=str(z["id_name"]))
             x = pd.DataFrame(z["x"], index=index, columns=[str(c) for c in z["columns"]])
             y = pd.Series(z["y"], index=index, name=str(z["label_name"])) if "y" in z else None
-        return cls(x, y)
+            e = (pd.Series(z["exposure"], index=index, name=str(z["exposure_name"]))
+                 if "exposure" in z else None)
+        return cls(x, y, e)
+
+
+def ids_to_wire(ids: pd.Index) -> Any:
+    """Sample ids as a wire value: an int64 array, or a list of strings."""
+    if pd.api.types.is_integer_dtype(ids.dtype):
+        return np.asarray(ids, dtype=np.int64)
+    return [str(i) for i in ids]
 
 
 def save_output(folder: Path, name: str, value: Any) -> str:

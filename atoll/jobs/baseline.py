@@ -46,7 +46,8 @@ def _joined(job: JobSpec, run_dir: Path, ref: str, label_party: str, layout: str
                 x = t.x.loc[ids]
                 x.columns = [f"{p}.{c}" for c in x.columns]
                 cols.append(x)
-        return Table(pd.concat(cols, axis=1), base.y.loc[ids])
+        return Table(pd.concat(cols, axis=1), base.y.loc[ids],
+                     None if base.exposure is None else base.exposure.loc[ids])
     raise ValueError(layout)
 
 
@@ -85,12 +86,19 @@ def centralized_baseline(job: JobSpec, run_dir: Path) -> list[dict[str, Any]]:
             else:
                 train = _stacked(job, run_dir, train_ref)
                 test = _load(run_dir, party, pred.inputs["data"])
+            if hasattr(cls, "twin_params"):  # e.g. the rounds a boosted model kept after early stopping
+                params = cls.twin_params(params, _load(run_dir, party, f"{model_step.id}.model"))
             twin, score_fn = twin_fn(params, step_seed(job.seed, model_step.id), task)
-            twin.fit(train.values(), train.y.to_numpy())
-            score = score_fn(twin, test.values())
+            if train.exposure is not None:  # Poisson with exposure: the twin takes it too
+                twin.fit(train.values(), train.y.to_numpy(), exposure=train.exposure.to_numpy())
+                score = score_fn(twin, test.values(), exposure=test.exposure.to_numpy())
+            else:
+                twin.fit(train.values(), train.y.to_numpy())
+                score = score_fn(twin, test.values())
             central, _ = compute_metrics(task, test.y.to_numpy(), score)
             rows.append({"evaluate_step": ev.id, "model_step": model_step.id, "party": party,
-                         "component": model_step.component, "twin": getattr(twin, "name", type(twin).__name__), "task": task,
+                         "component": model_step.component, "task": task,
+                         "twin": getattr(twin, "name", type(twin).__name__),
                          "n_train": len(train), "n_test": len(test),
                          "metrics": {k: {"V_FED": fed["metrics"][k], "V_SUM": v,
                                          "diff": fed["metrics"][k] - v}

@@ -21,7 +21,8 @@ to ``run_<role>`` and returns nothing for roles without one.
 
 Optional hooks: ``check`` (static checks at load time, may read file headers),
 ``infer`` (the step in ``atoll predict``: apply fitted state to new data),
-``predict`` on model-producing components (used by the ``predict`` step), and
+``predict`` on model-producing components (used by the ``predict`` step; start it
+with :func:`predicts` and build its result with :func:`scores`), and
 ``centralized_twin`` (the plaintext model ``--centralized-baseline`` trains).
 """
 
@@ -29,14 +30,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 from pydantic import BaseModel, ConfigDict
 
+from atoll.federation import Context
+
 if TYPE_CHECKING:
-    from atoll.federation import Context
+    import numpy as np
+
+    from atoll.jobs.artifacts import Table
     from atoll.jobs.spec import ComponentSpec, DataSpec, JobSpec
 
 
@@ -80,6 +86,28 @@ class TaskContext:
         if self.progress_fn is not None:
             self.progress_fn(fraction, note)
 
+    def counted(self, scope: str, total: int) -> "Context":
+        """This step's federation context, reporting progress as the protocol counts through
+        ``scope`` (e.g. ``"epoch"`` of a GLM, ``"round"`` of SecureBoost): entering
+        ``scope=i`` reports ``i / total`` done. Messages and addresses are unchanged."""
+        return _CountingContext(self.fed, scope, max(int(total), 1), self.progress)
+
+
+class _CountingContext(Context):
+    """A step's context that reports progress whenever the protocol enters ``scope=i`` of one name."""
+
+    def __init__(self, base: Context, counted: str, total: int, report: Callable[[float, str], None]):
+        super().__init__(base.party, base.parties, base.transport, base.job_id, base.task,
+                         base.timeout, base.max_bytes)
+        self._counted, self._total, self._report = counted, total, report
+
+    @contextmanager
+    def scope(self, name: str, value: Any = None) -> Iterator[Context]:
+        with super().scope(name, value) as ctx:
+            if name == self._counted and isinstance(value, int) and value < self._total:
+                self._report(value / self._total, f"{name} {value + 1}/{self._total}")
+            yield ctx
+
 
 def step_seed(job_seed: int, step: str) -> int:
     """A per-step seed derived from the job's seed (same job + seed -> same seeds)."""
@@ -118,3 +146,34 @@ class Component:
         from atoll.errors import ConfigError
 
         raise ConfigError(f"component {self.name!r} cannot be replayed by 'atoll predict'")
+
+
+# ------------------------------------------------------------------ helpers of predict hooks
+def predicts(name: str, tc: TaskContext, model: dict | None, data: "Table | None",
+             roles: tuple[str, ...]) -> bool:
+    """Whether this party takes part in scoring (its role is in ``roles``), after checking that
+    it has its model part and data with the columns the model was trained on."""
+    from atoll.errors import DataError
+
+    if tc.role not in roles:
+        return False
+    if model is None or data is None:
+        raise DataError(f"{name} predict: party {tc.party!r} lacks its model part or its data")
+    if list(data.x.columns) != list(model["columns"]):
+        raise DataError(f"{name} predict: columns {list(data.x.columns)} differ from the training "
+                        f"columns {list(model['columns'])}")
+    return True
+
+
+def scores(data: "Table", score: "np.ndarray", task: str) -> dict[str, Any]:
+    """The ``scores`` output of a predict hook: ids, scores, the label if the data has one, task.
+
+    ``score``: probabilities of class 1 (binary), one row of class probabilities per sample
+    (multiclass), or predictions (regression, poisson).
+    """
+    import numpy as np
+
+    from atoll.jobs.artifacts import ids_to_wire
+
+    return {"ids": ids_to_wire(data.ids), "score": np.asarray(score, dtype=np.float64),
+            "label": None if data.y is None else data.y.to_numpy(np.float64), "task": task}

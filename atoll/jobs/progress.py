@@ -68,7 +68,9 @@ class Monitor:
         text = s
         if s == "running":
             text = f"running {time.time() - st.get('t0', time.time()):.0f}s"
-            if st.get("fraction") is not None:
+            if st.get("note"):
+                text += f" {st['note']}"
+            elif st.get("fraction") is not None:
                 text += f" {100 * st['fraction']:.0f}%"
         elif s == "done" and st.get("seconds") is not None:
             text = f"done {st['seconds']:.1f}s"
@@ -100,8 +102,10 @@ class Monitor:
                 running.setdefault(step, []).append(party)
         for step, parties in running.items():
             t0 = min(self.state[(step, p)].get("t0", time.time()) for p in parties)
+            notes = {p: self.state[(step, p)].get("note") for p in parties}
+            where = ", ".join(f"{p} ({notes[p]})" if notes[p] else p for p in parties)
             self.console.print(f"[yellow]running[/] {step} ({self.job.component(step).component}) @ "
-                               f"{', '.join(parties)} for {time.time() - t0:.0f}s", highlight=False)
+                               f"{where} for {time.time() - t0:.0f}s", highlight=False)
 
     def _loop_lines(self) -> None:
         last_beat = time.monotonic()
@@ -111,9 +115,9 @@ class Monitor:
                 self._heartbeat()
                 last_beat = time.monotonic()
             for ev in self._poll():
-                last_beat = time.monotonic()
-                if ev["event"] == "progress":
+                if ev["event"] == "progress":  # shown by the heartbeat (epoch / round per party)
                     continue
+                last_beat = time.monotonic()
                 extra = f" {ev['seconds']:.1f}s" if ev.get("seconds") is not None else ""
                 if ev.get("cause"):
                     extra += f" — {ev['cause']}"

@@ -57,10 +57,17 @@ def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any], plot_di
             ax.plot([0, 1], [0, 1], ls=":", c="grey")
             ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC — {ev['step']}")
             ax.legend(loc="lower right")
-            fig.tight_layout()
-            files.append(plot_dir / f"roc_{tag}.png")
-            fig.savefig(files[-1], dpi=100)
-            plt.close(fig)
+            files.append(_save(plt, fig, plot_dir / f"roc_{tag}.png"))
+        if "roc_ovr" in curves:
+            fig, ax = plt.subplots(figsize=(4.5, 4))
+            for k, c in curves["roc_ovr"].items():
+                ax.plot(c["fpr"], c["tpr"], label=f"class {k} vs rest")
+            ax.plot([0, 1], [0, 1], ls=":", c="grey")
+            ax.set(xlabel="false positive rate", ylabel="true positive rate",
+                   title=f"ROC (one-vs-rest, macro AUC {ev['metrics']['auc_ovr']:.4f}) — {ev['step']}")
+            ax.title.set_fontsize(9)
+            ax.legend(loc="lower right", fontsize=8)
+            files.append(_save(plt, fig, plot_dir / f"roc_{tag}.png"))
         if "ks" in curves:
             k = curves["ks"]
             tpr, fpr = np.asarray(k["tpr"]), np.asarray(k["fpr"])
@@ -73,21 +80,22 @@ def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any], plot_di
             ax.vlines(frac[i], fpr[i], tpr[i], colors="red", label=f"KS {k['ks']:.4f}")
             ax.set(xlabel="share of rows scored at or above the threshold", ylabel="rate", title=f"KS — {ev['step']}")
             ax.legend(loc="lower right")
-            fig.tight_layout()
-            files.append(plot_dir / f"ks_{tag}.png")
-            fig.savefig(files[-1], dpi=100)
-            plt.close(fig)
+            files.append(_save(plt, fig, plot_dir / f"ks_{tag}.png"))
     for step, hist in histories.items():
         fig, ax = plt.subplots(figsize=(4.5, 4))
         for name, values in hist.items():
             ax.plot(np.arange(1, len(values) + 1), values, marker=".", label=name)
         ax.set(xlabel="iteration", title=f"training — {step}")
         ax.legend()
-        fig.tight_layout()
-        files.append(plot_dir / f"loss_{step}.png")
-        fig.savefig(files[-1], dpi=100)
-        plt.close(fig)
+        files.append(_save(plt, fig, plot_dir / f"loss_{step}.png"))
     return files
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def build_report(job: JobSpec, run_dir: Path, centralized_baseline: bool = False,

@@ -57,6 +57,7 @@ class JobFailed(AtollError):
     """The job stopped; ``step``, ``component``, ``party``, ``cause`` and ``run_dir`` say where and why."""
 
     def __init__(self, step: str | None, component: str | None, party: str, cause: str, run_dir: Path):
+        cause = " ".join(str(cause).split())  # one line, whatever the cause's own message looks like
         self.step, self.component, self.party, self.cause, self.run_dir = step, component, party, cause, run_dir
         where = f"step {step!r} ({component}) on party {party!r}" if step else f"party {party!r}"
         super().__init__(f"job failed at {where}: {cause} [run folder {run_dir}; "
@@ -438,7 +439,13 @@ def _write_predictions(scores: dict[str, Any], path: Path) -> Path:
     import numpy as np
     import pandas as pd
 
-    df = pd.DataFrame({"id": np.asarray(scores["ids"]), "score": np.asarray(scores["score"])})
+    score = np.asarray(scores["score"])
+    if score.ndim == 2:  # multiclass: the probability of each class and the most likely one
+        df = pd.DataFrame({"id": np.asarray(scores["ids"]),
+                           **{f"score_{k}": score[:, k] for k in range(score.shape[1])},
+                           "predicted": np.argmax(score, axis=1)})
+    else:
+        df = pd.DataFrame({"id": np.asarray(scores["ids"]), "score": score})
     if scores.get("label") is not None:
         df["label"] = np.asarray(scores["label"])
     df.to_csv(path, index=False)

@@ -59,6 +59,8 @@ class DataSpec(BaseModel):
     party: str | None = Field(None, description="which bundled file (default: this party's role)")
     id: str | None = Field(None, description="id column (default: the first column)")
     label: str | None = Field(None, description="label column (label holders only)")
+    exposure: str | None = Field(None, description="exposure column of Poisson counts (guest only): "
+                                 "kept apart from the features like the label")
     limit: int | None = Field(None, gt=0, description="keep only the first N rows (quick runs)")
     format: Literal["auto", "csv", "parquet"] = "auto"
 

@@ -7,8 +7,8 @@ from rich.table import Table as RichTable
 
 from atoll.jobs.runner import RunResult
 
-_ORDER = ("auc", "ks", "log_loss", "accuracy", "precision", "recall", "f1", "rmse", "mae", "r2",
-          "poisson_deviance")
+_ORDER = ("auc", "auc_ovr", "ks", "log_loss", "accuracy", "precision", "recall", "f1", "precision_macro",
+          "recall_macro", "f1_macro", "rmse", "mae", "r2", "poisson_deviance")
 
 
 def _keys(d: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""Evaluation metrics for Atoll's models (binary classification and regression).
+"""Evaluation metrics for Atoll's models (binary and multiclass classification, regression).
 
 Thin, validated wrappers over scikit-learn where it already does the job, plus
 the curves behind the ROC and KS plots (for the board's charts):
@@ -7,6 +7,7 @@ the curves behind the ROC and KS plots (for the board's charts):
     >>> metrics.auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.75
     >>> metrics.evaluate_binary(y, scores)      # {"auc": ..., "ks": ..., "accuracy": ...}
+    >>> metrics.evaluate_multiclass(y, proba)   # {"accuracy": ..., "auc_ovr": ..., "f1_macro": ...}
     >>> metrics.evaluate_regression(y, pred)    # {"rmse": ..., "mae": ..., "r2": ...}
 
 Every function takes array-likes, checks shapes and values, and raises
@@ -23,9 +24,9 @@ from sklearn import metrics as skm
 from atoll.errors import DataError
 
 __all__ = [
-    "KSCurve", "ROCCurve", "accuracy", "auc", "evaluate_binary", "evaluate_regression", "f1",
-    "ks", "ks_curve", "log_loss", "mae", "mean_poisson_deviance", "precision", "r2", "recall",
-    "rmse", "roc_curve",
+    "KSCurve", "ROCCurve", "accuracy", "auc", "evaluate_binary", "evaluate_multiclass",
+    "evaluate_regression", "f1", "ks", "ks_curve", "log_loss", "mae", "mean_poisson_deviance",
+    "multiclass_log_loss", "multiclass_roc_curves", "precision", "r2", "recall", "rmse", "roc_curve",
 ]
 
 
@@ -157,6 +158,63 @@ def evaluate_binary(y_true, proba, threshold: float = 0.5) -> dict[str, float]:
     return {"auc": auc(y_true, proba), "ks": ks(y_true, proba), "log_loss": log_loss(y_true, proba),
             "accuracy": accuracy(y_true, hard), "precision": precision(y_true, hard),
             "recall": recall(y_true, hard), "f1": f1(y_true, hard)}
+
+
+# ---------------------------------------------------------------------------- multiclass
+def _multiclass(y_true, proba) -> tuple[np.ndarray, np.ndarray]:
+    """Labels 0 .. K-1 and an (n, K) matrix of class probabilities, checked."""
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise DataError(f"multiclass metrics need one row of K >= 2 class probabilities per sample, got "
+                        f"shape {p.shape}; for two classes pass the probability of class 1 to the binary metrics")
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    if y.shape[0] != p.shape[0]:
+        raise DataError(f"y_true has {y.size} values but proba has {p.shape[0]} rows; pass one row per sample")
+    if y.size == 0:
+        raise DataError("no rows to evaluate: pass at least one label and one prediction")
+    if not (np.isfinite(y).all() and np.isfinite(p).all()):
+        raise DataError("y_true or proba contains NaN or infinity; drop or impute those rows first")
+    if (y != np.floor(y)).any() or (y < 0).any() or (y >= p.shape[1]).any():
+        raise DataError(f"multiclass labels must be the integers 0 .. {p.shape[1] - 1} (one column of proba "
+                        f"per class), got values {np.unique(y)[:5].tolist()}")
+    if (p < 0).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-6):
+        raise DataError("proba rows must be probabilities summing to 1 (apply the softmax to raw scores)")
+    return y.astype(np.int64), p
+
+
+def multiclass_log_loss(y_true, proba, eps: float = 1e-15) -> float:
+    """Mean negative log-probability of the true class."""
+    y, p = _multiclass(y_true, proba)
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], eps, 1.0))))
+
+
+def multiclass_roc_curves(y_true, proba) -> dict[int, ROCCurve]:
+    """One-vs-rest ROC curve of each class present in ``y_true`` with some other class."""
+    y, p = _multiclass(y_true, proba)
+    if np.unique(y).size < 2:
+        raise DataError("ROC curves are undefined when y_true holds only one class")
+    return {k: roc_curve(y == k, p[:, k]) for k in np.unique(y).tolist()}
+
+
+def evaluate_multiclass(y_true, proba) -> dict[str, float]:
+    """Accuracy, log loss, macro one-vs-rest AUC and macro precision / recall / F1 (argmax class).
+
+    ``auc_ovr`` averages the one-vs-rest AUC of the classes present in ``y_true`` (as
+    scikit-learn's ``roc_auc_score(..., multi_class="ovr", average="macro")`` when every class
+    occurs); precision / recall / F1 average over the K classes, 0 where a class is never
+    predicted or never present.
+    """
+    y, p = _multiclass(y_true, proba)
+    _both_classes(y, "AUC")
+    hard = np.argmax(p, axis=1)
+    labels = list(range(p.shape[1]))
+    aucs = [skm.roc_auc_score(y == k, p[:, k]) for k in np.unique(y)]
+    return {"accuracy": float(np.mean(hard == y)), "log_loss": multiclass_log_loss(y, p),
+            "auc_ovr": float(np.mean(aucs)),
+            "precision_macro": float(skm.precision_score(y, hard, labels=labels, average="macro",
+                                                         zero_division=0)),
+            "recall_macro": float(skm.recall_score(y, hard, labels=labels, average="macro", zero_division=0)),
+            "f1_macro": float(skm.f1_score(y, hard, labels=labels, average="macro", zero_division=0))}
 
 
 # ---------------------------------------------------------------------------- regression

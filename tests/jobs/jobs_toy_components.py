@@ -129,5 +129,5 @@ class Boom(Component):
     def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
         time.sleep(0.2)
         if tc.party == self.params.party:
-            raise ValueError("boom: the injected failure")
+            raise ValueError("boom: the injected failure\n  (a cause spread over two lines)")
         return {"data": inputs.get("data")}

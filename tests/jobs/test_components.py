@@ -125,3 +125,154 @@ def test_homo_nn_clients_share_the_global_model(tmp_path):
         assert all(np.array_equal(a, b) for a, b in zip(w["server"], w[p]))
     aucs = {e["party"]: e["metrics"]["auc"] for e in r.report["evaluations"]}
     assert set(aucs) == {"client_0", "client_1"} and min(aucs.values()) > 0.9  # breast: easy, well above chance
+
+
+def poisson_files(folder, n=400, seed=3):
+    """Synthetic counts with exposure: the guest holds id, visits (label), years (exposure) and 2
+    features; the host 3 features of the same people, in another row order and scale."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    xg, xh = rng.normal(size=(n, 2)), rng.normal(size=(n, 3))
+    e = rng.uniform(0.5, 3.0, n)
+    y = rng.poisson(e * np.exp(0.2 + np.hstack([xg, xh]) @ np.array([0.4, -0.3, 0.25, 0.2, -0.35])))
+    ids = np.arange(1000, 1000 + n)
+    pd.DataFrame({"id": ids, "visits": y, "years": e, "g0": 3 * xg[:, 0] + 1, "g1": xg[:, 1]}).to_csv(
+        folder / "guest.csv", index=False)
+    pd.DataFrame({"id": ids[::-1], "h0": xh[::-1, 0], "h1": 5 * xh[::-1, 1], "h2": xh[::-1, 2]}).to_csv(
+        folder / "host.csv", index=False)
+
+
+POISSON_JOB = textwrap.dedent("""\
+    name: poisson
+    seed: 5
+    mode: threads
+    parties:
+      guest:   {role: guest, data: {path: guest.csv, label: visits, exposure: years}}
+      host_0:  {role: host, data: {path: host.csv}}
+      arbiter: {role: arbiter}
+    pipeline:
+      - {id: read, component: reader}
+      - {id: align, component: psi, inputs: {data: read.data}}
+      - {id: split, component: split, inputs: {data: align.data}, params: {test_size: 0.25, stratify: false}}
+      - {id: scale, component: scale, inputs: {train: split.train, test: split.test}}
+      - id: train
+        component: hetero_poisson
+        inputs: {train: scale.train}
+        params: {key_bits: 1024, max_iter: 10, optimizer: sgd, learning_rate: 0.3, precondition: true,
+                 early_stopping: none}
+      - {id: predict, component: predict, inputs: {model: train.model, data: scale.test}}
+      - {id: evaluate, component: evaluate, inputs: {scores: predict.scores}}
+    """)
+
+
+def test_hetero_poisson_with_exposure_matches_sklearn_and_replays(tmp_path):
+    """Exposure is kept apart from the features (never scaled), used in training and in the
+    predicted counts; with ``precondition`` the federated model reaches the optimum of
+    scikit-learn's PoissonRegressor on the joined data (rates y/e, weights e) on held-out rows."""
+    poisson_files(tmp_path)
+    (tmp_path / "job.yaml").write_text(POISSON_JOB)
+    r = run_job(tmp_path / "job.yaml", run_dir=tmp_path / "run", centralized_baseline=True)
+    g = SavedOutputs(r.run_dir / "guest" / "scale")
+    assert list(g["train"].x.columns) == ["g0", "g1"] and g["model"]["columns"] == ["g0", "g1"]
+    test = g["test"]
+    import pandas as pd
+
+    raw = pd.read_csv(tmp_path / "guest.csv").set_index("id")
+    np.testing.assert_array_equal(test.exposure.to_numpy(), raw.loc[test.ids, "years"].to_numpy())
+    # the predicted counts are exposure * exp(u), u from each party's saved part (the host's with
+    # the constant its local whitening adds)
+    gm = SavedOutputs(r.run_dir / "guest" / "train")["model"]
+    hm = SavedOutputs(r.run_dir / "host_0" / "train")["model"]
+    h = SavedOutputs(r.run_dir / "host_0" / "scale")["test"]
+    assert gm["exposure"] and hm["offset"] != 0.0
+    u = test.values() @ gm["coef"] + gm["intercept"] + h.values() @ hm["coef"] + hm["offset"]
+    fed = wire.loads((r.run_dir / "guest" / "predict" / "scores.bin").read_bytes())
+    np.testing.assert_allclose(fed["score"], test.exposure.to_numpy() * np.exp(u), rtol=1e-9)
+    (row,) = r.report["centralized_baseline"]
+    assert row["twin"] == "PoissonRegressor" and row["n_test"] == 100
+    dev = row["metrics"]["poisson_deviance"]
+    assert abs(dev["diff"]) < 0.02 * dev["V_SUM"], dev
+    assert abs(row["metrics"]["r2"]["diff"]) < 0.01
+    # every party's display shows the epochs as the protocol counts through them
+    from atoll.jobs.runner import read_events
+
+    for party in ("guest", "host_0", "arbiter"):
+        notes = [e["note"] for e in read_events(r.run_dir / party / "events.jsonl")
+                 if e["event"] == "progress" and e["step"] == "train"]
+        assert notes == [f"epoch {i}/10" for i in range(1, 11)], (party, notes)
+    # atoll predict: the same rows get the same counts (exposure read again from the new file)
+    out = predict_job(r.run_dir, out_dir=tmp_path / "pred", data={"guest": {"path": str(tmp_path / "guest.csv")}})
+    pred = pd.read_csv(out["guest"]).set_index("id")
+    assert len(pred) == 400
+    np.testing.assert_allclose(pred.loc[np.asarray(fed["ids"]), "score"], fed["score"], rtol=1e-9)
+
+
+SB_JOB = textwrap.dedent("""\
+    name: sb
+    seed: {seed}
+    mode: threads
+    parties:
+      guest:  {{role: guest, data: {{dataset: {ds}, split: hetero, party: guest}}}}
+      host_0: {{role: host,  data: {{dataset: {ds}, split: hetero, party: host}}}}
+    pipeline:
+      - {{id: read, component: reader}}
+      - {{id: align, component: psi, inputs: {{data: read.data}}}}
+      - {{id: split, component: split, inputs: {{data: align.data}}, params: {split}}}
+      - id: train
+        component: secureboost
+        inputs: {inputs}
+        params: {params}
+      - {{id: predict, component: predict, inputs: {{model: train.model, data: split.test}}}}
+      - {{id: evaluate, component: evaluate, inputs: {{scores: predict.scores}}}}
+    """)
+
+
+def test_secureboost_multiclass_job_equals_xgboost(tmp_path):
+    """multi:softprob on vehicle_scale (4 classes): multiclass metrics, one-vs-rest ROC curves and
+    plot, the XGBoost twin on the joined data, and per-class probabilities from atoll predict."""
+    text = SB_JOB.format(seed=2, ds="vehicle_scale", split="{test_size: 0.25}", inputs="{train: split.train}",
+                         params='{objective: "multi:softprob", n_estimators: 2, max_depth: 2, key_bits: 1024}')
+    r = run_job(parse_job(text, "mc.yaml"), run_dir=tmp_path / "run", centralized_baseline=True)
+    (ev,) = r.report["evaluations"]
+    assert ev["task"] == "multiclass" and ev["n"] == 211
+    assert set(ev["metrics"]) == {"accuracy", "log_loss", "auc_ovr", "precision_macro", "recall_macro", "f1_macro"}
+    assert ev["metrics"]["auc_ovr"] > 0.8  # 4 balanced classes: chance is 0.5
+    assert set(r.report["curves"]["evaluate@guest"]["roc_ovr"]) == {"0", "1", "2", "3"}
+    assert (r.run_dir / "plots" / "roc_evaluate_guest.png").read_bytes()[:4] == b"\x89PNG"
+    (row,) = r.report["centralized_baseline"]
+    # lossless: the same trees as the centralised booster
+    for k in ("accuracy", "auc_ovr", "log_loss"):
+        assert abs(row["metrics"][k]["diff"]) < 1e-3, (k, row)
+    out = predict_job(r.run_dir, out_dir=tmp_path / "pred")
+    import pandas as pd
+
+    pred = pd.read_csv(out["guest"]).set_index("id")
+    assert list(pred.columns) == ["score_0", "score_1", "score_2", "score_3", "predicted", "label"]
+    fed = wire.loads((r.run_dir / "guest" / "predict" / "scores.bin").read_bytes())
+    ids = np.asarray(fed["ids"])
+    np.testing.assert_allclose(pred.loc[ids, ["score_0", "score_1", "score_2", "score_3"]].to_numpy(),
+                               fed["score"], rtol=1e-9)
+    assert (pred.loc[ids, "predicted"].to_numpy() == np.argmax(fed["score"], axis=1)).all()
+
+
+def test_secureboost_early_stopping_on_the_validation_split(tmp_path):
+    """``split`` makes validation rows, ``secureboost`` stops when their loss stops improving and
+    keeps the trees up to the best round at every party; the twin grows that many rounds."""
+    text = SB_JOB.format(seed=3, ds="breast", split="{test_size: 0.25, validate_size: 0.25}",
+                         inputs="{train: split.train, validate: split.validate}",
+                         params="{n_estimators: 8, max_depth: 2, learning_rate: 1.0, key_bits: 1024, "
+                                "early_stopping_rounds: 1}")
+    from atoll.jobs import JobSpecError
+
+    no_valid = text.replace("inputs: {train: split.train, validate: split.validate}", "inputs: {train: split.train}")
+    with pytest.raises(JobSpecError, match="early_stopping_rounds needs validation rows") as e:
+        parse_job(no_valid, "es.yaml")
+    assert e.value.line == next(i + 1 for i, line in enumerate(no_valid.splitlines()) if "early_stopping" in line)
+    r = run_job(parse_job(text, "es.yaml"), run_dir=tmp_path / "run", centralized_baseline=True)
+    g = SavedOutputs(r.run_dir / "guest" / "train")["model"]
+    h = SavedOutputs(r.run_dir / "host_0" / "train")["model"]
+    assert len(g["seconds_per_round"]) < 8  # it stopped early ...
+    assert len(g["trees"]) == len(h["topologies"]) == g["best_iteration"] + 1  # ... and kept the best rounds
+    (row,) = r.report["centralized_baseline"]
+    assert abs(row["metrics"]["auc"]["diff"]) < 1e-9 and abs(row["metrics"]["log_loss"]["diff"]) < 1e-6

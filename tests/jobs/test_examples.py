@@ -78,25 +78,44 @@ def test_credit_scoring_homo_secagg(tmp_path):
     for row in rows:
         assert row["n_test"] == 400
         assert abs(row["metrics"]["auc"]["diff"]) < 0.03, row
+    # atoll predict: each client applies its own copy of the global model to its own rows
+    import numpy as np
+    import pandas as pd
+
+    from atoll import wire
+    from atoll.jobs import predict_job
+
+    out = predict_job(r.run_dir, out_dir=tmp_path / "pred")
+    assert set(out) == {"client_0", "client_1", "client_2"}
+    for party, f in out.items():
+        pred = pd.read_csv(f).set_index("id")
+        inside = wire.loads((r.run_dir / party / "predict" / "scores.bin").read_bytes())
+        assert len(pred) == 2000
+        np.testing.assert_allclose(pred.loc[np.asarray(inside["ids"]), "score"], inside["score"], rtol=1e-9)
 
 
 def test_same_seed_same_metrics_with_real_algorithms(tmp_path):
-    """Two runs, same seed, same metrics (1024-bit keys, small slices). SecureBoost runs in
-    processes mode (gRPC + mTLS: each party imports only what its own code needs), hetero LR
-    in threads mode (its processes path is what ``make demo`` runs)."""
+    """Two runs of a job, same seed, same metrics and the very same scores (1024-bit keys, small
+    slices). SecureBoost runs once as processes (gRPC + mTLS: each party imports only what its own
+    code needs) and once as threads: the transport changes nothing. Hetero LR runs twice in threads
+    mode (its processes path is what ``make demo`` runs; the toy runner tests repeat runs too)."""
+    from atoll import wire
+
     def once(name, rows, mode, **params):
         job = quick(name, rows, **params)
         raw = yaml.safe_load(job.text)
         raw["mode"] = mode
         job = parse_job(yaml.safe_dump(raw, sort_keys=False), job.source)
-        return run_job(job, run_dir=tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}").report
+        r = run_job(job, run_dir=tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}")
+        return r.report["evaluations"][0]["metrics"], wire.loads((r.run_dir / "guest/predict/scores.bin").read_bytes())
 
-    a = once("credit_scoring_secureboost.yaml", 1500, "processes", n_estimators=2, max_depth=2)
-    b = once("credit_scoring_secureboost.yaml", 1500, "processes", n_estimators=2, max_depth=2)
-    assert a["evaluations"][0]["metrics"] == b["evaluations"][0]["metrics"]
-    c = once("credit_scoring_hetero_lr.yaml", 800, "threads", batch_size=256, max_iter=1)
-    d = once("credit_scoring_hetero_lr.yaml", 800, "threads", batch_size=256, max_iter=1)
-    assert c["evaluations"][0]["metrics"] == d["evaluations"][0]["metrics"]
+    a, sa = once("credit_scoring_secureboost.yaml", 1500, "processes", n_estimators=2, max_depth=2)
+    b, sb = once("credit_scoring_secureboost.yaml", 1500, "threads", n_estimators=2, max_depth=2)
+    assert a == b
+    assert list(sa["ids"]) == list(sb["ids"]) and (sa["score"] == sb["score"]).all()
+    c, sc = once("credit_scoring_hetero_lr.yaml", 800, "threads", batch_size=256, max_iter=1)
+    d, sd = once("credit_scoring_hetero_lr.yaml", 800, "threads", batch_size=256, max_iter=1)
+    assert c == d and (sc["score"] == sd["score"]).all()
 
 
 def test_demo_prints_the_comparison_table(tmp_path, monkeypatch, capsys):

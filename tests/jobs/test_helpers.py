@@ -54,7 +54,27 @@ def test_table_round_trip_without_pickle(tmp_path):
     assert back.y.tolist() == [0, 1, 0] and back.y.name == "y" and back.ids.name == "uid"
     with np.load(tmp_path / f, allow_pickle=False) as z:  # plain arrays only
         assert set(z.files) >= {"ids", "x", "y"}
+    # an exposure column travels with the rows it belongs to (take, rows, with_x, save/load)
+    t = Table(t.x, t.y, pd.Series([1.0, 2.5, 0.5], index=idx, name="years"))
+    assert t.take(["u3", "u1"]).exposure.tolist() == [0.5, 1.0] and t.rows([1]).exposure.tolist() == [2.5]
+    assert t.with_x(t.x * 2).exposure.equals(t.exposure)
+    back = load_output(tmp_path, save_output(tmp_path, "withexp", t))
+    pd.testing.assert_series_equal(back.exposure, t.exposure)
+    with pytest.raises(DataError):
+        Table(t.x, None, pd.Series([1.0, 2.0, 3.0], index=["a", "b", "c"]))
     m = save_output(tmp_path, "model", {"coef": np.arange(3.0), "history": {"loss": [1.0, 0.5]}})
     assert load_output(tmp_path, m)["history"]["loss"] == [1.0, 0.5]
     with pytest.raises(DataError):
         t.take(["u9"])
+
+
+def test_parquet_header_and_saved_index(tmp_path):
+    """Load-time checks read only the Parquet schema; a saved pandas index reads as a column."""
+    from atoll.jobs.components.reader import _columns, _read
+
+    pd.DataFrame({"a": [1.0, 2.0], "b": [3, 4]}, index=pd.Index([7, 8], name="uid")).to_parquet(tmp_path / "i.parquet")
+    pd.DataFrame({"a": [1.0], "uid": [5]}).to_parquet(tmp_path / "n.parquet", index=False)
+    assert _columns(tmp_path / "i.parquet", "parquet") == ["uid", "a", "b"]
+    assert list(_read(tmp_path / "i.parquet", "parquet").columns) == ["uid", "a", "b"]
+    assert _columns(tmp_path / "n.parquet", "parquet") == ["a", "uid"]
+    assert list(_read(tmp_path / "n.parquet", "parquet").columns) == ["a", "uid"]

@@ -201,7 +201,7 @@ def test_independent_branches_run_at_the_same_time(tmp_path):
     assert t[("c", "start")] >= max(t[("a", "done")], t[("b", "done")])
 
 
-def test_csv_paths_relative_to_the_job_file_with_own_id_and_label_columns(tmp_path):
+def test_csv_and_parquet_paths_relative_to_the_job_file_with_own_id_and_label_columns(tmp_path):
     from atoll import datasets
 
     g = datasets.load("breast", "hetero", "guest").rename(columns={"y": "malignant"})
@@ -210,11 +210,11 @@ def test_csv_paths_relative_to_the_job_file_with_own_id_and_label_columns(tmp_pa
     h.index.name = "patient"
     (tmp_path / "data").mkdir()
     g.to_csv(tmp_path / "data" / "guest.csv")
-    h.reset_index()[["x0", "x1", "patient", "x2"]].to_csv(tmp_path / "data" / "host.csv", index=False)
+    h.reset_index()[["x0", "x1", "patient", "x2"]].to_parquet(tmp_path / "data" / "host.parquet", index=False)
     job = tmp_path / "job.yaml"
     job.write_text(TOY.format(mode="threads", seed=1, slow=0.0).replace(
         "{dataset: breast, split: hetero, party: guest}", "{path: data/guest.csv, label: malignant}").replace(
-        "{dataset: breast, split: hetero, party: host}", "{path: data/host.csv, id: patient}"))
+        "{dataset: breast, split: hetero, party: host}", "{path: data/host.parquet, id: patient}"))
     r = run_job(job, run_dir=tmp_path / "run")
     assert r.report["evaluations"][0]["metrics"]["auc"] > 0.98
     host = np.load(r.run_dir / "host_0" / "read" / "data.npz")
@@ -241,6 +241,33 @@ def test_live_progress_table_renders(tmp_path):
     assert "done" in text and "guest (guest)" in text and "host_0 (host)" in text
 
 
+def test_heartbeat_lines_name_each_party_and_its_epoch(tmp_path):
+    """Without a terminal the display prints a line per event and, while a step runs, a heartbeat
+    naming each party with the epoch / round its protocol reached (TaskContext.counted); progress
+    events do not postpone the heartbeat."""
+    from rich.console import Console
+    from atoll.jobs.progress import Monitor
+    from atoll.jobs.runner import EventLog
+
+    now = time.time()
+    for party in ("guest", "host_0"):
+        (tmp_path / party).mkdir()
+        log = EventLog(tmp_path / party / "events.jsonl")
+        log.write(party=party, step="train", component="toy_vlr", event="start", t=now - 5)
+    console = Console(record=True, width=200, force_terminal=False, file=open(os.devnull, "w"))
+    m = Monitor(toy(), tmp_path, ["train"], console=console, interval=0.05, heartbeat=0.3)
+    m.start()
+    for i in range(8):  # progress events keep coming, faster than the heartbeat
+        EventLog(tmp_path / "guest" / "events.jsonl").write(party="guest", step="train", component="toy_vlr",
+                                                            event="progress", fraction=i / 8, note=f"epoch {i + 1}/8")
+        time.sleep(0.1)
+    m.stop()
+    text = console.export_text()
+    assert "start train (toy_vlr) @ guest" in text
+    assert "running train (toy_vlr) @ guest (epoch" in text and ", host_0 for" in text, text
+    assert "epoch 8/8" in m._cell("train", "guest")
+
+
 @pytest.mark.parametrize("mode", ["threads", "processes"])
 def test_failure_in_one_branch_stops_the_job_promptly(tmp_path, mode):
     text = textwrap.dedent(f"""\
@@ -261,3 +288,4 @@ def test_failure_in_one_branch_stops_the_job_promptly(tmp_path, mode):
     assert time.monotonic() - t0 < 60  # not the 120 s of the sibling branch, nor a 600 s timeout
     assert e.value.step == "bad" and e.value.party == "host_0"
     assert str(e.value).startswith("job failed at step 'bad' (boom) on party 'host_0': ValueError: boom")
+    assert "\n" not in str(e.value) and "two lines" in str(e.value)  # one line, the whole cause

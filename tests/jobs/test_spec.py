@@ -139,3 +139,25 @@ def test_dag_helpers():
     assert waves(deps) == [["a"], ["b", "c"], ["d"]]
     assert find_cycle(deps) is None
     assert find_cycle({"a": ["c"], "b": ["a"], "c": ["b"]}) is not None
+
+
+def test_exposure_column_checks_name_their_line(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"id": [1, 2], "visits": [0, 3], "years": [1.0, 2.0], "g0": [0.1, 0.2]}).to_csv(
+        tmp_path / "guest.csv", index=False)
+    base = GOOD.replace("{dataset: breast, split: hetero, party: guest, label: y}",
+                        "{path: guest.csv, label: visits, exposure: years}")
+    parse_job(base, str(tmp_path / "job.yaml"))  # toy_vlr does not mind; hetero_* GLMs check it
+    text = base.replace("exposure: years", "exposure: yeras")
+    with pytest.raises(JobSpecError) as e:
+        parse_job(text, str(tmp_path / "job.yaml"))
+    assert e.value.line == line_of(text, "exposure: yeras") and "exposure column 'yeras' is not in" in str(e.value)
+    text = base.replace("component: toy_vlr", "component: hetero_lr")
+    with pytest.raises(JobSpecError) as e:
+        parse_job(text.replace("  host_0:", "  arbiter: {role: arbiter}\n  host_0:"), str(tmp_path / "job.yaml"))
+    assert "used by hetero_poisson only" in str(e.value) and e.value.line == line_of(text, "exposure: years")
+    text = GOOD.replace("{dataset: breast, split: hetero, party: host}",
+                        "{dataset: breast, split: hetero, party: host, exposure: x0}")
+    e = fails(text)
+    assert e.line == line_of(text, "exposure: x0") and "only the guest holds an exposure column" in str(e)

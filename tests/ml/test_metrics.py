@@ -70,6 +70,43 @@ def test_evaluate_binary_report(binary):
     assert rep["auc"] == pytest.approx(skm.roc_auc_score(y, s))
 
 
+@pytest.fixture(scope="module")
+def multiclass():
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 4, 600)
+    logits = rng.normal(size=(600, 4)) + 1.2 * np.eye(4)[y]
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return y, proba
+
+
+def test_multiclass_metrics_match_sklearn(multiclass):
+    y, p = multiclass
+    rep = metrics.evaluate_multiclass(y, p)
+    hard = p.argmax(axis=1)
+    assert rep["accuracy"] == pytest.approx(skm.accuracy_score(y, hard))
+    assert rep["log_loss"] == pytest.approx(skm.log_loss(y, p), rel=1e-9)
+    assert rep["auc_ovr"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr", average="macro"), abs=1e-12)
+    assert rep["f1_macro"] == pytest.approx(skm.f1_score(y, hard, average="macro"))
+    assert rep["precision_macro"] == pytest.approx(skm.precision_score(y, hard, average="macro"))
+    assert rep["recall_macro"] == pytest.approx(skm.recall_score(y, hard, average="macro"))
+    curves = metrics.multiclass_roc_curves(y, p)
+    assert sorted(curves) == [0, 1, 2, 3]
+    for k, c in curves.items():  # each one-vs-rest curve integrates to that class's AUC
+        assert np.trapezoid(c.tpr, c.fpr) == pytest.approx(skm.roc_auc_score(y == k, p[:, k]), abs=1e-12)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: metrics.evaluate_multiclass([0, 1, 4], np.full((3, 3), 1 / 3)),    # label beyond the columns
+    lambda: metrics.evaluate_multiclass([0, 1], [0.2, 0.8]),                  # 1-D scores
+    lambda: metrics.evaluate_multiclass([0, 1], [[0.5, 0.6], [0.5, 0.5]]),    # rows do not sum to 1
+    lambda: metrics.evaluate_multiclass([1, 1], [[0.5, 0.5], [0.5, 0.5]]),    # one class only
+    lambda: metrics.evaluate_multiclass([0.5, 1], [[0.5, 0.5], [0.5, 0.5]]),  # not integer labels
+])
+def test_bad_multiclass_inputs_raise_data_error(call):
+    with pytest.raises(DataError):
+        call()
+
+
 @pytest.mark.parametrize("call", [
     lambda: metrics.auc([0, 1, 2], [0.1, 0.2, 0.3]),          # not binary labels
     lambda: metrics.auc([1, 1, 1], [0.1, 0.2, 0.3]),          # one class only

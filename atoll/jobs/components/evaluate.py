@@ -2,9 +2,12 @@
 
 Runs at each party that holds both scores and labels (the guest in vertical
 jobs, every client in horizontal ones); nothing is sent. Binary tasks get AUC,
-KS, log loss, accuracy, precision, recall, F1 and the curves (thinned to at most
-``curve_points`` points; the report draws them as PNG); regression gets RMSE,
-MAE, R² (and Poisson deviance for count models).
+KS, log loss, accuracy, precision, recall, F1 and the ROC and KS curves (thinned
+to at most ``curve_points`` points; the report draws them as PNG); multiclass
+tasks (scores = one row of class probabilities per sample) get accuracy, log
+loss, macro one-vs-rest AUC, macro precision / recall / F1 and one ROC curve per
+class (one-vs-rest); regression gets RMSE, MAE, R² (and Poisson deviance for
+count models).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from atoll.ml import metrics as M
 class EvaluateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task: Literal["auto", "binary", "regression", "poisson"] = "auto"
+    task: Literal["auto", "binary", "multiclass", "regression", "poisson"] = "auto"
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     curve_points: int = Field(200, ge=10)
 
@@ -39,6 +42,12 @@ def compute_metrics(task: str, y: np.ndarray, score: np.ndarray, threshold: floa
     """(metrics, curves) for labels ``y`` and scores (probabilities or predictions)."""
     y = np.asarray(y, dtype=np.float64)
     score = np.asarray(score, dtype=np.float64)
+    if task == "multiclass":
+        rocs = M.multiclass_roc_curves(y, score)
+        curves = {"roc_ovr": {str(k): {"fpr": c.fpr[_thin(len(c.fpr), curve_points)],
+                                       "tpr": c.tpr[_thin(len(c.tpr), curve_points)]}
+                              for k, c in rocs.items()}}
+        return M.evaluate_multiclass(y, score), curves
     if task == "binary":
         metrics = M.evaluate_binary(y, score, threshold)
         ks = M.ks_curve(y, score)
@@ -58,6 +67,8 @@ def infer_task(scores: dict[str, Any], label: np.ndarray) -> str:
     task = scores.get("task")
     if task:
         return task
+    if np.ndim(scores["score"]) == 2:
+        return "multiclass"
     return "binary" if np.isin(np.unique(label), (0, 1)).all() else "regression"
 
 

@@ -9,6 +9,12 @@ also the intercept and loss curve; the arbiter its report). ``predict`` runs
 the joint scoring of the same module: hosts send partial scores, the guest adds
 them up. ``centralized_twin`` is the scikit-learn model of the same family and
 penalty (``C = 1 / (alpha * n_rows)``), for ``--centralized-baseline``.
+
+Exposure (``hetero_poisson``): name the column in the guest's data spec
+(``data: {..., label: visits, exposure: years}``). The reader keeps it apart from
+the features like the label (no step scales it), the guest trains with it
+(``mean = exposure * exp(u)``) and ``predict`` returns the predicted counts
+``exposure * exp(u)`` of the scored rows. It never leaves the guest.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atoll.errors import DataError
 from atoll.jobs.artifacts import Table
-from atoll.jobs.component import Component, Slot, TaskContext
+from atoll.jobs.component import Component, Slot, TaskContext, predicts, scores
 from atoll.jobs.registry import register
 
 
@@ -41,6 +47,9 @@ class GLMStepParams(BaseModel):
     fit_intercept: bool = True
     compute_loss: bool = True
     mode: Literal["arbiter", "two_party"] = "arbiter"
+    approximation: Literal["taylor", "guest_taylor"] = "taylor"  # logistic only, see GLMParams
+    precondition: bool = False  # each party whitens its own features locally (faster convergence)
+    precompute: bool = False    # offline/online split of the encryption randomness per epoch
     scheme: Literal["paillier", "ou"] = "paillier"
     key_bits: int = Field(2048, ge=512)
     precision_bits: int | None = None
@@ -75,13 +84,16 @@ class _GLMComponent(Component):
         if p.mode == "two_party" and len(job.parties_of("host")) != 1:
             raise job.error(f"{spec.id} ({cls.name}) in mode 'two_party' takes exactly one host",
                             "pipeline", index, "params", "mode")
+        if cls.family != "poisson":
+            for party in job.parties_of("guest"):
+                data = job.parties[party].data
+                if data is not None and data.exposure is not None:
+                    raise job.error(f"party {party!r}: data.exposure is used by hetero_poisson only, but "
+                                    f"step {spec.id!r} is {cls.name}", "parties", party, "data", "exposure")
 
     @classmethod
     def _roles(cls) -> Any:
         mod = importlib.import_module(cls.module)
-        # the key and ciphertext wire types are registered when the HE engine is imported; the
-        # algorithm module imports it lazily (only where keys are made), so load it everywhere
-        importlib.import_module("atoll.crypto.he")
         return (getattr(mod, f"{cls.prefix}Guest"), getattr(mod, f"{cls.prefix}Host"),
                 getattr(mod, f"{cls.prefix}Arbiter"))
 
@@ -95,7 +107,9 @@ class _GLMComponent(Component):
                               decay_sqrt=p.decay_sqrt, penalty=p.penalty, alpha=p.alpha)
         return GLMParams(family=cls.family, mode=p.mode, max_iter=p.max_iter, batch_size=p.batch_size,
                          tol=p.tol, early_stopping=p.early_stopping, compute_loss=p.compute_loss,
-                         fit_intercept=p.fit_intercept, optimizer=opt, scheme=p.scheme, key_bits=p.key_bits,
+                         fit_intercept=p.fit_intercept, approximation=p.approximation,
+                         precondition=p.precondition, precompute=p.precompute, optimizer=opt,
+                         scheme=p.scheme, key_bits=p.key_bits,
                          precision_bits=p.precision_bits, mul_precision_bits=p.mul_precision_bits,
                          random_state=p.random_state if p.random_state is not None else seed,
                          n_jobs=p.n_jobs).validate()
@@ -104,27 +118,28 @@ class _GLMComponent(Component):
         guest_cls, host_cls, arbiter_cls = self._roles()
         params = self._glm_params(self.params, tc.seed)
         train: Table | None = inputs.get("train")
+        fed = tc.counted("epoch", params.max_iter)  # progress per epoch in the runner's display
         if tc.role == "guest":
             if train is None or train.y is None:
                 raise DataError(f"{self.name}: the guest needs labelled training data")
-            m = guest_cls(params).fit(tc.fed, train.values(), train.y.to_numpy(dtype=np.float64),
-                                      ids=_ids(train))
+            m = guest_cls(params).fit(fed, train.values(), train.y.to_numpy(dtype=np.float64),
+                                      exposure=_exposure(train), ids=_ids(train))
             tc.log.info("trained %d epochs (converged=%s), last loss %s", m.n_iter, m.converged,
                         m.loss_history[-1] if m.loss_history else "n/a")
             return {"model": {"component": self.name, "role": "guest", "family": m.family,
                               "coef": np.asarray(m.coef), "intercept": float(m.intercept),
                               "n_iter": int(m.n_iter), "converged": bool(m.converged),
-                              "columns": list(train.x.columns),
+                              "columns": list(train.x.columns), "exposure": _exposure(train) is not None,
                               "history": {"loss": [float(v) for v in m.loss_history]}}}
         if tc.role == "host":
             if train is None:
                 raise DataError(f"{self.name}: the host needs its training data")
-            m = host_cls(params).fit(tc.fed, train.values(), ids=_ids(train))
+            m = host_cls(params).fit(fed, train.values(), ids=_ids(train))
             return {"model": {"component": self.name, "role": "host", "family": m.family,
-                              "coef": np.asarray(m.coef), "n_iter": int(m.n_iter),
+                              "coef": np.asarray(m.coef), "offset": float(m.offset), "n_iter": int(m.n_iter),
                               "converged": bool(m.converged), "columns": list(train.x.columns)}}
         if tc.role == "arbiter" and self.params.mode == "arbiter":
-            r = arbiter_cls(params).fit(tc.fed)
+            r = arbiter_cls(params).fit(fed)
             return {"model": {"component": self.name, "role": "arbiter", "n_iter": int(r.n_iter),
                               "converged": bool(r.converged),
                               "loss_history": [float(v) for v in r.loss_history]}}
@@ -134,30 +149,27 @@ class _GLMComponent(Component):
     def predict(cls, tc: TaskContext, model: dict | None, data: Table | None, params: dict) -> dict | None:
         from atoll.ml.vertical._glm import GuestModel, HostModel, mean_function
 
-        if tc.role not in ("guest", "host"):
+        if not predicts(cls.name, tc, model, data, ("guest", "host")):
             return None
-        if model is None or data is None:
-            raise DataError(f"{cls.name} predict: party {tc.party!r} lacks its model part or its data")
-        if list(data.x.columns) != list(model["columns"]):
-            raise DataError(f"{cls.name} predict: columns {list(data.x.columns)} differ from the training "
-                            f"columns {list(model['columns'])}")
         guest_cls, host_cls, _ = cls._roles()
         gp = cls._glm_params(cls.Params.model_validate(params), tc.seed)
         if tc.role == "host":
-            hm = HostModel(model["family"], np.asarray(model["coef"]), model["n_iter"], model["converged"])
+            hm = HostModel(model["family"], np.asarray(model["coef"]), model["n_iter"], model["converged"],
+                           float(model.get("offset", 0.0)))
             host_cls(gp).predict(tc.fed, hm, data.values(), ids=_ids(data))
             return None
         gm = GuestModel(model["family"], np.asarray(model["coef"]), model["intercept"], model["n_iter"],
                         model["converged"], list(model["history"]["loss"]))
+        exposure = _exposure(data)
+        if model.get("exposure") and exposure is None:
+            raise DataError(f"{cls.name} predict: the model was trained with an exposure column; the "
+                            "guest's data needs it too (data.exposure)")
         u = guest_cls(gp).predict(tc.fed, gm, data.values(), ids=_ids(data))
-        return {"ids": _wire_ids(data), "score": mean_function(cls.family, u),
-                "label": None if data.y is None else data.y.to_numpy(dtype=np.float64), "task": cls.task}
+        return scores(data, mean_function(cls.family, u, exposure), cls.task)
 
 
-def _wire_ids(table: Table) -> Any:
-    from atoll.jobs.components.split import ids_to_wire
-
-    return ids_to_wire(table.ids)
+def _exposure(table: Table) -> np.ndarray | None:
+    return None if table.exposure is None else table.exposure.to_numpy(dtype=np.float64)
 
 
 class _Twin:
@@ -166,7 +178,7 @@ class _Twin:
     def __init__(self, family: str, params: GLMStepParams, seed: int):
         self.family, self.params, self.seed = family, params, seed
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "_Twin":
+    def fit(self, x: np.ndarray, y: np.ndarray, exposure: np.ndarray | None = None) -> "_Twin":
         from sklearn.linear_model import LinearRegression, LogisticRegression, PoissonRegressor, Ridge
 
         p, n = self.params, len(y)
@@ -181,19 +193,24 @@ class _Twin:
                           else LinearRegression(fit_intercept=p.fit_intercept))
         else:
             self.model = PoissonRegressor(alpha=p.alpha, fit_intercept=p.fit_intercept, max_iter=1000)
-        self.model.fit(x, y)
+        if exposure is not None:
+            # Poisson with exposure e (log link, offset log e) has the optimum of a Poisson fit to
+            # the rates y / e with sample weights e
+            self.model.fit(x, y / exposure, sample_weight=exposure)
+        else:
+            self.model.fit(x, y)
         self.name = type(self.model).__name__
         return self
 
-    def score(self, x: np.ndarray) -> np.ndarray:
+    def score(self, x: np.ndarray, exposure: np.ndarray | None = None) -> np.ndarray:
         if self.family == "logistic":
             return self.model.predict_proba(x)[:, 1]
-        return self.model.predict(x)
+        return self.model.predict(x) * (1.0 if exposure is None else exposure)
 
 
 def _twin(cls: type[_GLMComponent]) -> Any:
     def centralized_twin(params: GLMStepParams, seed: int, task: str) -> tuple[Any, Any]:
-        return _Twin(cls.family, params, seed), lambda m, x: m.score(x)
+        return _Twin(cls.family, params, seed), lambda m, x, **kw: m.score(x, **kw)
     return centralized_twin
 
 

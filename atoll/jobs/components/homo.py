@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atoll.errors import DataError
 from atoll.jobs.artifacts import Table
-from atoll.jobs.component import Component, Slot, TaskContext
+from atoll.jobs.component import Component, Slot, TaskContext, predicts, scores
 from atoll.jobs.registry import register
 
 
@@ -131,19 +131,15 @@ class _HomoComponent(Component):
 
     @classmethod
     def predict(cls, tc: TaskContext, model: dict | None, data: Table | None, params: dict) -> dict | None:
-        if tc.role != "client":
+        if not predicts(cls.name, tc, model, data, ("client",)):
             return None
-        if model is None or data is None:
-            raise DataError(f"{cls.name} predict: client {tc.party!r} lacks its model or its data")
-        if list(data.x.columns) != list(model["columns"]):
-            raise DataError(f"{cls.name} predict: columns differ from the training columns")
         m = cls(params)._model(len(model["columns"]))
         m.set_weights([np.asarray(w) for w in model["weights"]])
-        from atoll.jobs.components.split import ids_to_wire
+        return scores(data, cls._score(m, data.values()), cls.task)
 
-        score = m.predict_proba(data.values())[:, 1] if cls.task == "binary" else m.predict(data.values())
-        return {"ids": ids_to_wire(data.ids), "score": score,
-                "label": None if data.y is None else data.y.to_numpy(np.float64), "task": cls.task}
+    @classmethod
+    def _score(cls, m: Any, x: np.ndarray) -> np.ndarray:
+        return m.predict_proba(x)[:, 1] if cls.task == "binary" else m.predict(x)
 
     @classmethod
     def centralized_twin(cls, params: HomoParams, seed: int, task: str) -> tuple[Any, Any]:
@@ -222,25 +218,13 @@ class HomoNN(_HomoComponent):
         return TorchModel(build, task="classification")
 
     @classmethod
-    def predict(cls, tc: TaskContext, model: dict | None, data: Table | None, params: dict) -> dict | None:
+    def _score(cls, m: Any, x: np.ndarray) -> np.ndarray:
         import torch
 
-        if tc.role != "client":
-            return None
-        if model is None or data is None:
-            raise DataError(f"homo_nn predict: client {tc.party!r} lacks its model or its data")
-        if list(data.x.columns) != list(model["columns"]):
-            raise DataError("homo_nn predict: columns differ from the training columns")
-        m = cls(params)._model(len(model["columns"]))
-        m.set_weights([np.asarray(w) for w in model["weights"]])
         m.module.eval()
         with torch.no_grad():
-            logits = m.module(torch.as_tensor(data.values(), dtype=torch.float32))
-            score = torch.softmax(logits, dim=1)[:, 1].double().numpy()
-        from atoll.jobs.components.split import ids_to_wire
-
-        return {"ids": ids_to_wire(data.ids), "score": score,
-                "label": None if data.y is None else data.y.to_numpy(np.float64), "task": "binary"}
+            logits = m.module(torch.as_tensor(x, dtype=torch.float32))
+            return torch.softmax(logits, dim=1)[:, 1].double().numpy()
 
     @classmethod
     def centralized_twin(cls, params: HomoNNParams, seed: int, task: str) -> tuple[Any, Any]:

@@ -58,10 +58,8 @@ class Psi(Component):
         if res.size == 0:
             raise DataError(f"psi: no id in common between the parties ({tc.party} has {len(table)} ids); "
                             "check that every party uses the same id column and format")
-        x = table.x.iloc[res.positions]
-        y = None if table.y is None else table.y.iloc[res.positions]
         tc.log.info("psi: %d of my %d ids are held by every party", res.size, len(table))
-        return {"data": Table(x, y)}
+        return {"data": table.rows(res.positions)}
 
     def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
         return self._align(tc, inputs.get("data"))

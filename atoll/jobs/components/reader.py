@@ -1,8 +1,8 @@
 """``reader``: each party loads its own data (CSV/Parquet file or bundled data set).
 
-The id column becomes the index; the label column (label holders only) is kept
-apart; every other column must be numeric and becomes a feature. Nothing is
-sent to anyone.
+The id column becomes the index; the label column (label holders only) and the
+exposure column (Poisson models, guest only) are kept apart; every other column
+must be numeric and becomes a feature. Nothing is sent to anyone.
 """
 
 from __future__ import annotations
@@ -51,8 +51,23 @@ def _read(f: Path, fmt: str, nrows: int | None = None) -> pd.DataFrame:
             df = pd.read_parquet(f)
         except ImportError as e:
             raise ConfigError(f"reading Parquet needs pyarrow ({e}); pip install pyarrow") from None
+        if not isinstance(df.index, pd.RangeIndex):  # a saved pandas index is a column like any other
+            df = df.reset_index()
         return df if nrows is None else df.head(nrows)
     return pd.read_csv(f, nrows=nrows)
+
+
+def _columns(f: Path, fmt: str) -> list[str]:
+    """The column names of a data file, from its header (CSV) or schema (Parquet) only."""
+    if fmt == "csv":
+        return [str(c) for c in _read(f, fmt, nrows=0).columns]
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ConfigError(f"reading Parquet needs pyarrow ({e}); pip install pyarrow") from None
+    schema = pq.read_schema(f)
+    index = [c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)]
+    return index + [n for n in schema.names if n not in index]
 
 
 def label_of(job: JobSpec, party: str) -> str | None:
@@ -87,13 +102,20 @@ def load_table(job: JobSpec, party: str, need_label: bool = True) -> Table:
             y = df.pop(label)
         elif need_label:
             raise DataError(f"party {party!r}: label column {label!r} is not in {f.name}")
+    exposure = None
+    if spec.exposure is not None:
+        if spec.exposure not in df.columns:
+            raise DataError(f"party {party!r}: exposure column {spec.exposure!r} is not in {f.name}")
+        exposure = df.pop(spec.exposure).astype(np.float64)
+        if not (np.isfinite(exposure).all() and (exposure > 0).all()):
+            raise DataError(f"party {party!r}: exposure column {spec.exposure!r} must hold finite values > 0")
     bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     if bad:
         raise DataError(f"party {party!r}: columns {bad} are not numeric; encode them before the job "
                         "(or drop them)")
     x = df.astype(np.float64)
     x.columns = [str(c) for c in x.columns]
-    return Table(x, y)
+    return Table(x, y, exposure)
 
 
 @register
@@ -114,16 +136,22 @@ class Reader(Component):
                                 f"each party's data; add data: {{path: FILE}} or {{dataset: NAME}}",
                                 "parties", party)
             f, fmt = _source(job, party, ps.data)
+            if ps.data.exposure is not None and ps.role != "guest":
+                raise job.error(f"party {party!r} ({ps.role}): only the guest holds an exposure column",
+                                "parties", party, "data", "exposure")
             if not check_data:
                 continue
             try:
-                cols = list(_read(f, fmt, nrows=0).columns) if fmt == "csv" else list(_read(f, fmt).columns)
+                cols = _columns(f, fmt)
             except (OSError, ValueError) as e:
                 raise job.error(f"party {party!r}: cannot read {f}: {e}", "parties", party, "data") from None
             id_col = ps.data.id or (cols[0] if cols else None)
             if id_col not in cols:
                 raise job.error(f"party {party!r}: id column {id_col!r} is not in {f.name} "
                                 f"(columns: {', '.join(map(str, cols[:12]))})", "parties", party, "data", "id")
+            if ps.data.exposure is not None and ps.data.exposure not in cols:
+                raise job.error(f"party {party!r}: exposure column {ps.data.exposure!r} is not in {f.name} "
+                                f"(columns: {', '.join(map(str, cols[:12]))})", "parties", party, "data", "exposure")
             label = label_of(job, party)
             if ps.role in LABEL_ROLES and not job.inference:
                 if label is None:

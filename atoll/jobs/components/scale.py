@@ -45,7 +45,7 @@ def apply_scaler(table: Table | None, state: dict[str, Any]) -> Table | None:
         raise DataError(f"scale: columns {missing} are missing from the data")
     x = table.x.copy()
     x[cols] = (x[cols].to_numpy() - state["offset"]) / state["divisor"]
-    return Table(x, table.y)
+    return table.with_x(x)
 
 
 @register

@@ -5,10 +5,14 @@ for the protocol and what each party sees): the guest runs
 ``SecureBoostGuest.fit(ctx, x, y)`` and keeps the trees (its own thresholds,
 only the owner of each host split) and leaf values; each host runs
 ``SecureBoostHost.fit(ctx, x)`` and keeps its private lookup table (its split
-thresholds). The arbiter takes no part. ``predict`` is the joint routing of the
-same module. ``centralized_twin`` is XGBoost (if installed) or scikit-learn's
-``HistGradientBoosting`` with the same number of trees, depth, learning rate,
-L2 term and bins, trained on the joined data.
+thresholds). The arbiter takes no part. With a ``validate`` input (the split's
+validation rows) the hosts route those rows each round exactly as in prediction,
+the guest tracks their loss, and ``early_stopping_rounds`` stops training and
+keeps the trees up to the best round at every party. ``predict`` is the joint
+routing of the same module. ``centralized_twin`` is XGBoost (if installed) or
+scikit-learn's ``HistGradientBoosting`` with the same number of trees, depth, learning rate,
+L2 term and bins (and as many rounds as the federated model kept), trained on
+the joined data.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atoll.errors import DataError
 from atoll.jobs.artifacts import Table
-from atoll.jobs.component import Component, Slot, TaskContext
+from atoll.jobs.component import Component, Slot, TaskContext, predicts, scores
 from atoll.jobs.registry import register
 
 
@@ -41,8 +45,13 @@ class SecureBoostStepParams(BaseModel):
     key_bits: int = Field(2048, ge=512)
     random_state: int | None = None  # default: derived from the job's seed
     n_jobs: int = Field(1, ge=1)
+    #: stop when the loss on the ``validate`` input has not improved for this many rounds, and keep
+    #: the trees up to the best round (needs ``inputs: {validate: ...}``)
+    early_stopping_rounds: int | None = Field(None, ge=1)
 
 
+#: what the ``evaluate`` step computes for each objective
+TASKS = {"binary:logistic": "binary", "reg:squarederror": "regression", "multi:softprob": "multiclass"}
 _TREE_FIELDS = ("left", "right", "owner", "feature", "threshold", "missing_left", "gain", "value")
 
 
@@ -104,7 +113,7 @@ class SecureBoost(Component):
     """Vertical gradient-boosted trees; the guest holds labels and the HE key."""
 
     name = "secureboost"
-    inputs = {"train": Slot("data")}
+    inputs = {"train": Slot("data"), "validate": Slot("data", optional=True)}
     outputs = {"model": "model"}
     Params = SecureBoostStepParams
     layout = "vertical"
@@ -114,16 +123,25 @@ class SecureBoost(Component):
         if not job.parties_of("guest") or not job.parties_of("host"):
             raise job.error(f"{spec.id} (secureboost) needs a guest and at least one host",
                             "pipeline", index, "component")
+        if spec.params.get("early_stopping_rounds") is not None and "validate" not in spec.inputs:
+            raise job.error(f"{spec.id}: early_stopping_rounds needs validation rows: add inputs: "
+                            "{validate: STEP.validate} (split with validate_size > 0)",
+                            "pipeline", index, "params", "early_stopping_rounds")
 
     def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
         from atoll.ml.vertical.secureboost import SecureBoostGuest, SecureBoostHost
 
         params = _sb_params(self.params, tc.seed)
         train: Table | None = inputs.get("train")
+        valid: Table | None = inputs.get("validate")
+        if "validate" in tc.job.component(tc.step).inputs and valid is None and tc.role in ("guest", "host"):
+            raise DataError("secureboost: the validate input is empty; split with validate_size > 0")
+        fed = tc.counted("round", params.n_estimators)  # progress per boosting round in the display
         if tc.role == "guest":
             if train is None or train.y is None:
                 raise DataError("secureboost: the guest needs labelled training data")
-            m = SecureBoostGuest(params).fit(tc.fed, train.values(), train.y.to_numpy(np.float64))
+            eval_set = None if valid is None else (valid.values(), valid.y.to_numpy(np.float64))
+            m = SecureBoostGuest(params).fit(fed, train.values(), train.y.to_numpy(np.float64), eval_set=eval_set)
             tc.log.info("secureboost: %d trees, %.1f s per round", len(m.trees),
                         float(np.mean(m.seconds_per_round)) if m.seconds_per_round else 0.0)
             return {"model": {"component": self.name, "role": "guest", "columns": list(train.x.columns),
@@ -131,7 +149,7 @@ class SecureBoost(Component):
         if tc.role == "host":
             if train is None:
                 raise DataError("secureboost: the host needs its training data")
-            m = SecureBoostHost(params).fit(tc.fed, train.values())
+            m = SecureBoostHost(params).fit(fed, train.values(), eval_x=None if valid is None else valid.values())
             return {"model": {"component": self.name, "role": "host", "columns": list(train.x.columns),
                               **host_model_to_wire(m)}}
         return {}
@@ -141,25 +159,22 @@ class SecureBoost(Component):
         from atoll.ml.vertical.boosting_core import get_objective
         from atoll.ml.vertical.secureboost import SecureBoostGuest, SecureBoostHost
 
-        if tc.role not in ("guest", "host"):
+        if not predicts(cls.name, tc, model, data, ("guest", "host")):
             return None
-        if model is None or data is None:
-            raise DataError(f"secureboost predict: party {tc.party!r} lacks its model part or its data")
-        if list(data.x.columns) != list(model["columns"]):
-            raise DataError(f"secureboost predict: columns {list(data.x.columns)} differ from the training "
-                            f"columns {list(model['columns'])}")
         p = _sb_params(cls.Params.model_validate(params), tc.seed)
         if tc.role == "host":
             SecureBoostHost(p).predict(tc.fed, data.values(), host_model_from_wire(model))
             return None
         gm = guest_model_from_wire(model)
         margin = SecureBoostGuest(p).predict_margin(tc.fed, data.values(), gm)
-        out = get_objective(gm.objective).transform(margin)
-        task = {"binary:logistic": "binary", "reg:squarederror": "regression"}.get(gm.objective, "multiclass")
-        from atoll.jobs.components.split import ids_to_wire
+        return scores(data, get_objective(gm.objective).transform(margin), TASKS[gm.objective])
 
-        return {"ids": ids_to_wire(data.ids), "score": out,
-                "label": None if data.y is None else data.y.to_numpy(np.float64), "task": task}
+    @staticmethod
+    def twin_params(params: SecureBoostStepParams, model: dict[str, Any]) -> SecureBoostStepParams:
+        """The twin grows as many rounds as the federated model kept (after early stopping)."""
+        if model.get("best_iteration") is None:
+            return params
+        return params.model_copy(update={"n_estimators": int(model["best_iteration"]) + 1})
 
     @staticmethod
     def centralized_twin(params: SecureBoostStepParams, seed: int, task: str) -> tuple[Any, Any]:
@@ -173,6 +188,8 @@ class SecureBoost(Component):
                       tree_method="hist", random_state=seed)
             if task == "binary":
                 return xgb.XGBClassifier(**kw), lambda m, x: m.predict_proba(x)[:, 1]
+            if task == "multiclass":
+                return xgb.XGBClassifier(objective="multi:softprob", **kw), lambda m, x: m.predict_proba(x)
             return xgb.XGBRegressor(**kw), lambda m, x: m.predict(x)
         except ImportError:
             from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
@@ -182,4 +199,6 @@ class SecureBoost(Component):
                       early_stopping=False, random_state=seed)
             if task == "binary":
                 return HistGradientBoostingClassifier(**kw), lambda m, x: m.predict_proba(x)[:, 1]
+            if task == "multiclass":
+                return HistGradientBoostingClassifier(**kw), lambda m, x: m.predict_proba(x)
             return HistGradientBoostingRegressor(**kw), lambda m, x: m.predict(x)

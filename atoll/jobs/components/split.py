@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from atoll.errors import DataError
-from atoll.jobs.artifacts import Table
+from atoll.jobs.artifacts import Table, ids_to_wire
 from atoll.jobs.component import Component, Slot, TaskContext, step_seed
 from atoll.jobs.registry import register
 
@@ -52,12 +52,6 @@ def split_positions(n: int, y: np.ndarray | None, p: SplitParams, seed: int) -> 
         parts["validate"].append(g[n_test:n_test + n_val])
         parts["train"].append(g[n_test + n_val:])
     return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
-
-
-def ids_to_wire(ids: pd.Index) -> Any:
-    if pd.api.types.is_integer_dtype(ids.dtype):
-        return np.asarray(ids, dtype=np.int64)
-    return [str(i) for i in ids]
 
 
 def ids_from_wire(value: Any, like: pd.Index) -> pd.Index:
