@@ -7,9 +7,9 @@ Workloads (the issue's):
   <= 5 s per epoch.
 * **(b) synthetic**: 100,000 rows x (30 guest + 300 host) standard-normal features, labels
   from a random logistic model (seeded), full batch. FATE 2.0 reports 2 min 16 s per
-  epoch on it with 16 cores per party; goal on 2 cores: <= 136 s per epoch. Parties run as
-  threads here with ``--jobs-b`` HE worker processes (a gRPC party process is daemonic and
-  cannot start worker processes). ``--quick``
+  epoch on it with 16 cores per party; goal on 2 cores: <= 136 s per epoch. Every party
+  uses ``--jobs-b`` HE worker processes, under either transport (a gRPC party is an
+  ordinary, non-daemonic process that may start its own worker pool). ``--quick``
   (and ``--synthetic-rows``) runs it on fewer rows and says so; seconds per epoch grow
   linearly in the row count (every step is a per-row operation), the script prints the
   measured figure and, separately, the linear extrapolation to 100,000 rows.
@@ -36,25 +36,11 @@ import argparse
 import json
 import logging
 import os
-import platform
 import time
 import warnings
 
 import numpy as np
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+from _common import hardware, header
 
 
 def default_credit():
@@ -135,15 +121,17 @@ def main() -> None:
     schemes = args.schemes.split(",")
     alpha = 0.01
 
-    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"cpu: {cpu_model()}  cores: {cores()}  python {platform.python_version()}  "
-          f"load average at start: {load0:.2f} (other work on the machine inflates every timing)")
-    print(f"seed {args.seed}; key {args.key_bits} bits; epochs {epochs}; HE jobs {args.jobs}; "
-          f"transport {args.transport}; "
+    hw = hardware()
+    load0 = hw["load_1min"] if hw["load_1min"] is not None else float("nan")
+    print(header("hetero LR benchmark (seconds per epoch, all parties on this machine)"))
+    print("the machine may be shared: other work running at the same time inflates every timing "
+          "(load averages at start and end are printed)")
+    print(f"seed {args.seed}; key {args.key_bits} bits; epochs {epochs}; HE jobs {args.jobs} (a), "
+          f"{args.jobs_b} (b); transport {args.transport}; "
           f"arbiter mode, full batch, SGD lr 0.5, L2 alpha {alpha}, approximation {args.approximation}, "
           f"compute_loss on (taylor)")
-    out: dict = {"cpu": cpu_model(), "cores": cores(), "key_bits": args.key_bits, "epochs": epochs,
-                 "jobs": args.jobs, "seed": args.seed, "quick": args.quick,
+    out: dict = {"cpu": hw["cpu"], "cores": hw["cores"], "python": hw["python"], "key_bits": args.key_bits,
+                 "epochs": epochs, "jobs": args.jobs, "jobs_b": args.jobs_b, "seed": args.seed, "quick": args.quick,
                  "transport": args.transport, "approximation": args.approximation}
 
     if not args.skip_default_credit:
@@ -219,13 +207,10 @@ def run_synthetic(args, syn_rows: dict, schemes: list, alpha: float, out: dict) 
         rows = syn_rows.get(scheme, syn_rows["ou"])
         xg, xh, y = synthetic(rows, args.seed)
         sk_b = sklearn_fit_seconds(xg, xh, y, alpha)
-        # HE worker pools need a non-daemonic party: with jobs > 1 the parties run as threads
-        transport = "inprocess" if args.jobs_b > 1 else args.transport
-        est, total = federated(xg, xh, y, scheme, 1, args.jobs_b, args.key_bits, args.seed, alpha,
-                               transport=transport)
+        est, _ = federated(xg, xh, y, scheme, 1, args.jobs_b, args.key_bits, args.seed, alpha)
         per_epoch = float(np.mean(est.epoch_seconds_))
         line = (f"  atoll {scheme:8s}: {per_epoch:7.2f} s/epoch measured on {rows} rows (HE jobs {args.jobs_b}, "
-                f"transport {transport}); "
+                f"transport {args.transport}); "
                 f"scikit-learn full fit on the same rows {sk_b:.2f} s")
         out[f"b_{scheme}_rows"] = rows
         out[f"b_{scheme}_sklearn_fit_s"] = round(sk_b, 4)

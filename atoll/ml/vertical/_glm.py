@@ -41,13 +41,14 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from atoll.crypto import he  # also registers key and ciphertext wire types before any recv
+from atoll.crypto import he
 from atoll.crypto.cipherarray import CipherArray
 from atoll.errors import ConfigError, DataError
 from atoll.ml.optim import Optimizer, OptimizerParams
@@ -108,7 +109,7 @@ class GLMParams:
     random_state: int | None = None
     n_jobs: int = 1
 
-    def validate(self) -> "GLMParams":
+    def validate(self) -> GLMParams:
         if self.family not in FAMILIES:
             raise ConfigError(f"family={self.family!r} is not supported; use one of {FAMILIES}")
         if self.mode not in MODES:
@@ -127,6 +128,13 @@ class GLMParams:
                               "early_stopping='weight_diff' or 'none'")
         if self.tol < 0:
             raise ConfigError(f"tol must be >= 0, got {self.tol}")
+        if self.batch_size is not None and (isinstance(self.batch_size, bool)
+                                            or not isinstance(self.batch_size, (int, np.integer))):
+            raise ConfigError(f"batch_size must be a whole number of rows, or None for full batch; "
+                              f"got {self.batch_size!r}")
+        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs < 1:
+            raise ConfigError(f"n_jobs must be a whole number >= 1 (HE worker processes per party), "
+                              f"got {self.n_jobs!r}")
         if self.key_bits < 512:
             raise ConfigError(f"key_bits={self.key_bits} is too small; use 2048 (default) or 3072 "
                               "(1024 only in tests)")
@@ -138,6 +146,11 @@ class GLMParams:
         if self.approximation == "guest_taylor":
             return False
         return self.compute_loss or self.early_stopping == "loss"
+
+    @property
+    def needs_weight_diff(self) -> bool:
+        """Whether parties report their weight-change norm each epoch (only for that stopping rule)."""
+        return self.early_stopping == "weight_diff"
 
     def plan(self) -> dict:
         """The parameters that must match between parties (checked at the start of a job)."""
@@ -443,10 +456,14 @@ def _dot(enc: Any, coef: np.ndarray, jobs: int, precision: int | None) -> Any:
     return enc.matvec_t(np.asarray(coef, dtype=np.float64).reshape(-1, 1), jobs=jobs, precision=precision)
 
 
-def _as_matrix(x: Any, who: str) -> np.ndarray:
+def _as_matrix(x: Any, who: str, min_features: int = 0) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 2:
         raise DataError(f"{who}'s features must be a 2-d table (rows x features), got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise DataError(f"{who} has no rows; pass the aligned rows (after PSI) to every party")
+    if a.shape[1] < min_features:
+        raise DataError(f"{who} has no feature columns; a host must bring at least one feature")
     if not np.isfinite(a).all():
         raise DataError(f"{who}'s features contain NaN or infinity; impute or drop them before training")
     return a
@@ -461,6 +478,8 @@ def _check_label(family: str, y: Any, n: int) -> np.ndarray:
     if family == "logistic" and not np.isin(np.unique(y), (0.0, 1.0)).all():
         raise DataError(f"logistic regression needs labels in {{0, 1}}, got {np.unique(y)[:5].tolist()}; "
                         "map the positive class to 1")
+    if family == "logistic" and np.unique(y).size < 2:
+        raise DataError(f"logistic regression needs both classes in the training labels; all are {y[0]:g}")
     if family == "poisson" and ((y < 0).any() or (np.floor(y) != y).any()):
         raise DataError("Poisson regression needs non-negative integer counts as labels")
     return y
@@ -504,7 +523,8 @@ class GLMGuest(_Role):
 
     What the guest sees: the public key(s); ciphertexts of the hosts' partial scores it cannot
     decrypt; its own gradient; the loss per epoch; the stop decisions. In two-party mode it also
-    holds a private key and decrypts the host's gradient *plus the host's uniform mask*.
+    holds a private key and decrypts the host's gradient *plus the host's uniform mask*, and
+    (``early_stopping="weight_diff"`` only) receives the host's squared weight-change norm.
     """
 
     def fit(self, ctx: Any, x: Any, y: Any, exposure: Any = None, ids: Sequence[Any] | None = None) -> GuestModel:
@@ -519,7 +539,7 @@ class GLMGuest(_Role):
         if exposure is not None and p.family != "poisson":
             raise ConfigError("exposure is only used by Poisson regression")
         with ctx.scope("fit"):
-            self._check_alignment(ctx, n, ids, with_arbiter=p.mode == "arbiter")
+            self._check_alignment(ctx, n, ids, with_arbiter=p.mode == "arbiter", task="train")
             pk, sk, host_pk = self._keys(ctx)
             xp, mean, t = prepare(x, p.precondition)
             xg = with_intercept(xp, p.fit_intercept)
@@ -555,7 +575,8 @@ class GLMGuest(_Role):
                             loss_sum += batch_loss_sum or 0.0
                     dw = float(np.sum((w - start) ** 2))
                     if p.mode == "arbiter":
-                        ctx.send("arbiter", "weight_diff", dw)
+                        if p.needs_weight_diff:
+                            ctx.send("arbiter", "weight_diff", dw)
                         verdict = ctx.recv("arbiter", "verdict")
                         if verdict.get("loss") is not None:
                             losses.append(float(verdict["loss"]))
@@ -564,7 +585,7 @@ class GLMGuest(_Role):
                         # two-party: the guest applies the stopping rule
                         if p.needs_loss:
                             losses.append(loss_sum / n)
-                        dw_h = float(ctx.recv("host", "weight_diff"))
+                        dw_h = float(ctx.recv("host", "weight_diff")) if p.needs_weight_diff else 0.0
                         stop = should_stop(p, losses, math.sqrt(dw + dw_h))
                         ctx.send("host", "verdict", {"stop": stop})
                     seconds.append(time.perf_counter() - tic)
@@ -578,7 +599,8 @@ class GLMGuest(_Role):
         return GuestModel(p.family, coef.copy(), intercept, epoch + 1, converged, losses, seconds, offline)
 
     # ---------------------------------------------------------------- setup
-    def _check_alignment(self, ctx: Any, n: int, ids: Sequence[Any] | None, with_arbiter: bool) -> None:
+    def _check_alignment(self, ctx: Any, n: int, ids: Sequence[Any] | None, with_arbiter: bool,
+                         task: str) -> None:
         mine = ids_digest(ids, n)
         problems = []
         plan = self.params.plan()
@@ -595,7 +617,7 @@ class GLMGuest(_Role):
         verdict = {"ok": ok, "reason": reason}
         ctx.send(["host", "arbiter"] if with_arbiter else "host", "aligned", verdict)
         if not ok:
-            raise DataError(f"cannot train: {reason}. Align the parties' rows first (run PSI and pass "
+            raise DataError(f"cannot {task}: {reason}. Align the parties' rows first (run PSI and pass "
                             "every party its rows in the same order), and use the same parameters")
 
     def _keys(self, ctx: Any) -> tuple[Any, Any, Any]:
@@ -688,7 +710,7 @@ class GLMGuest(_Role):
         if x.shape[1] != model.coef.shape[0]:
             raise DataError(f"the guest's model has {model.coef.shape[0]} features, the data {x.shape[1]}")
         with ctx.scope("predict"):
-            self._check_alignment(ctx, n, ids, with_arbiter=False)
+            self._check_alignment(ctx, n, ids, with_arbiter=False, task="score")
             u = x @ model.coef + model.intercept
             for part in ctx.gather("host", "partial_score").values():
                 u = u + np.asarray(part, dtype=np.float64)
@@ -705,10 +727,10 @@ class GLMHost(_Role):
 
     def fit(self, ctx: Any, x: Any, ids: Sequence[Any] | None = None) -> HostModel:
         p = self.params
-        x = _as_matrix(x, ctx.party)
+        x = _as_matrix(x, ctx.party, min_features=1)
         n = x.shape[0]
         with ctx.scope("fit"):
-            self._report_rows(ctx, n, ids)
+            self._report_rows(ctx, n, ids, task="train")
             pk, sk, guest_pk = self._keys(ctx)
             x, mean, t = prepare(x, p.precondition)
             w = np.zeros(x.shape[1])
@@ -731,9 +753,9 @@ class GLMHost(_Role):
                     for b, idx in enumerate(batches(n, p.batch_size, perm)):
                         with ctx.scope("batch", b):
                             w = self._batch(ctx, pk, sk, guest_pk, x[idx], w, opt)
-                    dw = float(np.sum((w - start) ** 2))
                     coordinator = "arbiter" if p.mode == "arbiter" else "guest"
-                    ctx.send(coordinator, "weight_diff", dw)
+                    if p.needs_weight_diff:  # sent only when the stopping rule needs it
+                        ctx.send(coordinator, "weight_diff", float(np.sum((w - start) ** 2)))
                     verdict = ctx.recv(coordinator, "verdict")
                     if verdict["stop"]:
                         converged = p.early_stopping != "none"
@@ -741,11 +763,11 @@ class GLMHost(_Role):
         coef, offset = restore(w, mean, t)
         return HostModel(p.family, coef, epoch + 1, converged, offset)
 
-    def _report_rows(self, ctx: Any, n: int, ids: Sequence[Any] | None) -> None:
+    def _report_rows(self, ctx: Any, n: int, ids: Sequence[Any] | None, task: str) -> None:
         ctx.send("guest", "rows", {"n": n, "digest": ids_digest(ids, n), "plan": self.params.plan()})
         verdict = ctx.recv("guest", "aligned")
         if not verdict["ok"]:
-            raise DataError(f"cannot train: {verdict['reason']}. Align the parties' rows first (run PSI "
+            raise DataError(f"cannot {task}: {verdict['reason']}. Align the parties' rows first (run PSI "
                             "and pass every party its rows in the same order)")
 
     def _keys(self, ctx: Any) -> tuple[Any, Any, Any]:
@@ -815,7 +837,7 @@ class GLMHost(_Role):
         if x.shape[1] != model.coef.shape[0]:
             raise DataError(f"{ctx.party}'s model has {model.coef.shape[0]} features, the data {x.shape[1]}")
         with ctx.scope("predict"):
-            self._report_rows(ctx, x.shape[0], ids)
+            self._report_rows(ctx, x.shape[0], ids, task="score")
             ctx.send("guest", "partial_score", x @ model.coef + model.offset)
         return None
 
@@ -824,8 +846,9 @@ class GLMArbiter(_Role):
     """Arbiter (third party C): makes the key pair, decrypts masked values, decides when to stop.
 
     What the arbiter sees: gradients and losses *plus uniform masks* (nothing), the per-epoch
-    loss of the guest's batch (in clear, as in Hardy et al.), and each party's squared
-    weight-change norm (one number per party per epoch). Never data, labels or weights.
+    loss of the guest's batch (in clear, as in Hardy et al.), and (``early_stopping="weight_diff"``
+    only) each party's squared weight-change norm, one number per party per epoch. Never data,
+    labels or weights.
     """
 
     def fit(self, ctx: Any) -> ArbiterReport:
@@ -855,7 +878,8 @@ class GLMArbiter(_Role):
                                 loss_sum += float(sk.decrypt(ctx.recv("guest", "loss"))[0])
                     if p.needs_loss:
                         losses.append(loss_sum / int(info["n_rows"]))
-                    dw = sum(float(v) for v in ctx.gather(["guest", "host"], "weight_diff").values())
+                    dw = (sum(float(v) for v in ctx.gather(["guest", "host"], "weight_diff").values())
+                          if p.needs_weight_diff else 0.0)
                     stop = should_stop(p, losses, math.sqrt(dw))
                     ctx.send("host", "verdict", {"stop": stop})
                     ctx.send("guest", "verdict", {"stop": stop, "loss": losses[-1] if losses else None})
@@ -863,6 +887,23 @@ class GLMArbiter(_Role):
                         converged = p.early_stopping != "none"
                         break
         return ArbiterReport(epoch + 1, converged, losses)
+
+
+def role_classes(family: str, prefix: str, module: str) -> tuple[type[GLMGuest], type[GLMHost], type[GLMArbiter]]:
+    """The guest, host and arbiter classes of one family, named ``{prefix}Guest`` etc.
+
+    ``module`` is the public module that binds them to those names (pass ``__name__``), so
+    they pickle by name for ``transport="grpc"`` and job components find them there.
+    """
+    if family not in FAMILIES:
+        raise ConfigError(f"family={family!r} is not supported; use one of {FAMILIES}")
+    made = []
+    for base in (GLMGuest, GLMHost, GLMArbiter):
+        role = base.__name__[3:]
+        doc = (f"{role} of vertical {family} regression (protocol and views: :mod:`{module}`).\n\n"
+               f"    {base.__doc__.split(chr(10), 1)[0]}")
+        made.append(type(prefix + role, (base,), {"family": family, "__module__": module, "__doc__": doc}))
+    return made[0], made[1], made[2]
 
 
 # =============================================================================== simulation facade
@@ -887,6 +928,18 @@ def _predict_host(ctx: Any, role: GLMHost, model: HostModel, x: np.ndarray, ids:
     return role.predict(ctx, model, x, ids=ids)
 
 
+def _in_own_process(ctx: Any, call: Any, **kwargs: Any) -> Any:
+    """Run a party that has an OS process to itself (``transport="grpc"``), then stop that
+    process's HE worker pools and wait for them: forked workers would otherwise outlive the
+    party (and keep, e.g., the caller's stdout pipe open)."""
+    from atoll.crypto import parallel
+
+    try:
+        return call(ctx, **kwargs)
+    finally:
+        parallel.shutdown()
+
+
 def _table(x: Any) -> tuple[np.ndarray, list | None]:
     """Features as float matrix, plus the row ids when ``x`` is a DataFrame (its index)."""
     ids = None
@@ -895,20 +948,86 @@ def _table(x: Any) -> tuple[np.ndarray, list | None]:
     return np.asarray(x, dtype=np.float64), ids
 
 
-class HeteroGLMEstimator(BaseEstimator):
-    """Common body of the scikit-learn style facades (see the subclasses for the parameters)."""
+#: the regressors' (linear, Poisson) defaults that differ from logistic regression's: plain SGD
+#: with a larger step on locally whitened features. Used as
+#: ``__init__ = partialmethod(HeteroGLMEstimator.__init__, **REGRESSOR_DEFAULTS)``.
+REGRESSOR_DEFAULTS = {"optimizer": "sgd", "learning_rate": 0.5, "precondition": True}
 
-    _family = "logistic"
-    _guest_cls: type = GLMGuest
-    _host_cls: type = GLMHost
-    _arbiter_cls: type = GLMArbiter
+
+class HeteroGLMEstimator(BaseEstimator):
+    """Common body of the scikit-learn style facades: every party of one job run locally.
+
+    Parameters (scikit-learn names where they mean the same): ``penalty`` ('l2', 'l1' or
+    None) and ``alpha`` (its strength on the *mean* loss: scikit-learn's ``C`` is
+    ``1 / (alpha * n_rows)``, ``Ridge``'s ``alpha`` is ``alpha * n_rows``); ``max_iter``
+    (epochs), ``tol`` and ``early_stopping`` ('weight_diff', 'loss' or 'none');
+    ``optimizer`` ('sgd' or 'adam'), ``learning_rate``, ``decay`` and ``decay_sqrt``;
+    ``batch_size`` (None: full batch); ``fit_intercept``; ``precondition`` (each party whitens
+    its own features locally: faster convergence on correlated features, penalties then act
+    on whitened weights); ``compute_loss`` (the encrypted loss each epoch, in
+    ``loss_history_``); ``precompute`` (randomness of each epoch's encryptions computed in an
+    offline phase, timed apart); ``mode`` ('arbiter' or 'two_party'); ``approximation``
+    (logistic only: 'taylor' or 'guest_taylor', see :class:`GLMParams`); ``scheme``
+    ('paillier' or 'ou'), ``key_bits``, ``precision_bits``, ``mul_precision_bits`` (fixed
+    point); ``random_state``; ``n_jobs`` (HE worker processes per party, with either
+    transport); ``transport`` ('inprocess': threads of this process, or 'grpc': one local
+    process per party over gRPC with mutual TLS); ``timeout`` (seconds a party waits for a
+    message).
+
+    Learned: ``coef_`` (guest's features, then each host's in name order), ``intercept_``,
+    ``n_iter_``, ``converged_``, ``loss_history_``, ``epoch_seconds_`` / ``offline_seconds_``,
+    and the per-party halves ``guest_model_`` / ``host_models_`` that a real deployment keeps
+    apart. A subclass binds a family and, through :func:`functools.partialmethod` on
+    ``__init__``, its own defaults.
+    """
+
+    #: (guest, host, arbiter) classes of the family, from :func:`role_classes`
+    _roles: tuple[type[GLMGuest], type[GLMHost], type[GLMArbiter]] = (GLMGuest, GLMHost, GLMArbiter)
+
+    @property
+    def _family(self) -> str:
+        return self._roles[0].family
+
+    def __init__(self, *, penalty: str | None = "l2", alpha: float = 0.0, max_iter: int = 30,
+                 tol: float = 1e-4, early_stopping: str = "weight_diff", optimizer: str = "adam",
+                 learning_rate: float = 0.05, decay: float = 0.0, decay_sqrt: bool = False,
+                 batch_size: int | None = None, fit_intercept: bool = True, precondition: bool = False,
+                 compute_loss: bool = True, precompute: bool = False, mode: str = "arbiter",
+                 approximation: str = "taylor", scheme: str = "paillier", key_bits: int = 2048,
+                 precision_bits: int | None = None, mul_precision_bits: int | None = None,
+                 random_state: int | None = None, n_jobs: int = 1, transport: str = "inprocess",
+                 timeout: float = 600.0):
+        self.penalty = penalty
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.decay = decay
+        self.decay_sqrt = decay_sqrt
+        self.batch_size = batch_size
+        self.fit_intercept = fit_intercept
+        self.precondition = precondition
+        self.compute_loss = compute_loss
+        self.precompute = precompute
+        self.mode = mode
+        self.approximation = approximation
+        self.scheme = scheme
+        self.key_bits = key_bits
+        self.precision_bits = precision_bits
+        self.mul_precision_bits = mul_precision_bits
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.transport = transport
+        self.timeout = timeout
 
     # -------------------------------------------------------------- sklearn plumbing
     def _params(self) -> GLMParams:
         opt = OptimizerParams(optimizer=self.optimizer, learning_rate=self.learning_rate, decay=self.decay,
                               decay_sqrt=self.decay_sqrt, penalty=self.penalty, alpha=self.alpha)
         return GLMParams(family=self._family, mode=self.mode, max_iter=self.max_iter,
-                         approximation=getattr(self, "approximation", "taylor"),
+                         approximation=self.approximation,
                          batch_size=self.batch_size, tol=self.tol, early_stopping=self.early_stopping,
                          compute_loss=self.compute_loss, fit_intercept=self.fit_intercept,
                          precondition=self.precondition, precompute=self.precompute, optimizer=opt,
@@ -925,11 +1044,15 @@ class HeteroGLMEstimator(BaseEstimator):
                           "(one local process per party, gRPC with mutual TLS)")
 
     def _run(self, parties: dict) -> dict:
-        from atoll.federation import PartyFailed, launch
         from atoll.errors import AtollError
+        from atoll.federation import Party, PartyFailed, launch
 
+        mode = self._launch_mode()
+        if mode == "processes" and self.n_jobs > 1:
+            parties = {name: Party(p.role, _in_own_process, {"call": p.fn, **p.kwargs})
+                       for name, p in parties.items()}
         try:
-            return launch(parties, mode=self._launch_mode(), timeout=self.timeout)
+            return launch(parties, mode=mode, timeout=self.timeout)
         except PartyFailed as e:
             if isinstance(e.error, AtollError):
                 raise e.error from e
@@ -956,7 +1079,7 @@ class HeteroGLMEstimator(BaseEstimator):
         return g, dict(sorted(hosts.items()))
 
     # -------------------------------------------------------------- fit / predict
-    def fit(self, data: dict, exposure: Any = None) -> "HeteroGLMEstimator":
+    def fit(self, data: dict, exposure: Any = None) -> HeteroGLMEstimator:
         """Train every party in this process (threads) or as local processes (``transport="grpc"``); returns self.
 
         ``data = {"guest": (X_guest, y), "host_0": X_host_0, ...}``; DataFrames' indexes are used
@@ -970,13 +1093,13 @@ class HeteroGLMEstimator(BaseEstimator):
         xg, gids = _table(xg)
         y = np.asarray(y, dtype=np.float64).ravel()
         e = None if exposure is None else np.asarray(exposure, dtype=np.float64).ravel()
-        parties = {"guest": Party("guest", _fit_guest, {"role": self._guest_cls(params), "x": xg, "y": y,
+        parties = {"guest": Party("guest", _fit_guest, {"role": self._roles[0](params), "x": xg, "y": y,
                                                         "exposure": e, "ids": gids})}
         for name, xh in hosts.items():
             xh, hids = _table(xh)
-            parties[name] = Party("host", _fit_host, {"role": self._host_cls(params), "x": xh, "ids": hids})
+            parties[name] = Party("host", _fit_host, {"role": self._roles[1](params), "x": xh, "ids": hids})
         if params.mode == "arbiter":
-            parties["arbiter"] = Party("arbiter", _fit_arbiter, {"role": self._arbiter_cls(params)})
+            parties["arbiter"] = Party("arbiter", _fit_arbiter, {"role": self._roles[2](params)})
         out = self._run(parties)
         g: GuestModel = out["guest"]
         self.guest_model_ = g
@@ -1009,11 +1132,11 @@ class HeteroGLMEstimator(BaseEstimator):
             raise DataError(f"the model was trained with hosts {sorted(self.host_models_)}; "
                             f"got {sorted(hosts)}")
         xg, gids = _table(xg)
-        parties = {"guest": Party("guest", _predict_guest, {"role": self._guest_cls(params),
+        parties = {"guest": Party("guest", _predict_guest, {"role": self._roles[0](params),
                                                             "model": self.guest_model_, "x": xg, "ids": gids})}
         for name, xh in hosts.items():
             xh, hids = _table(xh)
-            parties[name] = Party("host", _predict_host, {"role": self._host_cls(params),
+            parties[name] = Party("host", _predict_host, {"role": self._roles[1](params),
                                                           "model": self.host_models_[name], "x": xh,
                                                           "ids": hids})
         return self._run(parties)["guest"]

@@ -36,35 +36,22 @@ gradients (nothing), the loss per epoch and each party's weight-change norm; the
 guest sees ciphertexts it cannot decrypt, its own gradient, the loss and (at
 prediction) the joint scores; hosts see the epoch's row order, ciphertexts they
 cannot decrypt and their own gradient. In two-party mode each side decrypts only
-the other's masked values. Semi-honest security; a non-colluding arbiter.
+the other's masked values; with ``early_stopping="weight_diff"`` the guest also gets the
+host's squared weight-change norm per epoch (the arbiter's job in arbiter mode).
+Semi-honest security; a non-colluding arbiter.
 """
 
 from __future__ import annotations
 
+from functools import partialmethod
 from typing import Any
 
 from atoll.ml import metrics
-from atoll.ml.vertical._glm import GLMArbiter, GLMGuest, GLMHost, HeteroGLMEstimator
+from atoll.ml.vertical._glm import REGRESSOR_DEFAULTS, HeteroGLMEstimator, role_classes
 
 __all__ = ["HeteroLinRArbiter", "HeteroLinRGuest", "HeteroLinRHost", "HeteroLinearRegression"]
 
-
-class HeteroLinRGuest(GLMGuest):
-    """Guest of hetero linear regression: labels, its features, the intercept."""
-
-    family = "linear"
-
-
-class HeteroLinRHost(GLMHost):
-    """Host of hetero linear regression: extra features only."""
-
-    family = "linear"
-
-
-class HeteroLinRArbiter(GLMArbiter):
-    """Arbiter of hetero linear regression: key pair, masked decryption, convergence."""
-
-    family = "linear"
+HeteroLinRGuest, HeteroLinRHost, HeteroLinRArbiter = role_classes("linear", "HeteroLinR", __name__)
 
 
 class HeteroLinearRegression(HeteroGLMEstimator):
@@ -74,47 +61,14 @@ class HeteroLinearRegression(HeteroGLMEstimator):
         model.fit({"guest": (X_guest, y), "host_0": X_host})
         y_hat = model.predict({"guest": X_guest_new, "host_0": X_host_new})
 
-    Parameters and learned attributes as in
-    :class:`~atoll.ml.vertical.hetero_lr.HeteroLogisticRegression`.
+    Defaults: full-batch SGD, learning rate 0.5, each party whitens its own features
+    (``precondition=True``). The parameters and the learned attributes are listed in
+    :class:`~atoll.ml.vertical._glm.HeteroGLMEstimator`.
     """
 
-    _family = "linear"
-    _guest_cls = HeteroLinRGuest
-    _host_cls = HeteroLinRHost
-    _arbiter_cls = HeteroLinRArbiter
+    _roles = (HeteroLinRGuest, HeteroLinRHost, HeteroLinRArbiter)
 
-    def __init__(self, *, penalty: str | None = "l2", alpha: float = 0.0, max_iter: int = 30,
-                 tol: float = 1e-4, early_stopping: str = "weight_diff", optimizer: str = "sgd",
-                 learning_rate: float = 0.5, decay: float = 0.0, decay_sqrt: bool = False,
-                 batch_size: int | None = None, fit_intercept: bool = True, precondition: bool = True,
-                 compute_loss: bool = True, precompute: bool = False,
-                 mode: str = "arbiter", scheme: str = "paillier", key_bits: int = 2048,
-                 precision_bits: int | None = None, mul_precision_bits: int | None = None,
-                 random_state: int | None = None, n_jobs: int = 1, transport: str = "inprocess",
-                 timeout: float = 600.0):
-        self.penalty = penalty
-        self.alpha = alpha
-        self.max_iter = max_iter
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.decay = decay
-        self.decay_sqrt = decay_sqrt
-        self.batch_size = batch_size
-        self.fit_intercept = fit_intercept
-        self.precondition = precondition
-        self.precompute = precompute
-        self.compute_loss = compute_loss
-        self.mode = mode
-        self.scheme = scheme
-        self.key_bits = key_bits
-        self.precision_bits = precision_bits
-        self.mul_precision_bits = mul_precision_bits
-        self.random_state = random_state
-        self.n_jobs = n_jobs
-        self.transport = transport
-        self.timeout = timeout
+    __init__ = partialmethod(HeteroGLMEstimator.__init__, **REGRESSOR_DEFAULTS)
 
     def predict(self, data: dict) -> Any:
         """Predicted values for aligned rows (joint prediction)."""

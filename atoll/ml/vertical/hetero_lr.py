@@ -36,15 +36,20 @@ Per epoch the guest draws the row order (seeded) and sends it to the hosts; per 
 4. The arbiter decrypts and returns each masked gradient to its owner, who
    removes the mask, scales by ``0.25 / n_batch`` and updates its own weights with its
    own optimizer (SGD or Adam, learning-rate decay, L1/L2). At the end of the epoch
-   every party sends the arbiter the squared norm of its weight change; the arbiter
-   checks convergence (loss change or weight-change norm) and tells everyone whether
-   to stop.
+   (``early_stopping="weight_diff"`` only) every party sends the arbiter the squared
+   norm of its weight change; the arbiter checks convergence (loss change or
+   weight-change norm) and tells everyone whether to stop.
 
 Two-party mode (no arbiter; after Yang et al., "Parallel distributed logistic
 regression for vertical federated learning without third-party coordinator",
 arXiv:1911.09824, 2019). Each side makes its own key pair, so nobody ever decrypts
 another party's data, and each protects what it asks the other to decrypt with its
-own uniform mask:
+own uniform mask. This differs on purpose from the single-key variant (FATE 2's
+coordinated LR without arbiter: only the guest holds a key and the host hides its
+gradient with a mask and noise): there the guest needs the full residual ``d`` for its
+own gradient, and ``d`` together with its own part gives it ``u_h = X_h w_h`` row by
+row unless the host adds noise, which then biases the guest's gradient. With a key
+pair per side the guest gets its exact gradient and never ``u_h`` or ``d``:
 
 1'. Guest and host exchange public keys.
 2'. The host sends ``[[u_h]]_H`` (its own key). The guest sends
@@ -54,7 +59,9 @@ own uniform mask:
     Guest gradient: ``X_g^T (u_g + 2 - 4y)`` in clear plus ``X_g^T [[u_h]]_H`` with the
     guest's uniform mask, which the host decrypts and returns. The guest's loss
     travels the same way (masked, decrypted by the host).
-4'. Both unmask and update; the guest checks convergence and tells the host.
+4'. Both unmask and update; the guest checks convergence and tells the host (with
+    ``early_stopping="weight_diff"`` the host first sends the guest the squared norm of
+    its weight change).
 
 Joint prediction (both modes): each host sends its partial scores ``X_h w_h`` of
 the rows to score to the guest, which adds its own and applies the sigmoid. Hosts
@@ -65,8 +72,9 @@ What each party sees
 Arbiter mode:
 
 * **Arbiter**: the public key it made; masked gradients (uniform: nothing); the
-  Taylor loss per epoch in clear (as in Hardy et al. and FATE); each party's squared
-  weight-change norm per epoch. No data, labels, weights or scores.
+  Taylor loss per epoch in clear (as in Hardy et al. and FATE); with
+  ``early_stopping="weight_diff"`` each party's squared weight-change norm per epoch.
+  No data, labels, weights or scores.
 * **Guest**: ``[[u_h]]`` (cannot decrypt), its own gradients and weights, the loss,
   the scores at prediction (which, with one host, reveal ``X_h w_h`` row by row: the
   nature of joint scoring, as in FATE).
@@ -80,22 +88,33 @@ Two-party mode:
 
 * **Guest**: holds its private key and sees the host's gradient *plus the host's
   uniform mask* (nothing), ``[[u_h]]_H`` (cannot decrypt), its own gradient and the
-  loss. Compared with arbiter mode it learns nothing more.
+  loss (as in arbiter mode). One thing more than in arbiter mode: with
+  ``early_stopping="weight_diff"`` it receives the host's squared weight-change norm
+  each epoch (with plain SGD and no penalty that is ``lr**2 |X_h^T d|**2 / n**2``, one
+  scalar per epoch about the host's gradient). Use ``early_stopping="loss"`` or
+  ``"none"`` and the host sends nothing of the kind.
 * **Host**: holds its own private key and sees the guest's masked gradient and
-  masked loss (uniform: nothing), ``[[u_g + 2 - 4y]]_G`` (cannot decrypt) and its own
-  gradient. Compared with arbiter mode it learns nothing more.
-* Leaks: a malicious guest can choose the residual it encrypts (e.g. one-hot) and so
-  read a host's feature column through the host's gradient over many batches — true
-  of the arbiter mode too when guest and arbiter collude; both modes are secure
-  against semi-honest (honest-but-curious) parties only.
+  masked loss (uniform: nothing), ``[[u_g + 2 - 4y]]_G`` (cannot decrypt), its own
+  gradient and the stop decisions. Compared with arbiter mode it learns nothing more.
+* Leaks (both modes): a host's own gradient ``X_h^T d`` is an aggregate of the
+  residual, hence of the labels (the known leakage of this protocol family); a
+  malicious guest can choose the residual it encrypts (e.g. one-hot) and so read a
+  host's feature column through the host's gradient over many batches — true of the
+  arbiter mode too when guest and arbiter collude. Both modes are secure against
+  semi-honest (honest-but-curious) parties only; in two-party mode collusion is moot
+  (there are two parties) and no third party has to be trusted.
 
 Cost per epoch (``n`` rows, ``d_g + d_h`` weights): ``2n`` encryptions (the hosts'
 ``[[u_h]]`` and the guest's fresh part of the residual; in two-party mode the same
 two), one ``n``-term multi-exponentiation per weight (``X_p^T [[d]]``, the engine's
 bucket kernel) plus one for the loss, and ``d_g + d_h + 1`` decryptions; the
 ciphertext vectors cross the wire twice. Encryption randomness can be precomputed
-in an offline phase (``precompute=True``). Packing does not help here: every row's
-residual is multiplied by a different feature value, so each needs its own ciphertext.
+in an offline phase (``precompute=True``). Packing does not help the encryptions: every
+row's residual is multiplied by a different feature value, so each needs its own
+ciphertext. The ``d_p + 1`` masked decryptions per batch are not packed either: they are
+a small share of an epoch with full batches (330 of them against 2 x 100,000 encryptions
+on the 30 + 300 feature workload), and the engine's packed decryption returns float64,
+which cannot carry the exact integers ``G + R`` the masks rely on.
 """
 
 from __future__ import annotations
@@ -107,14 +126,12 @@ import numpy as np
 from atoll.ml import metrics
 from atoll.ml.vertical._glm import (
     ArbiterReport,
-    GLMArbiter,
-    GLMGuest,
-    GLMHost,
     GLMParams,
     GuestModel,
     HeteroGLMEstimator,
     HostModel,
     mean_function,
+    role_classes,
 )
 
 __all__ = ["ArbiterReport", "GuestModel", "HeteroLRArbiter", "HeteroLRGuest", "HeteroLRHost",
@@ -129,22 +146,7 @@ class HeteroLRParams(GLMParams):
         super().__init__(**kwargs)
 
 
-class HeteroLRGuest(GLMGuest):
-    """Guest of hetero LR: labels, its features and the intercept (see the module docstring)."""
-
-    family = "logistic"
-
-
-class HeteroLRHost(GLMHost):
-    """Host of hetero LR: extra features only (see the module docstring)."""
-
-    family = "logistic"
-
-
-class HeteroLRArbiter(GLMArbiter):
-    """Arbiter of hetero LR: key pair, masked decryption, convergence (see the module docstring)."""
-
-    family = "logistic"
+HeteroLRGuest, HeteroLRHost, HeteroLRArbiter = role_classes("logistic", "HeteroLR", __name__)
 
 
 class HeteroLogisticRegression(HeteroGLMEstimator):
@@ -154,63 +156,12 @@ class HeteroLogisticRegression(HeteroGLMEstimator):
         model.fit({"guest": (X_guest, y), "host_0": X_host})
         proba = model.predict_proba({"guest": X_guest_new, "host_0": X_host_new})[:, 1]
 
-    Parameters (scikit-learn names where they mean the same): ``penalty`` ('l2', 'l1' or
-    None) and ``alpha`` (its strength on the *mean* loss: scikit-learn's ``C`` is
-    ``1 / (alpha * n_rows)``); ``max_iter`` (epochs), ``tol`` and ``early_stopping``
-    ('weight_diff', 'loss' or 'none'); ``optimizer`` ('sgd' or 'adam'), ``learning_rate``,
-    ``decay`` and ``decay_sqrt``; ``batch_size`` (None: full batch); ``fit_intercept``;
-    ``precondition`` (each party whitens its own features locally; faster convergence on
-    correlated features, penalties then act on whitened weights); ``compute_loss`` (the
-    encrypted Taylor loss each epoch, in ``loss_history_``); ``precompute`` (randomness of
-    each epoch's encryptions computed in an offline phase, timed apart); ``mode`` ('arbiter' or 'two_party'); ``scheme``, ``key_bits``, ``precision_bits``,
-    ``mul_precision_bits`` (fixed point); ``random_state``; ``n_jobs`` (HE worker processes
-    per party, in simulation and with ``transport='grpc'`` alike); ``transport`` ('inprocess' threads, or 'grpc': one local process per party
-    over gRPC with mutual TLS); ``timeout`` (seconds a party waits for a message).
-
-    Learned: ``coef_`` (guest's features, then each host's in order), ``intercept_``,
-    ``n_iter_``, ``converged_``, ``loss_history_``, ``epoch_seconds_`` / ``offline_seconds_``, and the per-party halves
-    ``guest_model_`` / ``host_models_`` that a real deployment keeps apart.
+    Labels are 0/1. Defaults: Adam, learning rate 0.05, full batch, L2 with ``alpha=0``,
+    arbiter mode, Taylor approximation around 0, 2048-bit Paillier. The parameters and the
+    learned attributes are listed in :class:`~atoll.ml.vertical._glm.HeteroGLMEstimator`.
     """
 
-    _family = "logistic"
-    _guest_cls = HeteroLRGuest
-    _host_cls = HeteroLRHost
-    _arbiter_cls = HeteroLRArbiter
-
-    def __init__(self, *, penalty: str | None = "l2", alpha: float = 0.0, max_iter: int = 30,
-                 tol: float = 1e-4, early_stopping: str = "weight_diff", optimizer: str = "adam",
-                 learning_rate: float = 0.05, decay: float = 0.0, decay_sqrt: bool = False,
-                 batch_size: int | None = None, fit_intercept: bool = True, precondition: bool = False,
-                 compute_loss: bool = True, precompute: bool = False,
-                 mode: str = "arbiter", approximation: str = "taylor", scheme: str = "paillier",
-                 key_bits: int = 2048,
-                 precision_bits: int | None = None, mul_precision_bits: int | None = None,
-                 random_state: int | None = None, n_jobs: int = 1, transport: str = "inprocess",
-                 timeout: float = 600.0):
-        self.penalty = penalty
-        self.alpha = alpha
-        self.max_iter = max_iter
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.decay = decay
-        self.decay_sqrt = decay_sqrt
-        self.batch_size = batch_size
-        self.fit_intercept = fit_intercept
-        self.precondition = precondition
-        self.precompute = precompute
-        self.compute_loss = compute_loss
-        self.mode = mode
-        self.approximation = approximation
-        self.scheme = scheme
-        self.key_bits = key_bits
-        self.precision_bits = precision_bits
-        self.mul_precision_bits = mul_precision_bits
-        self.random_state = random_state
-        self.n_jobs = n_jobs
-        self.transport = transport
-        self.timeout = timeout
+    _roles = (HeteroLRGuest, HeteroLRHost, HeteroLRArbiter)
 
     classes_ = np.array([0, 1])
 

@@ -38,38 +38,29 @@ As in :mod:`~atoll.ml.vertical.hetero_lr`: the arbiter sees masked gradients
 (nothing), the loss per epoch and each party's weight-change norm; the guest sees
 ciphertexts it cannot decrypt, its own gradient, the loss and (at prediction) the
 joint scores; hosts see the epoch's row order, ciphertexts they cannot decrypt
-(including their predecessors' products in the chain) and their own gradient.
-Semi-honest security; a non-colluding arbiter.
+(including their predecessors' products in the chain) and their own gradient. The
+weight-change norms are sent only with ``early_stopping="weight_diff"`` (to the guest in
+two-party mode). Semi-honest security; a non-colluding arbiter.
 """
 
 from __future__ import annotations
 
+from functools import partialmethod
 from typing import Any
 
 import numpy as np
 
 from atoll.ml import metrics
-from atoll.ml.vertical._glm import GLMArbiter, GLMGuest, GLMHost, HeteroGLMEstimator, mean_function
+from atoll.ml.vertical._glm import (
+    REGRESSOR_DEFAULTS,
+    HeteroGLMEstimator,
+    mean_function,
+    role_classes,
+)
 
 __all__ = ["HeteroPoissonArbiter", "HeteroPoissonGuest", "HeteroPoissonHost", "HeteroPoissonRegression"]
 
-
-class HeteroPoissonGuest(GLMGuest):
-    """Guest of hetero Poisson regression: counts, exposure, its features, the intercept."""
-
-    family = "poisson"
-
-
-class HeteroPoissonHost(GLMHost):
-    """Host of hetero Poisson regression: extra features only."""
-
-    family = "poisson"
-
-
-class HeteroPoissonArbiter(GLMArbiter):
-    """Arbiter of hetero Poisson regression: key pair, masked decryption, convergence."""
-
-    family = "poisson"
+HeteroPoissonGuest, HeteroPoissonHost, HeteroPoissonArbiter = role_classes("poisson", "HeteroPoisson", __name__)
 
 
 class HeteroPoissonRegression(HeteroGLMEstimator):
@@ -79,47 +70,16 @@ class HeteroPoissonRegression(HeteroGLMEstimator):
         model.fit({"guest": (X_guest, counts, exposure), "host_0": X_host})
         mu = model.predict({"guest": X_guest_new, "host_0": X_host_new}, exposure=e_new)
 
-    Parameters and learned attributes as in
-    :class:`~atoll.ml.vertical.hetero_lr.HeteroLogisticRegression`.
+    ``exposure`` (optional, positive, one per row) is the guest's third entry or the
+    ``exposure=`` argument of ``fit`` / ``predict`` / ``score``. Defaults: full-batch SGD,
+    learning rate 0.5, each party whitens its own features (``precondition=True``). The
+    parameters and the learned attributes are listed in
+    :class:`~atoll.ml.vertical._glm.HeteroGLMEstimator`.
     """
 
-    _family = "poisson"
-    _guest_cls = HeteroPoissonGuest
-    _host_cls = HeteroPoissonHost
-    _arbiter_cls = HeteroPoissonArbiter
+    _roles = (HeteroPoissonGuest, HeteroPoissonHost, HeteroPoissonArbiter)
 
-    def __init__(self, *, penalty: str | None = "l2", alpha: float = 0.0, max_iter: int = 30,
-                 tol: float = 1e-4, early_stopping: str = "weight_diff", optimizer: str = "sgd",
-                 learning_rate: float = 0.5, decay: float = 0.0, decay_sqrt: bool = False,
-                 batch_size: int | None = None, fit_intercept: bool = True, precondition: bool = True,
-                 compute_loss: bool = True, precompute: bool = False,
-                 mode: str = "arbiter", scheme: str = "paillier", key_bits: int = 2048,
-                 precision_bits: int | None = None, mul_precision_bits: int | None = None,
-                 random_state: int | None = None, n_jobs: int = 1, transport: str = "inprocess",
-                 timeout: float = 600.0):
-        self.penalty = penalty
-        self.alpha = alpha
-        self.max_iter = max_iter
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.decay = decay
-        self.decay_sqrt = decay_sqrt
-        self.batch_size = batch_size
-        self.fit_intercept = fit_intercept
-        self.precondition = precondition
-        self.precompute = precompute
-        self.compute_loss = compute_loss
-        self.mode = mode
-        self.scheme = scheme
-        self.key_bits = key_bits
-        self.precision_bits = precision_bits
-        self.mul_precision_bits = mul_precision_bits
-        self.random_state = random_state
-        self.n_jobs = n_jobs
-        self.transport = transport
-        self.timeout = timeout
+    __init__ = partialmethod(HeteroGLMEstimator.__init__, **REGRESSOR_DEFAULTS)
 
     def predict(self, data: dict, exposure: Any = None) -> np.ndarray:
         """Predicted means ``exposure * exp(score)`` for aligned rows (joint prediction)."""

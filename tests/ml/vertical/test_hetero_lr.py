@@ -7,6 +7,10 @@ the same at 2048 bits — the benchmark runs 2048), 1024-bit for the wire audit.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+import uuid
 import warnings
 
 import numpy as np
@@ -24,8 +28,11 @@ from atoll.ml.vertical import (
     HeteroLRArbiter,
     HeteroLRGuest,
     HeteroLRHost,
+    HeteroPoissonArbiter,
+    HeteroPoissonGuest,
+    HeteroPoissonHost,
+    _glm,
 )
-from atoll.ml.vertical import _glm
 from atoll.ml.vertical._glm import GLMParams, fit_plaintext
 
 FAST_KEY = 512    # quality / protocol runs (said in the module docstring)
@@ -273,27 +280,63 @@ def test_misaligned_or_short_host_gets_a_clear_error_before_training():
 
 
 # ------------------------------------------------------------------------------- transport
-def test_grpc_transport_gives_the_same_model():
+def _processes_tagged(tag: str) -> list[int]:
+    """Live processes whose environment carries ``tag`` (Linux /proc), except this test
+    process's own multiprocessing resource tracker, which lives as long as pytest does."""
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                with open(f"/proc/{d}/environ", "rb") as f:
+                    tagged = tag.encode() in f.read()
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    tracker = b"resource_tracker" in f.read()
+            except OSError:
+                continue
+            if tagged and not tracker:
+                found.append(int(d))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="checks for leftover processes through /proc")
+def test_grpc_transport_gives_the_same_model_and_leaves_no_worker_behind(monkeypatch):
+    """One OS process per party over gRPC, each with a pool of 2 HE workers: same model as
+    threads, and once fit returns no party or worker process is left running."""
     g, h, y = _load("breast_mini")
     params = dict(max_iter=2, early_stopping="none", key_bits=FAST_KEY, optimizer="sgd", learning_rate=0.5)
     a = HeteroLogisticRegression(transport="inprocess", **params).fit({"guest": (g, y), "host_0": h})
-    b = HeteroLogisticRegression(transport="grpc", **params).fit({"guest": (g, y), "host_0": h})
+    tag = f"ATOLL_TEST_RUN={uuid.uuid4().hex}"
+    monkeypatch.setenv("ATOLL_TEST_RUN", tag.split("=", 1)[1])  # inherited by parties and workers
+    b = HeteroLogisticRegression(transport="grpc", n_jobs=2, **params).fit({"guest": (g, y), "host_0": h})
     np.testing.assert_allclose(b.coef_, a.coef_, atol=1e-12)
+    deadline = time.monotonic() + 10
+    while _processes_tagged(tag) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _processes_tagged(tag)
+    for pid in left:  # clean up before failing
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"{len(left)} party/HE worker processes outlived the fit"
 
 
 # ------------------------------------------------------------------------------- wire audit
-def _run_recorded(mode: str, xg, y, xh):
-    params = GLMParams(mode=mode, max_iter=2, batch_size=40, key_bits=AUDIT_KEY, random_state=3)
+ROLES = {"logistic": (HeteroLRGuest, HeteroLRHost, HeteroLRArbiter),
+         "poisson": (HeteroPoissonGuest, HeteroPoissonHost, HeteroPoissonArbiter)}
+
+
+def _run_recorded(family: str, mode: str, xg, y, xhs, exposure=None):
+    params = GLMParams(family=family, mode=mode, max_iter=2, batch_size=40, key_bits=AUDIT_KEY, random_state=3)
+    guest, host, arbiter = ROLES[family]
     seen: list[tuple[str, str, str, bytes]] = []
 
     def recorder(sender, receiver, address, payload):
         seen.append((sender, receiver, address, bytes(payload)))
 
-    parties = {"guest": Party("guest", _glm._fit_guest, {"role": HeteroLRGuest(params), "x": xg, "y": y,
-                                                        "exposure": None, "ids": None}),
-               "host_0": Party("host", _glm._fit_host, {"role": HeteroLRHost(params), "x": xh, "ids": None})}
+    parties = {"guest": Party("guest", _glm._fit_guest, {"role": guest(params), "x": xg, "y": y,
+                                                        "exposure": exposure, "ids": None})}
+    for i, xh in enumerate(xhs):
+        parties[f"host_{i}"] = Party("host", _glm._fit_host, {"role": host(params), "x": xh, "ids": None})
     if mode == "arbiter":
-        parties["arbiter"] = Party("arbiter", _glm._fit_arbiter, {"role": HeteroLRArbiter(params)})
+        parties["arbiter"] = Party("arbiter", _glm._fit_arbiter, {"role": arbiter(params)})
     out = launch(parties, recorder=recorder)
     return out, seen
 
@@ -320,14 +363,19 @@ def _clear_patterns(values: np.ndarray) -> set[bytes]:
     return pats
 
 
-@pytest.mark.parametrize("mode", ["arbiter", "two_party"])
-def test_wire_audit_no_feature_or_label_in_clear(mode):
-    g, h, y = _load("breast")
+@pytest.mark.parametrize("family,mode,n_hosts", [("logistic", "arbiter", 1), ("logistic", "two_party", 1),
+                                                 ("poisson", "arbiter", 2), ("poisson", "two_party", 1)])
+def test_wire_audit_no_feature_or_label_in_clear(family, mode, n_hosts):
+    """Poisson: dvisits with a made-up exposure, which must not travel in clear either; two hosts
+    exercise the chain of encrypted products between hosts."""
+    g, h, y = _load("breast") if family == "logistic" else _load("dvisits", "doctorco")
     rows = np.arange(80)
     xg, xh, yy = g.values[rows], h.values[rows], y[rows]
-    out, seen = _run_recorded(mode, xg, yy, xh)
+    exposure = None if family == "logistic" else np.random.default_rng(0).uniform(0.5, 2.0, len(rows))
+    xhs = np.array_split(xh, n_hosts, axis=1)
+    out, seen = _run_recorded(family, mode, xg, yy, xhs, exposure)
     assert isinstance(out["guest"], _glm.GuestModel) and len(seen) > 20
-    features = _clear_patterns(np.hstack([xg, xh]))
+    features = _clear_patterns(np.column_stack([xg, xh] + ([] if exposure is None else [exposure])))
     labels = [yy.astype(dt).tobytes() for dt in ("<f8", "<f4", "<i8", "<i4", "<i1", "?")]
     labels += [yy[i:i + 16].astype(dt).tobytes() for i in range(0, 80, 16) for dt in ("<f8", "<i8", "?")]
     for sender, receiver, address, payload in seen:
@@ -338,6 +386,9 @@ def test_wire_audit_no_feature_or_label_in_clear(mode):
     # and every message decodes with the safe codec only (no pickle anywhere)
     kinds = {type(wire.loads(p)).__name__ for _, _, _, p in seen}
     assert kinds <= {"dict", "ndarray", "NoneType", "list", "float", "CipherArray", "PaillierPublicKey"}, kinds
+    if n_hosts > 1:  # the Poisson chain: host_0 -> host_1 carries ciphertexts only
+        chain = [wire.loads(p) for s, r, a, p in seen if (s, r) == ("host_0", "host_1") and a.endswith("share")]
+        assert chain and all(type(c).__name__ == "CipherArray" for c in chain)
 
 
 def test_offline_precomputation_changes_timing_only():
