@@ -17,27 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
-import sys
 import time
 
 import gmpy2
 import numpy as np
+from _common import cores, hardware, header
 from gmpy2 import mpz
 
 from atoll.crypto import he
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def rate(count: int, seconds: float) -> float:
@@ -246,7 +234,7 @@ def main() -> None:
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--rows", type=int, default=10_000)
     ap.add_argument("--cols", type=int, default=20)
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="workers for the all-cores run")
+    ap.add_argument("--jobs", type=int, default=cores(), help="workers for the all-cores run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-peers", action="store_true", help="skip phe and HEU")
     args = ap.parse_args()
@@ -255,14 +243,14 @@ def main() -> None:
     naive_sample = 4000 if q else args.rows * args.cols
     rng = np.random.default_rng(args.seed)
 
-    print(f"hardware: {cpu_model()}, {os.cpu_count()} cores; python {sys.version.split()[0]}, gmpy2 {gmpy2.version()}; "
-          f"load average at start {os.getloadavg()[0]:.2f} (one-core rates: best of {REPEATS} runs in process CPU time; all-cores: wall time)")
+    print(header("Paillier / OU throughput"))
+    print(f"gmpy2 {gmpy2.version()}; one-core rates: best of {REPEATS} runs in process CPU time; all-cores: wall time; "
+          "the machine may be shared with other work (see the load average)")
     print(f"seed {args.seed}; key {args.key_bits} bits; X.T @ enc with X {args.rows} x {args.cols}; "
           f"{n_enc} encryptions, {n_dec} decryptions, {n_add} additions, {n_mul} ct*scalar; "
           f"all-cores run with {args.jobs} workers; quick={q}")
     results: dict = {"key_bits": args.key_bits, "rows": args.rows, "cols": args.cols, "jobs": args.jobs,
-                     "seed": args.seed, "quick": q, "cpu": cpu_model(), "cores": os.cpu_count(),
-                     "load_avg_start": os.getloadavg()[0]}
+                     "seed": args.seed, "quick": q, "hardware": hardware(), "gmpy2": gmpy2.version()}
     for scheme in ("paillier", "ou"):
         results[f"atoll_{scheme}"] = bench_atoll(scheme, args.key_bits, n_enc, n_dec, n_add, n_mul,
                                                  args.rows, args.cols, naive_sample, args.jobs, rng)

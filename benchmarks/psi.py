@@ -19,27 +19,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import resource
 import sys
 import time
 from typing import Any
 
 import numpy as np
+from _common import hardware, header
 
 from atoll.federation import Context, Party, launch
 from atoll.federation.transport import Transport, payload_size
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_ids(seed: int, n: int, overlap: float, role: str) -> list[str]:
@@ -183,12 +172,13 @@ def main() -> None:
 
     from atoll.secure.psi_group import get_backend
 
-    print(f"PSI benchmark  cpu: {cpu_model()}  cores: {os.cpu_count()}  "
-          f"python {platform.python_version()}  seed {args.seed}  overlap {args.overlap:.0%}")
+    print(header("PSI (ECDH) vs openmined-psi"))
+    print(f"seed {args.seed}  overlap {args.overlap:.0%}  ids per party: {peer_n:,} (vs peer), {big_n:,} (Atoll alone); "
+          "the machine may be shared with other work (see the load average)")
     print(f"Atoll ECDH-PSI on X25519, backend {get_backend().name!r}, "
           f"workers per party {args.workers or 'all cores'}; both parties are separate processes "
           "over gRPC + mutual TLS on loopback; ids are 13-character strings")
-    result: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "seed": args.seed,
+    result: dict[str, Any] = {"hardware": hardware(), "seed": args.seed,
                               "overlap": args.overlap, "quick": args.quick}
     atoll_small = run("atoll", atoll_party, args.seed, peer_n, args.overlap, args.workers)
     result["atoll_peer_n"] = atoll_small
@@ -208,6 +198,8 @@ def main() -> None:
     result["atoll_big_n"] = big
     if big_n >= 1_000_000:
         print(f"  1M x 1M goal (<= 90 s on 2 cores): {'met' if big['seconds'] <= 90 else 'NOT met'}")
+    result["load_1min_end"] = hardware()["load_1min"]
+    print(f"load average at end {result['load_1min_end']}")
     print(json.dumps(result))
 
 

@@ -32,7 +32,7 @@ from atoll.errors import CryptoError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PublicKeyBase", "PrivateKeyBase", "key_from_fields", "shared_table", "SCHEMES"]
+__all__ = ["PublicKeyBase", "PrivateKeyBase", "key_from_fields", "key_settings", "shared_table", "SCHEMES"]
 
 #: scheme name -> public key class (filled by the scheme modules)
 SCHEMES: dict[str, type] = {}
@@ -89,9 +89,34 @@ class PublicKeyBase:
     precision_bits: int
     mul_precision_bits: int
 
-    def __init__(self) -> None:
+    def __init__(self, n, precision_bits: int = DEFAULT_PRECISION_BITS,
+                 mul_precision_bits: int = DEFAULT_MUL_PRECISION_BITS, window: int = 8, r_bits: int = 0) -> None:
+        """Set-up shared by the schemes: modulus ``n``, fixed-point precisions, table window, random exponent bits."""
+        self.n = mpz(n)
+        self.key_bits = int(self.n.bit_length())
+        self.precision_bits = int(precision_bits)
+        self.mul_precision_bits = int(mul_precision_bits)
+        self.window = int(window)
+        self.r_bits = int(r_bits)
         self._pool: deque = deque()
         self._pool_lock = threading.Lock()
+
+    @classmethod
+    def _check_fields(cls, d: dict, names: tuple[str, ...], min_bits: int) -> dict:
+        """Validate received public-key fields: exactly ``names`` plus the precisions, all ints, odd modulus
+        ``n`` of ``min_bits`` .. 8192 bits, precisions in 0 .. 1024 (raises ValueError)."""
+        label = f"{cls.scheme} public key"
+        if set(d) != set(names) | {"precision_bits", "mul_precision_bits"}:
+            raise ValueError(f"{label} fields {sorted(d)} are not the expected ones")
+        if any(type(v) is not int for v in d.values()):
+            raise ValueError(f"{label} fields must be integers")
+        n = d["n"]
+        if n.bit_length() < min_bits or n.bit_length() > 8192 or n % 2 == 0:
+            raise ValueError(f"{label}: the modulus must be odd and between {min_bits} and 8192 bits")
+        for k in ("precision_bits", "mul_precision_bits"):
+            if not 0 <= d[k] <= 1024:
+                raise ValueError(f"{label}: {k} out of range")
+        return d
 
     # ---- to be provided by schemes -------------------------------------------------
     @property
@@ -319,6 +344,19 @@ def _register_key_wire(cls: type, name: str) -> None:
         return key_from_fields(cls.scheme, d)
 
     wire.register(cls, name, to_fields, from_fields)
+
+
+def key_settings(scheme: str, key_bits: int, min_bits: int, precision_bits: int | None,
+                 mul_precision_bits: int | None) -> tuple[int, int, int]:
+    """Checked ``key_bits`` and the precisions (defaults filled in) for a new key pair; warns below 2048 bits."""
+    key_bits = int(key_bits)
+    if key_bits < min_bits:
+        raise CryptoError(f"{scheme} key_bits must be at least {min_bits} (use 2048 or 3072 in production)")
+    if key_bits < 2048:
+        log.warning("generating a %d-bit %s key: fine for tests, too weak for real data", key_bits, scheme)
+    return (key_bits,
+            DEFAULT_PRECISION_BITS if precision_bits is None else int(precision_bits),
+            DEFAULT_MUL_PRECISION_BITS if mul_precision_bits is None else int(mul_precision_bits))
 
 
 def random_below(bound: int) -> mpz:

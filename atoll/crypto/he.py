@@ -24,7 +24,9 @@ Encryption / decryption (any shape; ``jobs``: worker count, 1 = in-process, <=0 
     x   = sk.decrypt(enc, jobs=1)                # float64 ndarray, same shape, divided by 2**enc.exp
     m   = sk.decrypt_int(enc, jobs=1)            # object ndarray of signed Python ints (raw fixed point)
 
-Paillier only: ``pk.encrypt_int_textbook(ints)`` (r**n randomness, for cross-checks).
+Paillier only: ``pk.encrypt_int_textbook(ints)`` (r**n randomness, for cross-checks), and
+``atoll.crypto.paillier.paillier_keypair_from_primes(p, q)`` to import a key made elsewhere (e.g.
+python-paillier's ``private_key.p``, ``.q``): ciphertexts then decrypt in both libraries (tested).
 
 ``CipherArray`` (numpy-like; ``enc.shape``, ``len(enc)``, ``enc.exp``, ``enc.bound``)::
 
@@ -68,7 +70,8 @@ Parallelism: ``jobs > 1`` forks a cached pool of worker processes on Linux (set
 exponentiations (secret exponent and modulus cross a local pipe to this party's own
 workers). ``jobs <= 0`` means all cores. Party processes of ``launch(mode="processes")`` may start
 workers; inside some other daemonic process no children may be started, and work then
-runs in-process with a one-time warning.
+runs in-process with a one-time warning. Workers stop when the process that owns them ends
+(cleanly, or killed), so they never linger as orphans.
 
 Schemes: ``"paillier"`` (:mod:`atoll.crypto.paillier`: n = pq, DJN short-exponent fast
 encryption, CRT decryption) and ``"ou"`` (:mod:`atoll.crypto.ou`: Okamoto-Uchiyama,

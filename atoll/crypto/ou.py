@@ -37,10 +37,18 @@ What each party sees:
   layout they expect, and only reveal masked or aggregated results; (b) every
   decryption is range-checked: plaintexts must lie in ``[0, max_int]`` or
   ``[p - max_int, p)`` with ``max_int = 2**(|p| - 3)``, otherwise a
-  :class:`CryptoError` is raised and nothing is returned. A cheating party still
-  learns one bit per decryption attempt (in range or not) if it sees the outcome,
-  and about |p| such bits recover p by binary search: a failed decryption must
-  abort the protocol, never be reported back and retried.
+  :class:`CryptoError` is raised and nothing is returned. The range check is a
+  tripwire, not a defence on its own: for a ciphertext crafted from some
+  ``M >= p``, ``M mod p`` still lands in the accepted range with probability
+  ``2 * max_int / p`` (between 1/4 and 1/2), and if that decrypted value reaches
+  the attacker, p is revealed. A cheating party also learns one bit per
+  attempt (accepted or refused) if it sees the outcome, and about |p| such bits
+  recover p by binary search: a failed decryption must abort the protocol,
+  never be reported back and retried. So under OU, a protocol in which the key
+  owner returns to a party the decryption of a ciphertext that party supplied
+  (e.g. masked gradients sent to an arbiter and returned) is safe only against
+  semi-honest parties; where a party may deviate, use Paillier (a Paillier
+  decryption oracle does not reveal the factors).
 * The key owner sees everything it decrypts, as with Paillier.
 """
 
@@ -53,18 +61,8 @@ import threading
 import gmpy2
 from gmpy2 import mpz
 
-from atoll.crypto import parallel
-from atoll.crypto.base import (
-    DEFAULT_MUL_PRECISION_BITS,
-    DEFAULT_PRECISION_BITS,
-    SCHEMES,
-    PrivateKeyBase,
-    PublicKeyBase,
-    _register_key_wire,
-    shared_table,
-    random_below,
-    random_prime,
-)
+from atoll.crypto import base, parallel
+from atoll.crypto.base import PrivateKeyBase, PublicKeyBase
 from atoll.errors import CryptoError
 
 log = logging.getLogger(__name__)
@@ -72,6 +70,7 @@ log = logging.getLogger(__name__)
 __all__ = ["OUPublicKey", "OUPrivateKey", "generate_ou_keypair"]
 
 DEFAULT_WINDOW = 12
+MIN_KEY_BITS = 768
 G_WINDOW = 12
 
 
@@ -93,18 +92,13 @@ class OUPublicKey(PublicKeyBase):
 
     scheme = "ou"
 
-    def __init__(self, n, g, h, precision_bits: int = DEFAULT_PRECISION_BITS,
-                 mul_precision_bits: int = DEFAULT_MUL_PRECISION_BITS, window: int = DEFAULT_WINDOW):
-        super().__init__()
-        self.n = mpz(n)
+    def __init__(self, n, g, h, precision_bits: int = base.DEFAULT_PRECISION_BITS,
+                 mul_precision_bits: int = base.DEFAULT_MUL_PRECISION_BITS, window: int = DEFAULT_WINDOW):
+        super().__init__(n, precision_bits, mul_precision_bits, window,
+                         short_exponent_bits(int(mpz(n).bit_length())))
         self.g = mpz(g)
         self.h = mpz(h)
-        self.key_bits = int(self.n.bit_length())
         self.p_bits = _p_bits(self.key_bits)
-        self.precision_bits = int(precision_bits)
-        self.mul_precision_bits = int(mul_precision_bits)
-        self.r_bits = short_exponent_bits(self.key_bits)
-        self.window = int(window)
         self._max_int = (1 << (self.p_bits - 3)) - 1
         self._tables: tuple | None = None
         self._lock = threading.Lock()
@@ -123,9 +117,9 @@ class OUPublicKey(PublicKeyBase):
                 if self._tables is None:
                     mbits = self._max_int.bit_length()
                     self._tables = (
-                        shared_table(self.g, self.n, mbits, G_WINDOW, prebuild_bits=48),
-                        shared_table(gmpy2.invert(self.g, self.n), self.n, mbits, G_WINDOW, prebuild_bits=48),
-                        shared_table(self.h, self.n, self.r_bits, self.window),
+                        base.shared_table(self.g, self.n, mbits, G_WINDOW, prebuild_bits=48),
+                        base.shared_table(gmpy2.invert(self.g, self.n), self.n, mbits, G_WINDOW, prebuild_bits=48),
+                        base.shared_table(self.h, self.n, self.r_bits, self.window),
                     )
         return self._tables
 
@@ -148,19 +142,11 @@ class OUPublicKey(PublicKeyBase):
 
     @classmethod
     def _from_fields(cls, d: dict) -> "OUPublicKey":
-        if set(d) != {"n", "g", "h", "precision_bits", "mul_precision_bits"}:
-            raise ValueError(f"OU public key fields {sorted(d)} are not the expected ones")
-        if any(type(v) is not int for v in d.values()):
-            raise ValueError("OU public key fields must be integers")
+        d = cls._check_fields(d, ("n", "g", "h"), MIN_KEY_BITS)
         n, g, h = d["n"], d["g"], d["h"]
-        if n.bit_length() < 768 or n.bit_length() > 8192 or n % 2 == 0:
-            raise ValueError("OU modulus must be odd and between 768 and 8192 bits")
         for v in (g, h):
             if not 1 < v < n or gmpy2.gcd(v, n) != 1:
                 raise ValueError("g and h must be units modulo n")
-        for k in ("precision_bits", "mul_precision_bits"):
-            if not 0 <= d[k] <= 1024:
-                raise ValueError(f"{k} out of range")
         return cls(n, g, h, d["precision_bits"], d["mul_precision_bits"])
 
 
@@ -202,42 +188,36 @@ def generate_ou_keypair(key_bits: int = 2048, precision_bits: int | None = None,
                         mul_precision_bits: int | None = None,
                         window: int = DEFAULT_WINDOW) -> tuple[OUPublicKey, OUPrivateKey]:
     """Generate an Okamoto-Uchiyama key pair with n = p^2 q of exactly ``key_bits`` bits."""
-    key_bits = int(key_bits)
-    if key_bits < 768:
-        raise CryptoError("OU key_bits must be at least 768 (use 2048 or 3072 in production)")
-    if key_bits < 2048:
-        log.warning("generating a %d-bit OU key: fine for tests, too weak for real data", key_bits)
+    key_bits, precision_bits, mul_precision_bits = base.key_settings(
+        "ou", key_bits, MIN_KEY_BITS, precision_bits, mul_precision_bits)
     pb = _p_bits(key_bits)
     qb = key_bits - 2 * pb
     tb = _t_bits(key_bits)
     while True:
-        t = random_prime(tb, mod4_3=False)
+        t = base.random_prime(tb, mod4_3=False)
         while True:  # p = t*u + 1 of exactly pb bits
             u = mpz(secrets.randbits(pb - tb)) | (mpz(1) << (pb - tb - 1))
             p = t * u + 1
             if p.bit_length() == pb and gmpy2.is_prime(p, 40):
                 break
-        q = random_prime(qb, mod4_3=False)
+        q = base.random_prime(qb, mod4_3=False)
         n = p * p * q
         if p != q and n.bit_length() == key_bits:
             break
     p2 = p * p
     while True:
-        g0 = random_below(n)
+        g0 = base.random_below(n)
         if gmpy2.gcd(g0, n) == 1 and gmpy2.powmod(g0 % p2, p - 1, p2) != 1:
             break
     while True:
-        g1 = random_below(n)
+        g1 = base.random_below(n)
         if gmpy2.gcd(g1, n) == 1:
             break
     g = gmpy2.powmod(g0, u, n)
     h = gmpy2.powmod(g1, n * u, n)
-    pk = OUPublicKey(n, g, h,
-                     DEFAULT_PRECISION_BITS if precision_bits is None else precision_bits,
-                     DEFAULT_MUL_PRECISION_BITS if mul_precision_bits is None else mul_precision_bits,
-                     window)
+    pk = OUPublicKey(n, g, h, precision_bits, mul_precision_bits, window)
     return pk, OUPrivateKey(pk, p, q, t)
 
 
-SCHEMES["ou"] = OUPublicKey
-_register_key_wire(OUPublicKey, "atoll.he.OUPublicKey")
+base.SCHEMES["ou"] = OUPublicKey
+base._register_key_wire(OUPublicKey, "atoll.he.OUPublicKey")

@@ -43,27 +43,19 @@ import secrets
 import gmpy2
 from gmpy2 import mpz
 
-from atoll.crypto import encoding, parallel
-from atoll.crypto.base import (
-    DEFAULT_MUL_PRECISION_BITS,
-    DEFAULT_PRECISION_BITS,
-    SCHEMES,
-    PrivateKeyBase,
-    PublicKeyBase,
-    _register_key_wire,
-    shared_table,
-    random_below,
-    random_prime,
-)
+from atoll.crypto import base, encoding, parallel
+from atoll.crypto.base import PrivateKeyBase, PublicKeyBase
 from atoll.crypto.cipherarray import CipherArray, _new_data
 from atoll.crypto.multiexp import FixedBaseTable
 from atoll.errors import CryptoError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PaillierPublicKey", "PaillierPrivateKey", "generate_paillier_keypair", "short_exponent_bits"]
+__all__ = ["PaillierPublicKey", "PaillierPrivateKey", "generate_paillier_keypair", "paillier_keypair_from_primes",
+           "short_exponent_bits"]
 
 DEFAULT_WINDOW = 10
+MIN_KEY_BITS = 512
 
 
 def short_exponent_bits(key_bits: int) -> int:
@@ -76,17 +68,12 @@ class PaillierPublicKey(PublicKeyBase):
 
     scheme = "paillier"
 
-    def __init__(self, n, h_s, precision_bits: int = DEFAULT_PRECISION_BITS,
-                 mul_precision_bits: int = DEFAULT_MUL_PRECISION_BITS, window: int = DEFAULT_WINDOW):
-        super().__init__()
-        self.n = mpz(n)
+    def __init__(self, n, h_s, precision_bits: int = base.DEFAULT_PRECISION_BITS,
+                 mul_precision_bits: int = base.DEFAULT_MUL_PRECISION_BITS, window: int = DEFAULT_WINDOW):
+        super().__init__(n, precision_bits, mul_precision_bits, window,
+                         short_exponent_bits(int(mpz(n).bit_length())))
         self.nsquare = self.n * self.n
         self.h_s = mpz(h_s)
-        self.key_bits = int(self.n.bit_length())
-        self.precision_bits = int(precision_bits)
-        self.mul_precision_bits = int(mul_precision_bits)
-        self.r_bits = short_exponent_bits(self.key_bits)
-        self.window = int(window)
         self._max_int = int(self.n // 3 - 1)
         self._table: FixedBaseTable | None = None
 
@@ -102,7 +89,7 @@ class PaillierPublicKey(PublicKeyBase):
     def table(self) -> FixedBaseTable:
         """Fixed-base table of h_s (built on first use, about ``2**window * r_bits / window`` values)."""
         if self._table is None:
-            self._table = shared_table(self.h_s, self.nsquare, self.r_bits, self.window)
+            self._table = base.shared_table(self.h_s, self.nsquare, self.r_bits, self.window)
         return self._table
 
     def _lift(self, ints: list) -> list:
@@ -130,7 +117,7 @@ class PaillierPublicKey(PublicKeyBase):
         flat = arr.ravel().tolist()
         bound = self._check_range(flat)
         n, nsq = self.n, self.nsquare
-        masks = [gmpy2.powmod(random_below(n), n, nsq) for _ in flat]
+        masks = [gmpy2.powmod(base.random_below(n), n, nsq) for _ in flat]
         vals = [a * b % nsq for a, b in zip(self._lift(flat), masks)]
         return CipherArray(self, _new_data(vals, arr.shape), 0, bound)
 
@@ -140,18 +127,10 @@ class PaillierPublicKey(PublicKeyBase):
 
     @classmethod
     def _from_fields(cls, d: dict) -> "PaillierPublicKey":
-        if set(d) != {"n", "h_s", "precision_bits", "mul_precision_bits"}:
-            raise ValueError(f"Paillier public key fields {sorted(d)} are not the expected ones")
+        d = cls._check_fields(d, ("n", "h_s"), MIN_KEY_BITS)
         n, h_s = d["n"], d["h_s"]
-        if any(type(v) is not int for v in d.values()):
-            raise ValueError("Paillier public key fields must be integers")
-        if n.bit_length() < 512 or n.bit_length() > 8192 or n % 2 == 0:
-            raise ValueError("Paillier modulus must be odd and between 512 and 8192 bits")
         if not 1 < h_s < n * n or gmpy2.gcd(h_s, n) != 1:
             raise ValueError("h_s is not a unit modulo n^2")
-        for k in ("precision_bits", "mul_precision_bits"):
-            if not 0 <= d[k] <= 1024:
-                raise ValueError(f"{k} out of range")
         return cls(n, h_s, d["precision_bits"], d["mul_precision_bits"])
 
 
@@ -211,20 +190,35 @@ def generate_paillier_keypair(key_bits: int = 2048, precision_bits: int | None =
                               mul_precision_bits: int | None = None,
                               window: int = DEFAULT_WINDOW) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
     """Generate a Paillier key pair with an n of exactly ``key_bits`` bits (p, q of equal length)."""
-    key_bits = int(key_bits)
-    if key_bits < 512 or key_bits % 2:
-        raise CryptoError("Paillier key_bits must be even and at least 512 (use 2048 or 3072 in production)")
-    if key_bits < 2048:
-        log.warning("generating a %d-bit Paillier key: fine for tests, too weak for real data", key_bits)
+    key_bits, precision_bits, mul_precision_bits = base.key_settings(
+        "paillier", key_bits, MIN_KEY_BITS, precision_bits, mul_precision_bits)
+    if key_bits % 2:
+        raise CryptoError("Paillier key_bits must be even (use 2048 or 3072)")
     while True:
-        p = random_prime(key_bits // 2)
-        q = random_prime(key_bits // 2)
-        n = p * q
-        if p != q and n.bit_length() == key_bits:
+        p = base.random_prime(key_bits // 2)
+        q = base.random_prime(key_bits // 2)
+        if p != q and (p * q).bit_length() == key_bits:
             break
-    x = random_below(n)
+    return paillier_keypair_from_primes(p, q, precision_bits, mul_precision_bits, window)
+
+
+def paillier_keypair_from_primes(p, q, precision_bits: int | None = None, mul_precision_bits: int | None = None,
+                                 window: int = DEFAULT_WINDOW) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
+    """The Atoll key pair (g = n + 1, fast-encryption base h_s) for existing primes ``p`` and ``q``.
+
+    Imports a key made elsewhere (e.g. ``phe``'s ``private_key.p`` / ``.q``): ciphertexts of that key
+    decrypt with the returned private key and the other way round. Checks that p and q are distinct
+    probable primes of equal length and draws a fresh ``h_s``.
+    """
+    p, q = mpz(p), mpz(q)
+    if p == q or p.bit_length() != q.bit_length() or not (gmpy2.is_prime(p, 40) and gmpy2.is_prime(q, 40)):
+        raise CryptoError("Paillier needs two distinct primes of the same bit length")
+    n = p * q
+    precision_bits = base.DEFAULT_PRECISION_BITS if precision_bits is None else precision_bits
+    mul_precision_bits = base.DEFAULT_MUL_PRECISION_BITS if mul_precision_bits is None else mul_precision_bits
+    x = base.random_below(n)
     while gmpy2.gcd(x, n) != 1:
-        x = random_below(n)
+        x = base.random_below(n)
     h = (-x * x) % n
     nsq = n * n
     # h_s = h^n mod n^2, computed by CRT modulo p^2 and q^2
@@ -232,12 +226,9 @@ def generate_paillier_keypair(key_bits: int = 2048, precision_bits: int | None =
     hp = gmpy2.powmod(h, n % (p * (p - 1)), p2)
     hq = gmpy2.powmod(h, n % (q * (q - 1)), q2)
     h_s = (hq + q2 * ((hp - hq) * gmpy2.invert(q2, p2) % p2)) % nsq
-    pk = PaillierPublicKey(n, h_s,
-                           DEFAULT_PRECISION_BITS if precision_bits is None else precision_bits,
-                           DEFAULT_MUL_PRECISION_BITS if mul_precision_bits is None else mul_precision_bits,
-                           window)
+    pk = PaillierPublicKey(n, h_s, precision_bits, mul_precision_bits, window)
     return pk, PaillierPrivateKey(pk, p, q)
 
 
-SCHEMES["paillier"] = PaillierPublicKey
-_register_key_wire(PaillierPublicKey, "atoll.he.PaillierPublicKey")
+base.SCHEMES["paillier"] = PaillierPublicKey
+base._register_key_wire(PaillierPublicKey, "atoll.he.PaillierPublicKey")

@@ -7,10 +7,13 @@ the pool starts are inherited for free); set ``ATOLL_HE_START_METHOD=spawn``
 (or ``forkserver``) to change that, e.g. in programs that must not fork while
 threads run (spawn requires the usual ``if __name__ == "__main__":`` guard). Work crosses to the
 workers as gmpy2 integers and numpy arrays (local inter-process pickling of
-our own values: never the federation wire). Workers cache public keys by their
-fingerprint, so fixed-base tables are built once per worker and key.
+our own values: never the federation wire). Fixed-base tables are cached per
+process by their public base and modulus, so a worker builds them once per key.
 
 Decryption sends only the modular exponentiations (``parallel.powmod_list``) to the workers.
+Workers end with their owner: the pools are stopped before a ``multiprocessing``
+child's exit hook joins its children (or its exit would hang), and each worker
+exits by itself when the owning process is gone (killed, crashed).
 """
 
 from __future__ import annotations
@@ -60,17 +63,58 @@ def _pool(jobs: int) -> ProcessPoolExecutor:
             log.debug("starting a pool of %d HE worker processes", jobs)
             method = os.environ.get("ATOLL_HE_START_METHOD") or (
                 "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method))
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method),
+                                       initializer=_die_with_parent)
             _POOLS[jobs] = pool
+            _shutdown_before_exit()
         return pool
+
+
+_FINALIZER: Any = None
+
+
+def _shutdown_before_exit() -> None:
+    """Stop the pools before multiprocessing's exit hook joins this process's children.
+
+    In a process started by ``multiprocessing`` (e.g. a party of
+    ``launch(mode="processes")``), ``_bootstrap`` joins every non-daemonic child
+    before ``atexit`` handlers run: pool workers, still waiting for tasks, would
+    block that exit until the launcher kills the process. Finalizers with an exit
+    priority run first; this one must also run before the task queue's own
+    finalizer (priority 10) stops the thread that feeds it, and waits until the
+    workers got their stop signal and exited. (Called with ``_LOCK`` held.)
+    """
+    global _FINALIZER
+    if _FINALIZER is None or not _FINALIZER.still_active():
+        import multiprocessing.util
+
+        _FINALIZER = multiprocessing.util.Finalize(None, shutdown, kwargs={"wait": True}, exitpriority=100)
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: end this worker as soon as the process that owns the pool is gone.
+
+    A worker blocks on its task queue and would otherwise outlive a party process
+    that was killed (or exited without shutting the pool down) as an orphan. The
+    parent's sentinel becomes readable when it exits, however it exits.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:  # pragma: no cover - always set for pool workers
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="atoll-he-parent-watch", daemon=True).start()
 
 
 _WARNED_DAEMON = False
 
 
 def can_fork_workers() -> bool:
-    """False inside a daemonic process (e.g. a party started by ``launch(mode="processes")``), which may not
-    have children: work then runs in-process."""
+    """False inside a daemonic process (which may not have children; parties of ``launch(mode="processes")``
+    are not daemonic): work then runs in-process."""
     global _WARNED_DAEMON
     if not multiprocessing.current_process().daemon:
         return True
@@ -144,13 +188,13 @@ def thread_map(fn: Callable, args: Sequence[tuple], jobs: int) -> list[Any]:
         return list(ex.map(lambda a: fn(*a), args))
 
 
-def shutdown() -> None:
-    """Stop the cached worker pools (called at exit)."""
+def shutdown(wait: bool = False) -> None:
+    """Stop the cached worker pools (called at exit); ``wait``: until their workers have exited."""
     with _LOCK:
         pools = list(_POOLS.values())
         _POOLS.clear()
     for p in pools:
-        p.shutdown(wait=False, cancel_futures=True)
+        p.shutdown(wait=wait, cancel_futures=True)
 
 
 atexit.register(shutdown)

@@ -213,7 +213,7 @@ def test_bincount_groups_rows(kp):
 
 
 def test_jobs_fall_back_in_process_inside_daemonic_parties(paillier_kp, monkeypatch):
-    """launch(mode="processes") runs parties as daemonic processes, which may not have children."""
+    """A daemonic process (not a launch() party any more, but e.g. a user's own) may not have children."""
     from types import SimpleNamespace
 
     from atoll.crypto import parallel
