@@ -276,3 +276,40 @@ def test_secureboost_early_stopping_on_the_validation_split(tmp_path):
     assert len(g["trees"]) == len(h["topologies"]) == g["best_iteration"] + 1  # ... and kept the best rounds
     (row,) = r.report["centralized_baseline"]
     assert abs(row["metrics"]["auc"]["diff"]) < 1e-9 and abs(row["metrics"]["log_loss"]["diff"]) < 1e-6
+
+
+HOMO_DP_JOB = textwrap.dedent("""\
+    name: homo_dp
+    seed: 6
+    mode: threads
+    parties:
+      server:   {role: server}
+      client_0: {role: client, data: {dataset: default_credit, split: homo, party: guest, label: y, limit: 600}}
+      client_1: {role: client, data: {dataset: default_credit, split: homo, party: host_1, label: y, limit: 600}}
+      client_2: {role: client, data: {dataset: default_credit, split: homo, party: host_2, label: y, limit: 600}}
+    pipeline:
+      - {id: read, component: reader}
+      - {id: split, component: split, inputs: {data: read.data}, params: {test_size: 0.25}}
+      - id: train
+        component: homo_lr
+        inputs: {train: split.train}
+        params: {rounds: 4, learning_rate: 0.05, batch_size: 32, secure_aggregation: true,
+                 secagg_threshold_fraction: 0.6, dp_noise_multiplier: 0.8, dp_clip_norm: 2.0,
+                 dp_noise_at: clients}
+      - {id: predict, component: predict, inputs: {model: train.model, data: split.test}}
+      - {id: evaluate, component: evaluate, inputs: {scores: predict.scores}}
+    """)
+
+
+def test_homo_lr_job_with_secure_aggregation_and_dp_reports_epsilon(tmp_path):
+    r = run_job(parse_job(HOMO_DP_JOB, "homo_dp.yaml"), run_dir=tmp_path / "run")
+    model = SavedOutputs(r.run_dir / "server" / "train")["model"]
+    eps = model["history"]["epsilon"]
+    assert len(eps) == 4 and all(b > a > 0 for a, b in zip(eps, eps[1:]))  # privacy loss accumulates
+    aucs = [e["metrics"]["auc"] for e in r.report["evaluations"]]
+    assert len(aucs) == 3 and all(0.5 < a <= 1 for a in aucs)  # noisy but better than chance
+    from atoll.jobs import JobSpecError
+
+    robust = HOMO_DP_JOB.replace("secure_aggregation: true,", "strategy: krum, secure_aggregation: false,")
+    with pytest.raises(JobSpecError, match=r"homo_dp.yaml:\d+: train: strategy 'krum' needs every client's own"):
+        parse_job(robust, "homo_dp.yaml")

@@ -43,6 +43,16 @@ class HomoParams(BaseModel):
     secure_aggregation: bool = False
     secagg_degree: int | None = Field(None, ge=2)
     secagg_bound: float = Field(2.0 ** 16, gt=0.0)
+    secagg_threshold_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    secagg_frac_bits: int = Field(24, ge=8, le=40)
+    trimmed_beta: float = Field(0.2, ge=0.0, lt=0.5)  # fedtrimmedmean
+    krum_malicious: int = Field(1, ge=0)  # krum: attackers tolerated
+    # client-level differential privacy (DP-FedAvg); off unless dp_noise_multiplier is set
+    dp_noise_multiplier: float | None = Field(None, ge=0.0)
+    dp_clip_norm: float = Field(1.0, gt=0.0)
+    dp_delta: float = Field(1e-5, gt=0.0, lt=1.0)
+    dp_adaptive: bool = False
+    dp_noise_at: Literal["server", "clients"] = "server"
 
 
 def _strategy(p: HomoParams) -> Any:
@@ -57,7 +67,20 @@ def _strategy(p: HomoParams) -> Any:
         common["proximal_mu"] = p.proximal_mu
     if p.strategy in ("fedadam", "fedyogi", "fedadagrad"):
         common["eta"] = p.server_lr
+    if p.strategy == "fedtrimmedmean":
+        common["beta"] = p.trimmed_beta
+    if p.strategy == "krum":
+        common["num_malicious"] = p.krum_malicious
     return cls(**common)
+
+
+def _dp(p: HomoParams) -> Any:
+    from atoll.ml.horizontal.roles import DPConfig
+
+    if p.dp_noise_multiplier is None:
+        return None
+    return DPConfig(noise_multiplier=p.dp_noise_multiplier, clip_norm=p.dp_clip_norm, delta=p.dp_delta,
+                    adaptive=p.dp_adaptive, noise_at=p.dp_noise_at)
 
 
 def _digest(columns: list[str]) -> str:
@@ -81,6 +104,13 @@ class _HomoComponent(Component):
                             "would learn the other's update from the sum); this job has "
                             f"{len(job.parties_of('client'))}", "pipeline", index, "params",
                             "secure_aggregation")
+        robust = spec.params.get("strategy") in ("fedmedian", "fedtrimmedmean", "krum")
+        for flag, what in (("secure_aggregation", "secure aggregation (the server sees only the sum)"),
+                           ("dp_noise_multiplier", "differential privacy (DP-FedAvg)")):
+            if robust and spec.params.get(flag) not in (None, False):
+                raise job.error(f"{spec.id}: strategy {spec.params['strategy']!r} needs every client's own "
+                                f"update, which {what} does not give; use fedavg, fedprox or a fedopt "
+                                "strategy", "pipeline", index, "params", flag)
 
     def _model(self, n_features: int) -> Any:
         from atoll.ml.horizontal.models import LinearRegression, LogisticRegression
@@ -100,16 +130,19 @@ class _HomoComponent(Component):
                             "same features in the same order")
         n_features = int(next(iter(shapes.values()))["n_features"])
         p = self.params
-        secagg = SecAggConfig(degree=p.secagg_degree, bound=p.secagg_bound) if p.secure_aggregation else None
+        secagg = SecAggConfig(degree=p.secagg_degree, bound=p.secagg_bound, frac_bits=p.secagg_frac_bits,
+                              threshold_fraction=p.secagg_threshold_fraction) if p.secure_aggregation else None
         weights, history = run_server(tc.fed, self._model(n_features).get_weights(), p.rounds,
-                                      _strategy(p), secure_aggregation=secagg, seed=tc.seed)
+                                      _strategy(p), secure_aggregation=secagg, dp=_dp(p), seed=tc.seed)
         with tc.fed.scope("final"):
             tc.fed.send("client", "weights", [np.asarray(w) for w in weights])
         losses = [r.get("train_loss") for r in history.rounds]
         tc.log.info("%s: %d rounds, last train loss %s", self.name, len(history), losses[-1] if losses else None)
         return {"model": {"component": self.name, "role": "server", "weights": [np.asarray(w) for w in weights],
                           "n_features": n_features,
-                          "history": {"train_loss": [float(v) for v in losses if v is not None]}}}
+                          "history": {"train_loss": [float(v) for v in losses if v is not None],
+                                      "epsilon": [float(r["epsilon"]) for r in history.rounds
+                                                  if r.get("epsilon") is not None]}}}
 
     def run_client(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
         from atoll.ml.horizontal.roles import run_client

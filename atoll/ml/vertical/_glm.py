@@ -928,18 +928,6 @@ def _predict_host(ctx: Any, role: GLMHost, model: HostModel, x: np.ndarray, ids:
     return role.predict(ctx, model, x, ids=ids)
 
 
-def _in_own_process(ctx: Any, call: Any, **kwargs: Any) -> Any:
-    """Run a party that has an OS process to itself (``transport="grpc"``), then stop that
-    process's HE worker pools and wait for them: forked workers would otherwise outlive the
-    party (and keep, e.g., the caller's stdout pipe open)."""
-    from atoll.crypto import parallel
-
-    try:
-        return call(ctx, **kwargs)
-    finally:
-        parallel.shutdown()
-
-
 def _table(x: Any) -> tuple[np.ndarray, list | None]:
     """Features as float matrix, plus the row ids when ``x`` is a DataFrame (its index)."""
     ids = None
@@ -1045,14 +1033,11 @@ class HeteroGLMEstimator(BaseEstimator):
 
     def _run(self, parties: dict) -> dict:
         from atoll.errors import AtollError
-        from atoll.federation import Party, PartyFailed, launch
+        from atoll.federation import PartyFailed, launch
 
-        mode = self._launch_mode()
-        if mode == "processes" and self.n_jobs > 1:
-            parties = {name: Party(p.role, _in_own_process, {"call": p.fn, **p.kwargs})
-                       for name, p in parties.items()}
         try:
-            return launch(parties, mode=mode, timeout=self.timeout)
+            # HE worker pools of a party process are shut down by atoll.crypto.parallel itself
+            return launch(parties, mode=self._launch_mode(), timeout=self.timeout)
         except PartyFailed as e:
             if isinstance(e.error, AtollError):
                 raise e.error from e
