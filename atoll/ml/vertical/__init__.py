@@ -8,29 +8,27 @@ scikit-learn style facade that runs every party locally):
 * :mod:`~atoll.ml.vertical.hetero_poisson` — Poisson regression with exposure.
 """
 
-from atoll.ml.vertical.hetero_linr import (
-    HeteroLinearRegression,
-    HeteroLinRArbiter,
-    HeteroLinRGuest,
-    HeteroLinRHost,
-)
-from atoll.ml.vertical.hetero_lr import (
-    HeteroLogisticRegression,
-    HeteroLRArbiter,
-    HeteroLRGuest,
-    HeteroLRHost,
-    HeteroLRParams,
-)
-from atoll.ml.vertical.hetero_poisson import (
-    HeteroPoissonArbiter,
-    HeteroPoissonGuest,
-    HeteroPoissonHost,
-    HeteroPoissonRegression,
-)
+# Names load on first use (PEP 562), so that importing one submodule (e.g. the
+# light HE worker module, in a freshly spawned worker process) does not import
+# every model and scikit-learn.
+_EXPORTS = {
+    "hetero_linr": ["HeteroLinRArbiter", "HeteroLinRGuest", "HeteroLinRHost", "HeteroLinearRegression"],
+    "hetero_lr": ["HeteroLRArbiter", "HeteroLRGuest", "HeteroLRHost", "HeteroLRParams", "HeteroLogisticRegression"],
+    "hetero_poisson": ["HeteroPoissonArbiter", "HeteroPoissonGuest", "HeteroPoissonHost", "HeteroPoissonRegression"],
+    "secureboost": ["HeteroSecureBoost", "SecureBoostGuest", "SecureBoostHost", "SecureBoostParams"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
 
-__all__ = [
-    "HeteroLinRArbiter", "HeteroLinRGuest", "HeteroLinRHost", "HeteroLinearRegression",
-    "HeteroLRArbiter", "HeteroLRGuest", "HeteroLRHost", "HeteroLRParams", "HeteroLogisticRegression",
-    "HeteroPoissonArbiter", "HeteroPoissonGuest", "HeteroPoissonHost", "HeteroPoissonRegression",
-]
-from atoll.ml.vertical.secureboost import HeteroSecureBoost, SecureBoostGuest, SecureBoostHost, SecureBoostParams  # noqa: E402,F401
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

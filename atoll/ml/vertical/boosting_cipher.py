@@ -1,7 +1,7 @@
 """Pluggable ciphers for SecureBoost histograms: ``plain`` (identity) and HE (``ou``, ``paillier``).
 
-The protocol in :mod:`atoll.ml.vertical.secureboost` calls the same four
-operations whatever the scheme:
+The protocol in :mod:`atoll.ml.vertical.secureboost` calls the same operations
+whatever the scheme (plus ``prepare``: the host's check and decoding of a round's payload):
 
 1. guest ``encrypt_rows(slots)``: per-row integer slots (quantised g_k, h_k of
    the outputs in one chunk) -> a payload for the hosts. HE packs every row's
@@ -21,31 +21,28 @@ comparison and for measuring what the encryption costs).
 
 With ``jobs > 1`` the guest encrypts, and each host builds, packs and
 re-randomises its histograms (one block of features per worker), in that many
-spawned worker processes started once per fit; the guest decrypts in threads.
+spawned worker processes started once per fit (:mod:`.boosting_worker`); the
+guest decrypts with the HE engine's own worker pool (``decrypt_int(jobs=...)``).
+This works under ``launch(mode="processes")`` too: party processes are not
+daemonic and may start workers, which exit with their party.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-import gmpy2
 import numpy as np
-from gmpy2 import mpz
 
-from atoll import wire
 from atoll.crypto import he
+from atoll.crypto.cipherarray import CipherArray
 from atoll.errors import ConfigError, CryptoError
-from atoll.federation.launch import exit_with_parent
 from atoll.ml.vertical.boosting_core import SLOT_BITS
+from atoll.ml.vertical.boosting_worker import WorkerPool, cipher_histogram, compress
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PlainCipher", "HECipher", "make_guest_cipher", "make_host_cipher", "cipher_histogram"]
+__all__ = ["PlainCipher", "HECipher", "make_guest_cipher", "make_host_cipher", "cipher_histogram", "plain_histogram"]
 
 
 def plain_histogram(values: np.ndarray, codes: np.ndarray, n_bins: int) -> np.ndarray:
@@ -118,36 +115,6 @@ def unpack_values(values: list[int], n_slots: int, w: int = SLOT_BITS) -> np.nda
     return out
 
 
-def cipher_histogram(cs: list, codes: np.ndarray, n_bins: int, modulus) -> list:
-    """Per (feature, bin) product of ciphertexts ``cs`` (aligned with ``codes`` rows) mod ``modulus``.
-
-    Returns a flat list (feature-major) with ``None`` for empty bins. Rows are
-    grouped by bin with a stable argsort per feature, then each group's
-    ciphertexts are multiplied in one tight loop.
-    """
-    N = mpz(modulus)
-    m, d = codes.shape
-    out: list = []
-    for f in range(d):
-        col = codes[:, f]
-        order = np.argsort(col, kind="stable").tolist()
-        counts = np.bincount(col, minlength=n_bins).tolist()
-        seq = [cs[i] for i in order]
-        pos = 0
-        for b in range(n_bins):
-            c = counts[b]
-            if c == 0:
-                out.append(None)
-                continue
-            it = itertools.islice(seq, pos, pos + c)
-            acc = next(it)
-            for x in it:
-                acc = acc * x % N
-            out.append(acc)
-            pos += c
-    return out
-
-
 class _Rows:
     """The round's row ciphertexts as a flat list of gmpy2 integers (host side)."""
 
@@ -157,101 +124,25 @@ class _Rows:
         self.flat = flat
 
 
-def compress(flat: list, width: int, per: int, modulus) -> list:
-    """Pack groups of ``per`` bin ciphertexts into one: ``C = prod_l c_l ** (2 ** (l * width))`` (Horner)."""
-    N = mpz(modulus)
-    shift = mpz(1) << width
-    packed = []
-    for start in range(0, len(flat), per):
-        acc = None
-        for c in reversed(flat[start:start + per]):
-            if acc is not None:
-                acc = gmpy2.powmod(acc, shift, N)
-            if c is not None:
-                acc = c if acc is None else acc * c % N
-        packed.append(mpz(1) if acc is None else acc)
-    return packed
-
-
 #: below this many (row, feature) additions a node's histogram is built in-process
 PARALLEL_MIN_WORK = 20000
 #: below this many rows the guest encrypts in-process
 PARALLEL_MIN_ROWS = 1000
 
-# worker-process state (one spawned process per core, started once per fit)
-_W: dict[str, Any] = {}
 
-
-def _worker_key(pk_bytes: bytes):
-    if _W.get("pk_bytes") != pk_bytes:
-        _W["pk"] = wire.loads(pk_bytes)
-        _W["pk_bytes"] = pk_bytes
-    return _W["pk"]
-
-
-def _worker_encrypt(pk_bytes: bytes, ints: list) -> bytes:
-    pk = _worker_key(pk_bytes)
-    width = pk.cipher_bytes
-    return b"".join(int(c).to_bytes(width, "big") for c in pk.encrypt_int(ints).data.ravel().tolist())
-
-
-def _worker_warm(pk_bytes: bytes) -> int:
-    """Start-up: decode the key and build its fixed-base tables once (one encryption)."""
-    return len(_worker_key(pk_bytes).encrypt_int([0]).data.ravel().tolist())
-
-
-def _worker_set(pk_bytes: bytes, raw: bytes) -> int:
-    pk = _worker_key(pk_bytes)
-    width = pk.cipher_bytes
-    _W["N"] = mpz(pk.cipher_modulus)
-    _W["cs"] = [mpz(int.from_bytes(raw[i:i + width], "big")) for i in range(0, len(raw), width)]
-    return len(_W["cs"])
-
-
-def _worker_hist(rows: np.ndarray, codes: np.ndarray, n_bins: int, width: int, per: int) -> list:
-    cs, N = _W["cs"], _W["N"]
-    flat = cipher_histogram([cs[i] for i in rows.tolist()], codes, n_bins, N)
-    packed = compress(flat, width, per, N)
-    zeros = _W["pk"].encrypt_int([0] * len(packed)).data.ravel().tolist()  # re-randomise
-    return [gmpy2.to_binary(c * z % N) for c, z in zip(packed, zeros)]
-
-
-def _to_bytes(cs: list, width: int) -> bytes:
-    return b"".join(int(c).to_bytes(width, "big") for c in cs)
-
-
-def _from_bytes(raw: bytes, width: int) -> list:
-    return [mpz(int.from_bytes(raw[i:i + width], "big")) for i in range(0, len(raw), width)]
-
-
-class _Pool:
-    """``jobs`` single-worker spawned processes (so each task goes to a known worker)."""
-
-    def __init__(self, jobs: int, pk):
-        ctx = multiprocessing.get_context("spawn")
-        self.workers = [ProcessPoolExecutor(1, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),))
-                        for _ in range(jobs)]
-        self.pk_bytes = wire.dumps(pk)
-        self.version: Any = None
-
-    def submit(self, i: int, fn, *args):
-        return self.workers[i].submit(fn, *args)
-
-    def load(self, key: Any, cs: list, width: int) -> None:
-        if self.version is key:
-            return
-        raw = _to_bytes(cs, width)
-        futs = [self.submit(i, _worker_set, self.pk_bytes, raw) for i in range(len(self.workers))]
-        [f.result() for f in futs]
-        self.version = key
-
-    def close(self) -> None:
-        for w in self.workers:
-            w.shutdown(wait=True, cancel_futures=True)
+def _cipher_array(pk, values: list, bound: int) -> CipherArray:
+    data = np.empty(len(values), dtype=object)
+    data[:] = values
+    return CipherArray(pk, data, 0, bound)
 
 
 class HECipher:
-    """Packed HE histograms under an :mod:`atoll.crypto.he` key (the guest holds the private key)."""
+    """Packed HE histograms under an :mod:`atoll.crypto.he` key (the guest holds the private key).
+
+    ``stats`` counts the work done in worker processes (``parallel_encryptions``:
+    rounds whose rows were encrypted there; ``parallel_histograms``: node
+    histograms built there) and in this process (``histograms``).
+    """
 
     def __init__(self, pk, sk=None, jobs: int = 1):
         self.pk = pk
@@ -259,19 +150,18 @@ class HECipher:
         self.scheme = pk.scheme
         self.jobs = max(int(jobs), 1)
         self.cap_bits = int(pk.max_int).bit_length() - 1  # packed values stay < 2**cap_bits
-        self._pool: _Pool | None = None
+        self._pool: WorkerPool | None = None
+        self.stats = {"parallel_encryptions": 0, "parallel_histograms": 0, "histograms": 0}
 
-    def pool(self) -> _Pool:
+    def pool(self) -> WorkerPool:
         if self._pool is None:
-            self._pool = _Pool(self.jobs, self.pk)
+            self._pool = WorkerPool(self.jobs, self.pk)
         return self._pool
 
     def warm(self) -> None:
         """Start the worker processes now (setup), not inside the first tree."""
         if self.jobs > 1:
-            pool = self.pool()
-            futs = [pool.submit(i, _worker_warm, pool.pk_bytes) for i in range(self.jobs)]
-            [f.result() for f in futs]
+            self.pool().warm()
 
     def public(self):
         return self.pk
@@ -290,14 +180,8 @@ class HECipher:
         ints = pack_rows(slots)
         if self.jobs == 1 or len(ints) < PARALLEL_MIN_ROWS:
             return self.pk.encrypt_int(ints)
-        pool, width = self.pool(), self.pk.cipher_bytes
-        parts = np.array_split(np.arange(len(ints)), self.jobs)
-        futs = [pool.submit(i, _worker_encrypt, pool.pk_bytes, ints[p[0]:p[-1] + 1]) for i, p in enumerate(parts)]
-        data = np.empty(len(ints), dtype=object)
-        data[:] = [c for f in futs for c in _from_bytes(f.result(), width)]
-        from atoll.crypto.cipherarray import CipherArray
-
-        return CipherArray(self.pk, data, 0, max(ints))
+        self.stats["parallel_encryptions"] += 1
+        return _cipher_array(self.pk, self.pool().encrypt(ints), max(ints))
 
     # host
     def prepare(self, payload) -> "_Rows":
@@ -307,37 +191,24 @@ class HECipher:
 
     def histogram(self, payload, rows: np.ndarray, codes: np.ndarray, n_bins: int, n_slots: int) -> dict:
         """Packed encrypted histogram: features in blocks (one per worker), each block's bins compressed."""
-        from atoll.crypto.cipherarray import CipherArray
-
-        N = self.pk.cipher_modulus
         d = codes.shape[1]
         W = n_slots * SLOT_BITS
         per = max(self.cap_bits // W, 1)
         bound = min((1 << min(per * W, self.cap_bits)) - 1, int(self.pk.max_int))
         if self.jobs > 1 and d > 1 and len(rows) * d >= PARALLEL_MIN_WORK:
-            blocks, packed = self._parallel_hist(payload, rows, codes, n_bins, W, per)
-            data = np.empty(len(packed), dtype=object)
-            data[:] = packed
-            ct = CipherArray(self.pk, data, 0, bound)
+            pool = self.pool()
+            pool.load(payload, payload.flat)
+            blocks, packed = pool.histograms(rows, codes, n_bins, W, per)  # re-randomised by the workers
+            ct = _cipher_array(self.pk, packed, bound)
+            self.stats["parallel_histograms"] += 1
         else:
+            N = self.pk.cipher_modulus
             cs = payload.flat
             flat = cipher_histogram([cs[i] for i in rows.tolist()], codes, n_bins, N)
-            blocks, packed = [d], compress(flat, W, per, N)
-            data = np.empty(len(packed), dtype=object)
-            data[:] = packed
-            ct = CipherArray(self.pk, data, 0, bound).rerandomize()
+            blocks = [d]
+            ct = _cipher_array(self.pk, compress(flat, W, per, N), bound).rerandomize()
+            self.stats["histograms"] += 1
         return {"blocks": [int(b) for b in blocks], "ct": ct}
-
-    def _parallel_hist(self, payload, rows, codes, n_bins, width, per):
-        pool = self.pool()
-        pool.load(payload, payload.flat, self.pk.cipher_bytes)
-        parts = [p for p in np.array_split(np.arange(codes.shape[1]), self.jobs) if len(p)]
-        futs = [pool.submit(i, _worker_hist, rows, np.ascontiguousarray(codes[:, p]), n_bins, width, per)
-                for i, p in enumerate(parts)]
-        packed = []
-        for f in futs:
-            packed += [gmpy2.from_binary(v) for v in f.result()]
-        return [len(p) for p in parts], packed
 
     def close(self) -> None:
         if self._pool is not None:

@@ -11,9 +11,10 @@ Protocol (guest = the party with labels, hosts = feature holders; rows aligned b
    values); the guest makes an HE key pair (OU by default, Paillier, or none in
    plaintext mode) and sends the public key.
 2. Each boosting round, the guest computes gradients and hessians of its loss
-   (on a row subsample, or GOSS-weighted rows, when asked), quantises them to integers (``boosting_core.quantize``), packs each row's
-   (g, h) of every output into one plaintext, encrypts, and sends the encrypted
-   rows plus the round's sampled-row mask to the hosts.
+   (on a row subsample, or GOSS-weighted rows, when asked), quantises them to
+   integers (``boosting_core.quantize``), packs each row's (g, h) of every output
+   into one plaintext (as many outputs per plaintext as fit), encrypts, and sends
+   the encrypted sampled rows plus the round's sampled-row mask to the hosts.
 3. Trees grow level by level. For the nodes of a level, the guest names which
    node of each sibling pair to build (the one with fewer sampled rows); each
    host sums the encrypted rows per (feature, bin) of its own features,
@@ -35,7 +36,13 @@ What each party sees:
 * Hosts: the public key, the encrypted packed (g, h) of every row (never a
   plaintext gradient, hessian or label), the tree topologies, which party owns
   each split, and every node's row set (the instance space: a known property of
-  SecureBoost). Nothing from the guest at prediction time.
+  SecureBoost). With ``subsample < 1`` or GOSS, also each round's set of sampled
+  rows; under GOSS that set contains every row of the top ``top_rate`` share by
+  |g| (mixed with a random ``other_rate`` share of the rest, indistinguishable
+  to the host), so a host learns which rows are likely to have large gradients
+  that round; the GOSS weights themselves are applied inside the encrypted
+  (g, h). The number of outputs (classes) and the row count. Nothing from the
+  guest at prediction time beyond the number of rows to route.
 * Guest: for every built node, the per-bin sums of g and h of each host feature
   (bin order, not bin values), which host feature and bin won, and the host's
   left/right row partitions; never a host threshold or feature value. At
@@ -172,6 +179,8 @@ class SecureBoostGuestModel:
     seconds_per_round: list[float] = field(default_factory=list)
     #: guest wall seconds by phase: encrypt, hosts (waiting for histograms), decrypt, split, partition
     timings: dict[str, float] = field(default_factory=dict)
+    #: work counters of the HE cipher (e.g. rounds encrypted in worker processes), empty in plaintext mode
+    stats: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -184,8 +193,10 @@ class SecureBoostHostModel:
 
     topologies: list[dict]
     lookup: list[dict[int, tuple[int, float, bool]]]
-    #: host wall seconds by phase: histogram (build, pack, re-randomise), partition
+    #: host wall seconds by phase: prepare (decode the round's rows), histogram (build, pack, re-randomise)
     timings: dict[str, float] = field(default_factory=dict)
+    #: work counters of the HE cipher (node histograms built in worker processes / in-process)
+    stats: dict[str, int] = field(default_factory=dict)
 
 
 # ============================================================================ guest
@@ -209,7 +220,9 @@ class SecureBoostGuest:
             raise DataError(f"guest features have {len(x)} rows but labels {len(y)}")
         cipher = make_guest_cipher(p.scheme, p.key_bits, p.n_jobs)
         try:
-            return self._fit(ctx, x, y, eval_set, obj, cipher)
+            model = self._fit(ctx, x, y, eval_set, obj, cipher)
+            model.stats = dict(getattr(cipher, "stats", {}))
+            return model
         finally:
             if hasattr(cipher, "close"):
                 cipher.close()
@@ -522,6 +535,7 @@ class SecureBoostHost:
             if setup["has_eval"] and prm.get("early_stopping_rounds") is not None:
                 keep = int(ctx.recv("guest", "keep_trees"))
                 model.topologies, model.lookup = model.topologies[:keep], model.lookup[:keep]
+            model.stats = dict(getattr(cipher, "stats", {}))
         finally:
             if hasattr(cipher, "close"):
                 cipher.close()
