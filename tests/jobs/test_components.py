@@ -313,3 +313,22 @@ def test_homo_lr_job_with_secure_aggregation_and_dp_reports_epsilon(tmp_path):
     robust = HOMO_DP_JOB.replace("secure_aggregation: true,", "strategy: krum, secure_aggregation: false,")
     with pytest.raises(JobSpecError, match=r"homo_dp.yaml:\d+: train: strategy 'krum' needs every client's own"):
         parse_job(robust, "homo_dp.yaml")
+
+
+def test_secureboost_goss_job_is_lossless_against_the_plain_scheme(tmp_path):
+    """GOSS parameters reach the estimator: the encrypted run keeps exactly the plain-scheme run's
+    trees (same seed, same sampled rows), and the sampling changes the model."""
+    def scores(scheme: str, goss: bool):
+        params = (f"{{n_estimators: 3, max_depth: 3, key_bits: 1024, scheme: {scheme}, goss: {str(goss).lower()}, "
+                  "top_rate: 0.3, other_rate: 0.2}")
+        text = SB_JOB.format(seed=8, ds="breast", split="{test_size: 0.25}", inputs="{train: split.train}",
+                             params=params)
+        r = run_job(parse_job(text, f"goss_{scheme}_{goss}.yaml"), run_dir=tmp_path / f"{scheme}_{goss}")
+        (ev,) = r.report["evaluations"]
+        return wire.loads((r.run_dir / "guest" / "predict" / "scores.bin").read_bytes())["score"], ev
+
+    enc, ev = scores("ou", True)
+    plain, _ = scores("plain", True)
+    full, _ = scores("plain", False)
+    np.testing.assert_allclose(enc, plain, atol=1e-12)
+    assert not np.allclose(plain, full) and ev["metrics"]["auc"] > 0.9

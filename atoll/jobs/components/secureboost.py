@@ -40,6 +40,9 @@ class SecureBoostStepParams(BaseModel):
     max_bin: int = Field(32, ge=2)
     subsample: float = Field(1.0, gt=0.0, le=1.0)
     colsample_bytree: float = Field(1.0, gt=0.0, le=1.0)
+    goss: bool = False  # gradient-based one-side sampling (needs subsample: 1)
+    top_rate: float = Field(0.2, gt=0.0, lt=1.0)
+    other_rate: float = Field(0.1, gt=0.0, lt=1.0)
     objective: Literal["binary:logistic", "reg:squarederror", "multi:softprob"] = "binary:logistic"
     scheme: Literal["ou", "paillier", "plain"] = "ou"
     key_bits: int = Field(2048, ge=512)

@@ -103,6 +103,12 @@ Two-party mode:
   arbiter mode too when guest and arbiter collude. Both modes are secure against
   semi-honest (honest-but-curious) parties only; in two-party mode collusion is moot
   (there are two parties) and no third party has to be trusted.
+* Scheme: every key holder decrypts masked ciphertexts that another party sent and
+  returns the result to it. With ``scheme="paillier"`` (the default) that reveals
+  nothing about the key. With ``scheme="ou"`` (Okamoto-Uchiyama, about 3x faster) it
+  is a decryption oracle: a party that deviates and sends a crafted ciphertext can
+  learn the key's secret prime from the answer (see :mod:`atoll.crypto.ou`). Use OU
+  only where every party is trusted to follow the protocol.
 
 Cost per epoch (``n`` rows, ``d_g + d_h`` weights): ``2n`` encryptions (the hosts'
 ``[[u_h]]`` and the guest's fresh part of the residual; in two-party mode the same
