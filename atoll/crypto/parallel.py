@@ -22,6 +22,7 @@ import atexit
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable, Sequence
@@ -56,13 +57,22 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
+def _start_method() -> str:
+    """``fork`` (fast) unless this process runs gRPC threads (a party of a gRPC federation):
+    forking a process in the middle of gRPC calls is unsafe, so workers then come from a
+    fresh ``forkserver``."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" not in methods:
+        return "spawn"
+    return "forkserver" if "grpc" in sys.modules and "forkserver" in methods else "fork"
+
+
 def _pool(jobs: int) -> ProcessPoolExecutor:
     with _LOCK:
         pool = _POOLS.get(jobs)
         if pool is None:
             log.debug("starting a pool of %d HE worker processes", jobs)
-            method = os.environ.get("ATOLL_HE_START_METHOD") or (
-                "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+            method = os.environ.get("ATOLL_HE_START_METHOD") or _start_method()
             pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method),
                                        initializer=_die_with_parent)
             _POOLS[jobs] = pool
