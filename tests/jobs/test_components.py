@@ -273,6 +273,10 @@ def test_secureboost_early_stopping_on_the_validation_split(tmp_path):
     g = SavedOutputs(r.run_dir / "guest" / "train")["model"]
     h = SavedOutputs(r.run_dir / "host_0" / "train")["model"]
     assert len(g["seconds_per_round"]) < 8  # it stopped early ...
+    losses = r.report["histories"]["train"]
+    assert len(losses["train_loss"]) == len(losses["valid_loss"]) == len(g["seconds_per_round"])
+    assert all(b < a for a, b in zip(losses["train_loss"], losses["train_loss"][1:]))  # boosting lowers it
+    assert (r.run_dir / "plots" / "loss_train.png").read_bytes()[:4] == b"\x89PNG"
     assert len(g["trees"]) == len(h["topologies"]) == g["best_iteration"] + 1  # ... and kept the best rounds
     (row,) = r.report["centralized_baseline"]
     assert abs(row["metrics"]["auc"]["diff"]) < 1e-9 and abs(row["metrics"]["log_loss"]["diff"]) < 1e-6

@@ -73,7 +73,10 @@ def guest_model_to_wire(m: Any) -> dict[str, Any]:
                       for t in m.trees],
             "feature_gain": {k: np.asarray(v) for k, v in m.feature_gain.items()},
             "feature_count": {k: np.asarray(v) for k, v in m.feature_count.items()},
-            "best_iteration": m.best_iteration, "seconds_per_round": list(m.seconds_per_round)}
+            "best_iteration": m.best_iteration, "seconds_per_round": list(m.seconds_per_round),
+            # per-round losses: the report plots them
+            "history": {k: [float(v) for v in getattr(m, k)] for k in ("train_loss", "valid_loss")
+                        if getattr(m, k)}}
 
 
 def guest_model_from_wire(d: dict[str, Any]) -> Any:
@@ -92,7 +95,9 @@ def guest_model_from_wire(d: dict[str, Any]) -> Any:
         trees.append(tree)
     return SecureBoostGuestModel(d["objective"], np.asarray(d["base_margin"]), int(d["n_outputs"]), trees,
                                  dict(d["feature_gain"]), dict(d["feature_count"]), d["best_iteration"],
-                                 list(d["seconds_per_round"]))
+                                 list(d["seconds_per_round"]),
+                                 train_loss=list(d.get("history", {}).get("train_loss", [])),
+                                 valid_loss=list(d.get("history", {}).get("valid_loss", [])))
 
 
 def host_model_to_wire(m: Any) -> dict[str, Any]:

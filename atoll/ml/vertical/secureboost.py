@@ -177,6 +177,10 @@ class SecureBoostGuestModel:
     feature_count: dict[str, np.ndarray] = field(default_factory=dict)
     best_iteration: int | None = None
     seconds_per_round: list[float] = field(default_factory=list)
+    #: per round: loss on the training rows (log loss, RMSE or multi-class log loss by objective),
+    #: and on the ``eval_set`` rows when there is one
+    train_loss: list[float] = field(default_factory=list)
+    valid_loss: list[float] = field(default_factory=list)
     #: guest wall seconds by phase: encrypt, hosts (waiting for histograms), decrypt, split, partition
     timings: dict[str, float] = field(default_factory=dict)
     #: work counters of the HE cipher (e.g. rounds encrypted in worker processes), empty in plaintext mode
@@ -293,10 +297,12 @@ class SecureBoostGuest:
                     margin[:, k] += np.asarray(tree.value)[leaf_of]
                     new_trees.append(tree)
                 model.trees += new_trees
+                model.train_loss.append(_eval_loss(p.objective, y, margin))
                 stop = False
                 if ev_margin is not None:
                     ev_margin += self._predict_margin(ctx, ev_x, new_trees, len(model.trees) - K, K)
                     score = _eval_loss(p.objective, ev_y, ev_margin)
+                    model.valid_loss.append(score)
                     if score < best_score - 1e-12:
                         best_score, best_round, since_best = score, r, 0
                     else:
