@@ -70,7 +70,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -194,6 +194,30 @@ def agree(private: X25519PrivateKey, public: bytes) -> bytes:
         raise CryptoError(f"invalid X25519 public key from a peer: {e}") from e
 
 
+def agree_many(private: X25519PrivateKey, publics: Sequence[bytes]) -> list[bytes]:
+    """``agree(private, p)`` for every ``p`` in one batch.
+
+    Goes through the X25519 backend of :mod:`atoll.secure.psi_group` (Intel IPP
+    ``crypto_mb``, eight lanes per call, about 5x faster than one OpenSSL call per key,
+    where it loads; OpenSSL otherwise). Same bytes as :func:`agree`: both are RFC 7748
+    X25519, and the backend passes a known-answer test and a cross-check with OpenSSL
+    when it loads."""
+    from atoll.secure.psi_group import POINT_BYTES, get_backend
+
+    publics = [bytes(p) for p in publics]
+    if not publics:
+        return []
+    if any(len(p) != POINT_BYTES for p in publics):
+        raise CryptoError(f"invalid X25519 public key from a peer: not {POINT_BYTES} bytes")
+    raw = private.private_bytes(_RAW, _RAW_PRIV, serialization.NoEncryption())
+    points = np.frombuffer(b"".join(publics), dtype=np.uint8).reshape(len(publics), POINT_BYTES)
+    try:
+        out = get_backend().mul(raw, points)
+    except CryptoError as e:
+        raise CryptoError("invalid X25519 public key from a peer: it is of small order") from e
+    return [bytes(r) for r in out]
+
+
 def harary_neighbours(clients: list[str], degree: int | None, seed: int,
                       only: str | None = None) -> dict[str, list[str]]:
     """Each client's neighbours in the SecAgg+ graph (Harary graph H(k, n) over a seeded permutation).
@@ -225,12 +249,12 @@ def _sign_mask(u: str, v: str, seed: bytes, length: int) -> np.ndarray:
     return m if u < v else (np.uint64(0) - m)
 
 
-def _mask_seed(private: X25519PrivateKey, public: bytes, rnd: int) -> bytes:
-    return kdf(agree(private, public), b"atoll-secagg-mask|%d" % rnd)
+def _mask_seeds(private: X25519PrivateKey, publics: Sequence[bytes], rnd: int) -> list[bytes]:
+    return [kdf(z, b"atoll-secagg-mask|%d" % rnd) for z in agree_many(private, publics)]
 
 
-def _enc_key(private: X25519PrivateKey, public: bytes, rnd: int) -> bytes:
-    return kdf(agree(private, public), b"atoll-secagg-enc|%d" % rnd)
+def _enc_keys(private: X25519PrivateKey, publics: Sequence[bytes], rnd: int) -> list[bytes]:
+    return [kdf(z, b"atoll-secagg-enc|%d" % rnd) for z in agree_many(private, publics)]
 
 
 # --------------------------------------------------------------------------- client role
@@ -297,8 +321,9 @@ class SecAggClient:
         shares = shamir.split_bytes_vec([s_raw, b], xs, self.t)
         out = {}
         self._enc = {}
-        for v, sh in zip(holders, shares):
-            key = self._enc[v] = _enc_key(self._c, keys[v][0], self.round)
+        enc_keys = _enc_keys(self._c, [keys[v][0] for v in holders], self.round)
+        for v, sh, key in zip(holders, shares, enc_keys):
+            self._enc[v] = key
             nonce = os.urandom(12)
             body = _pack_share(sh)
             aad = f"{self.round}|{self.name}|{v}".encode()
@@ -315,7 +340,7 @@ class SecAggClient:
             if v not in u2:
                 raise SecAggAborted(f"{self.name}: got shares from {v!r}, which is not in U2")
             ct = bytes(ct)
-            key = self._enc.get(v) or _enc_key(self._c, self.keys[v][0], self.round)
+            key = self._enc.get(v) or _enc_keys(self._c, [self.keys[v][0]], self.round)[0]
             try:  # sender, receiver and round are authenticated as associated data
                 body = ChaCha20Poly1305(key).decrypt(ct[:12], ct[12:], f"{self.round}|{v}|{self.name}".encode())
             except InvalidTag as e:
@@ -328,8 +353,8 @@ class SecAggClient:
             raise SecAggAborted(f"{self.name}: no shares from {sorted(missing)} although they are in U2")
         self.u2 = u2
         y = self._x + prg(self._b, len(self._x))
-        for v in u2:
-            y += _sign_mask(self.name, v, _mask_seed(self._s, self.keys[v][1], self.round), len(y))
+        for v, seed in zip(u2, _mask_seeds(self._s, [self.keys[v][1] for v in u2], self.round)):
+            y += _sign_mask(self.name, v, seed, len(y))
         return {"y": y}
 
     def _unmask(self, msg: Mapping) -> dict:
@@ -508,9 +533,9 @@ class SecAggServer:
             if sk.public_key().public_bytes(_RAW, _RAW_PUB) != pks[v][1]:
                 raise SecAggAborted(f"reconstructed mask key of {v!r} does not match its public key: "
                                     "a client sent a corrupted share")
-            for u in nbrs[v]:
-                if u in u3:
-                    total -= _sign_mask(u, v, _mask_seed(sk, pks[u][1], rnd), length)
+            alive = [u for u in nbrs[v] if u in u3]
+            for u, seed in zip(alive, _mask_seeds(sk, [pks[u][1] for u in alive], rnd)):
+                total -= _sign_mask(u, v, seed, length)
         revealed = {"b": set(b_shares), "s": set(s_shares)}
         elapsed = time.perf_counter() - t_start
         return SecAggResult(decode_fixed(total, cfg.frac_bits), sorted(u3), dropped, revealed,

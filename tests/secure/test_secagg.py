@@ -265,3 +265,19 @@ def test_kdf_is_rfc5869_hkdf_sha256():
         secret, info = os.urandom(32), b"atoll-secagg-mask|%d" % int.from_bytes(os.urandom(2), "big")
         want = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
         assert secagg.kdf(secret, info) == want
+
+
+def test_batched_key_agreement_equals_one_openssl_call_each():
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from atoll.errors import CryptoError
+    from atoll.secure.secagg import agree, agree_many
+
+    sk = X25519PrivateKey.generate()
+    pubs = [X25519PrivateKey.generate().public_key().public_bytes_raw() for _ in range(13)]
+    assert agree_many(sk, pubs) == [agree(sk, p) for p in pubs]
+    assert agree_many(sk, []) == []
+    with pytest.raises(CryptoError, match="small order"):
+        agree_many(sk, pubs[:3] + [bytes(32)])  # the all-zero u-coordinate: a small-order point
+    with pytest.raises(CryptoError, match="not 32 bytes"):
+        agree_many(sk, [b"short"])
