@@ -161,6 +161,8 @@ def message(name: str) -> Callable[[type], type]:
 # --------------------------------------------------------------------------- encode
 
 def _uvarint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -170,6 +172,9 @@ def _uvarint(n: int) -> bytes:
         else:
             out.append(b)
             return bytes(out)
+
+
+_SMALL = [bytes([i]) for i in range(0x80)]  # one-byte varints, the common case
 
 
 def dumps(obj: Any) -> bytes:
@@ -188,10 +193,22 @@ def dumps_parts(obj: Any) -> list:
     return parts
 
 
+_STR_TAG = bytes([_T_STR])
+_BYTES_TAG = bytes([_T_BYTES])
+
+
 def _encode(obj: Any, out: list, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise WireError(f"value nested deeper than {MAX_DEPTH} levels")
-    if obj is None:
+    t = type(obj)
+    if t is str:  # fast paths for the commonest exact types; the general chain below handles the rest
+        b = obj.encode("utf-8", "surrogatepass")
+        out.append(_STR_TAG + _uvarint(len(b)))
+        out.append(b)
+    elif t is bytes:
+        out.append(_BYTES_TAG + _uvarint(len(obj)))
+        out.append(obj)
+    elif obj is None:
         out.append(bytes([_T_NONE]))
     elif obj is True or obj is False or isinstance(obj, np.bool_):
         out.append(bytes([_T_TRUE if obj else _T_FALSE]))
@@ -296,6 +313,10 @@ class _Reader:
         return b
 
     def uvarint(self) -> int:
+        pos = self.pos
+        if pos < self.end and self.buf[pos] < 0x80:  # one-byte varint, the common case
+            self.pos = pos + 1
+            return self.buf[pos]
         n = shift = 0
         for _ in range(10):
             b = self.byte()
