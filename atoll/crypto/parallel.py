@@ -27,6 +27,8 @@ import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
+from atoll._process import die_with_parent
+
 log = logging.getLogger(__name__)
 
 __all__ = ["resolve_jobs", "split", "process_map", "powmod_list", "thread_map", "warm_up", "shutdown"]
@@ -74,7 +76,7 @@ def _pool(jobs: int) -> ProcessPoolExecutor:
             log.debug("starting a pool of %d HE worker processes", jobs)
             method = os.environ.get("ATOLL_HE_START_METHOD") or _start_method()
             pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method),
-                                       initializer=_die_with_parent)
+                                       initializer=die_with_parent)
             _POOLS[jobs] = pool
             _shutdown_before_exit()
         return pool
@@ -99,24 +101,6 @@ def _shutdown_before_exit() -> None:
         import multiprocessing.util
 
         _FINALIZER = multiprocessing.util.Finalize(None, shutdown, kwargs={"wait": True}, exitpriority=100)
-
-
-def _die_with_parent() -> None:
-    """Worker initializer: end this worker as soon as the process that owns the pool is gone.
-
-    A worker blocks on its task queue and would otherwise outlive a party process
-    that was killed (or exited without shutting the pool down) as an orphan. The
-    parent's sentinel becomes readable when it exits, however it exits.
-    """
-    parent = multiprocessing.parent_process()
-    if parent is None:  # pragma: no cover - always set for pool workers
-        return
-
-    def watch() -> None:
-        parent.join()
-        os._exit(0)
-
-    threading.Thread(target=watch, name="atoll-he-parent-watch", daemon=True).start()
 
 
 _WARNED_DAEMON = False

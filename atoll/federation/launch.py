@@ -35,6 +35,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from atoll._process import die_with_parent
 from atoll.errors import AtollError, FederationError, PeerFailed
 from atoll.federation.context import DEFAULT_TIMEOUT, Context
 from atoll.federation.inprocess import InProcessHub, Recorder
@@ -127,24 +128,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def exit_with_parent(parent: int) -> None:
-    """Exit this process when ``parent`` goes away (killed, crashed): non-daemonic
-    children (party processes, HE workers) are otherwise left running as orphans."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(3)
-
-    threading.Thread(target=watch, name="atoll-parent-watch", daemon=True).start()
-
-
 def _child(name: str, roles: dict[str, str], addresses: dict[str, str], cert_dir: str,
            spec: Party, job_id: str, timeout: float, task: str, out: Any) -> None:
     from atoll.federation.certs import TlsConfig
     from atoll.federation.grpc_transport import GrpcTransport
 
-    exit_with_parent(os.getppid())
+    die_with_parent()
     transport = None
     try:
         transport = GrpcTransport(name, addresses, TlsConfig.load(cert_dir, name))

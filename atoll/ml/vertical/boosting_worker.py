@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -32,7 +31,7 @@ import numpy as np
 from gmpy2 import mpz
 
 from atoll import wire
-from atoll.federation.launch import exit_with_parent
+from atoll._process import die_with_parent
 
 __all__ = ["cipher_histogram", "compress", "WorkerPool"]
 
@@ -136,8 +135,7 @@ class WorkerPool:
 
     def __init__(self, jobs: int, pk):
         ctx = multiprocessing.get_context("spawn")
-        self.workers = [ProcessPoolExecutor(1, mp_context=ctx, initializer=exit_with_parent,
-                                            initargs=(os.getpid(),))
+        self.workers = [ProcessPoolExecutor(1, mp_context=ctx, initializer=die_with_parent)
                         for _ in range(jobs)]
         self.pk_bytes = wire.dumps(pk)
         self.width = int(pk.cipher_bytes)
