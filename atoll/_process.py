@@ -7,6 +7,11 @@ import os
 import threading
 
 
+def cpu_count() -> int:
+    """Cores this process may run on (its CPU affinity, not the machine's core count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def die_with_parent() -> None:
     """End this process as soon as the process that started it is gone.
 

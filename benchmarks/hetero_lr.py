@@ -33,6 +33,7 @@ The last line of stdout is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -77,12 +78,12 @@ APPROXIMATION = "taylor"
 
 
 def federated(xg, xh, y, scheme: str, epochs: int, jobs: int, key_bits: int, seed: int, alpha: float,
-              precompute: bool = False, transport: str | None = None):
+              precompute: bool = False):
     from atoll.ml.vertical import HeteroLogisticRegression
 
     est = HeteroLogisticRegression(scheme=scheme, key_bits=key_bits, max_iter=epochs, early_stopping="none",
                                    optimizer="sgd", learning_rate=0.5, penalty="l2", alpha=alpha,
-                                   n_jobs=jobs, random_state=seed, transport=transport or TRANSPORT,
+                                   n_jobs=jobs, random_state=seed, transport=TRANSPORT,
                                    approximation=APPROXIMATION,
                                    precompute=precompute)
     t = time.perf_counter()
@@ -180,9 +181,8 @@ def run_default_credit(args, epochs: int, schemes: list, alpha: float, out: dict
 
         twin = {}
         for k in (10, 100, "guest_taylor"):
-            params = est.params_
-            params.max_iter = 100 if k == "guest_taylor" else k
-            params.approximation = "guest_taylor" if k == "guest_taylor" else APPROXIMATION
+            params = dataclasses.replace(est.params_, max_iter=100 if k == "guest_taylor" else k,
+                                         approximation="guest_taylor" if k == "guest_taylor" else APPROXIMATION)
             ws, _, _ = fit_plaintext([xg[tr], xh[tr]], y[tr], params)
             twin[k] = metrics.auc(y[te], ws[0][0] + xg[te] @ ws[0][1:] + xh[te] @ ws[1])
         X = np.hstack([xg, xh])

@@ -60,6 +60,7 @@ def digits_split(num_clients: int, seed: int):
     x, y = load_digits(return_X_y=True)
     x = x / 16.0
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
+    # atoll.ml.horizontal.partition.iid, written out: the Flower child runs in a venv without atoll
     order = np.random.default_rng(seed).permutation(len(xtr))
     parts = [np.sort(p) for p in np.array_split(order, num_clients)]
     return [(xtr[p], ytr[p]) for p in parts], (xte, yte), (xtr, ytr)
@@ -90,10 +91,11 @@ def run_plain(num_clients: int, rounds: int, seed: int) -> dict:
     clients, (xte, yte), _ = digits_split(num_clients, seed)
     t0 = time.perf_counter()
     coef, b = np.zeros((64, 10)), np.zeros(10)
-    for rnd in range(rounds):
+    width = len(str(num_clients - 1))  # client names as the simulation spells them (client_07), so
+    for rnd in range(rounds):          # each client draws the same batches in both
         cs, bs_, ns = [], [], []
         for i, (x, y) in enumerate(clients):
-            rng = np.random.default_rng([seed, rnd, zlib.crc32(f"client_{i}".encode())])
+            rng = np.random.default_rng([seed, rnd, zlib.crc32(f"client_{i:0{width}d}".encode())])
             c, bb = sgd_epochs(coef.copy(), b.copy(), x, y, rng, LOCAL["epochs"], LOCAL["batch_size"], LOCAL["lr"])
             cs.append(c)
             bs_.append(bb)

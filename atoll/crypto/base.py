@@ -26,7 +26,7 @@ from gmpy2 import mpz
 
 from atoll import wire
 from atoll.crypto import encoding, parallel
-from atoll.crypto.cipherarray import CipherArray, _new_data
+from atoll.crypto.cipherarray import CipherArray
 from atoll.crypto.multiexp import FixedBaseTable
 from atoll.errors import CryptoError
 
@@ -248,7 +248,7 @@ class PublicKeyBase:
         arr = encoding.to_object_array(values)
         flat = arr.ravel().tolist()
         bound = self._check_range(flat)
-        return CipherArray(self, _new_data(self._encrypt_flat(flat, jobs), arr.shape), 0, bound)
+        return CipherArray(self, encoding.object_array(self._encrypt_flat(flat, jobs), arr.shape), 0, bound)
 
     def encrypt(self, x: Any, precision: int | None = None, jobs: int = 1) -> CipherArray:
         """Encrypt a float/int array or scalar in fixed point with ``precision`` fractional bits.
@@ -265,13 +265,13 @@ class PublicKeyBase:
         ints = encoding.encode(a, exp)
         flat = ints.ravel().tolist()
         bound = self._check_range(flat)
-        return CipherArray(self, _new_data(self._encrypt_flat(flat, jobs), a.shape), exp, bound)
+        return CipherArray(self, encoding.object_array(self._encrypt_flat(flat, jobs), a.shape), exp, bound)
 
     def encrypt_zeros(self, shape, exp: int = 0, jobs: int = 1) -> CipherArray:
         """Fresh encryptions of zero (useful to re-randomise or to start an accumulator)."""
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         n = int(np.prod(shape)) if shape else 1
-        return CipherArray(self, _new_data(self._encrypt_flat([0] * n, jobs), shape), exp, 0)
+        return CipherArray(self, encoding.object_array(self._encrypt_flat([0] * n, jobs), shape), exp, 0)
 
     def _rerandomize_flat(self, cs: list, jobs: int = 1) -> list:
         N = self.cipher_modulus
@@ -326,7 +326,7 @@ class PrivateKeyBase:
     def decrypt_int(self, enc: CipherArray, jobs: int = 1) -> np.ndarray:
         """Raw signed fixed-point integers (object array of Python ints, same shape as ``enc``)."""
         signed = self._to_signed(self._decrypt_unsigned(enc, jobs))
-        return _new_data(signed, enc.shape)
+        return encoding.object_array(signed, enc.shape)
 
     def decrypt(self, enc: CipherArray, jobs: int = 1) -> np.ndarray:
         """Decrypt to float64 (same shape as ``enc``), dividing by the tracked scale ``2**enc.exp``."""

@@ -31,7 +31,11 @@ import numpy as np
 
 from atoll.errors import ConfigError
 
-#: RDP orders evaluated by the accountant (integer orders: the closed form is exact and fast)
+#: RDP orders evaluated by the accountant (integer orders: the closed form is exact and fast).
+#: Fewer than dp_accounting's usual 2..256 plus (320..1024): epsilon() costs about 8 ms instead of
+#: about 100 ms (measured), and is evaluated every round. The epsilon reported can only be equal or
+#: larger (conservative): equal at z=1.1, q=0.1; +2.5% at z=3, q=0.01; several times larger for very
+#: small q and large z, where the optimal order is above 256.
 RDP_ORDERS = tuple(range(2, 65)) + (80, 96, 128, 192, 256)
 
 

@@ -56,7 +56,8 @@ def is_integral(x: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(x)) and np.all(np.floor(x) == x))
 
 
-def _objects(values: list, shape: tuple) -> np.ndarray:
+def object_array(values: list, shape: tuple) -> np.ndarray:
+    """Object array from a flat list (np.fromiter: ~50x faster than slice assignment for gmpy2 ints)."""
     return np.fromiter(values, dtype=object, count=len(values)).reshape(shape)
 
 
@@ -82,7 +83,7 @@ def encode(x, exp: int) -> np.ndarray:
     if a.dtype.kind in "iub":
         if exp == 0:
             return np.asarray(a.astype(np.int64) if a.dtype.kind == "b" else a, dtype=object).reshape(a.shape)
-        return _objects([int(v) << exp for v in a.astype(np.int64).ravel().tolist()], a.shape)
+        return object_array([int(v) << exp for v in a.astype(np.int64).ravel().tolist()], a.shape)
     if a.dtype.kind != "f":
         raise CryptoError(f"cannot encode an array of dtype {a.dtype}; pass floats or integers")
     a = a.astype(np.float64, copy=False)
@@ -91,11 +92,11 @@ def encode(x, exp: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         scaled = np.asarray(np.rint(np.ldexp(a, exp)))  # exact power-of-two scaling, then round half to even
     if not np.all(np.isfinite(scaled)):  # beyond float range: exact rational scaling
-        return _objects([_exact(v, exp) for v in a.ravel().tolist()], a.shape)
+        return object_array([_exact(v, exp) for v in a.ravel().tolist()], a.shape)
     if np.all(np.abs(scaled) < 2.0 ** 62):
         out = np.asarray(scaled.astype(np.int64), dtype=object).reshape(a.shape)
     else:
-        out = _objects([int(v) for v in scaled.ravel().tolist()], a.shape)
+        out = object_array([int(v) for v in scaled.ravel().tolist()], a.shape)
     return out
 
 

@@ -83,10 +83,6 @@ def short_exponent_bits(key_bits: int) -> int:
     return 224 if key_bits <= 2048 else 256
 
 
-def _t_bits(key_bits: int) -> int:
-    return 224 if key_bits <= 2048 else 256
-
-
 class OUPublicKey(PublicKeyBase):
     """Okamoto-Uchiyama public key (n = p^2 q, g, h)."""
 
@@ -192,7 +188,7 @@ def generate_ou_keypair(key_bits: int = 2048, precision_bits: int | None = None,
         "ou", key_bits, MIN_KEY_BITS, precision_bits, mul_precision_bits)
     pb = _p_bits(key_bits)
     qb = key_bits - 2 * pb
-    tb = _t_bits(key_bits)
+    tb = short_exponent_bits(key_bits)
     while True:
         t = base.random_prime(tb, mod4_3=False)
         while True:  # p = t*u + 1 of exactly pb bits

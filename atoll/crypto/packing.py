@@ -20,7 +20,8 @@ from __future__ import annotations
 import gmpy2
 import numpy as np
 
-from atoll.crypto.cipherarray import CipherArray, _new_data
+from atoll.crypto import encoding
+from atoll.crypto.cipherarray import CipherArray
 from atoll.errors import CryptoError
 
 __all__ = ["Packer"]
@@ -135,7 +136,7 @@ class Packer:
             for c in reversed(group[:-1]):
                 acc = gmpy2.powmod(acc, shift, N) * c % N
             out.append(acc)
-        data = _new_data(out, (len(out),))
+        data = encoding.object_array(out, (len(out),))
         top = (1 << self.value_bits) - 1
         packed_bound = sum(top << (W * j) for j in range(min(self.n_slots, len(cs)))) if cs else 0
         return CipherArray(pk, data, flat.exp, packed_bound, (W, top))
@@ -151,8 +152,7 @@ class Packer:
         flat = [int(v) - terms * half for v in slots.reshape(-1).tolist()][:count]
         if len(flat) < count:
             raise CryptoError(f"asked for {count} values but only {len(flat)} slots were decrypted")
-        d = 1 << packed.exp
-        return np.array([v / d for v in flat], dtype=np.float64)
+        return encoding.decode(flat, packed.exp)
 
     def decrypt_ints(self, sk, enc: CipherArray, k: int | None = None, jobs: int = 1) -> np.ndarray:
         """Decrypt packed ciphertexts (any shape) to an array of shape ``enc.shape + (k,)`` (default k = n_slots)."""

@@ -45,7 +45,7 @@ from gmpy2 import mpz
 
 from atoll.crypto import base, encoding, parallel
 from atoll.crypto.base import PrivateKeyBase, PublicKeyBase
-from atoll.crypto.cipherarray import CipherArray, _new_data
+from atoll.crypto.cipherarray import CipherArray
 from atoll.crypto.multiexp import FixedBaseTable
 from atoll.errors import CryptoError
 
@@ -119,7 +119,7 @@ class PaillierPublicKey(PublicKeyBase):
         n, nsq = self.n, self.nsquare
         masks = [gmpy2.powmod(base.random_below(n), n, nsq) for _ in flat]
         vals = [a * b % nsq for a, b in zip(self._lift(flat), masks)]
-        return CipherArray(self, _new_data(vals, arr.shape), 0, bound)
+        return CipherArray(self, encoding.object_array(vals, arr.shape), 0, bound)
 
     def _fields(self) -> dict:
         return {"n": int(self.n), "h_s": int(self.h_s), "precision_bits": self.precision_bits,

@@ -108,10 +108,8 @@ def combine(shares: Iterable[Share], t: int | None = None) -> int:
     return int(secret)
 
 
-@lru_cache(maxsize=4096)
 def lagrange_at_zero(xs: tuple[int, ...]) -> tuple:
-    """Lagrange coefficients ``l_i(0)`` for the points ``xs`` (cached: a secure-aggregation
-    round reconstructs many secrets from shares held by the same clients)."""
+    """Lagrange coefficients ``l_i(0)`` for the points ``xs``."""
     p = _mpz(PRIME)
     out = []
     for i, xi in enumerate(xs):
@@ -224,7 +222,8 @@ def split_field_vec(values: np.ndarray, xs: Sequence[int], t: int) -> np.ndarray
 
 @lru_cache(maxsize=4096)
 def lagrange_at_zero_vec(xs: tuple[int, ...]) -> np.ndarray:
-    """Lagrange coefficients ``l_i(0)`` over GF(2^31 - 1) (cached like :func:`lagrange_at_zero`)."""
+    """Lagrange coefficients ``l_i(0)`` over GF(2^31 - 1), read-only (cached: a secure-aggregation
+    round reconstructs many secrets from shares held by the same clients)."""
     p = np.uint64(VEC_PRIME)
     x = np.asarray(xs, dtype=np.uint64)
     # l_i(0) = prod_{j != i} x_j / (x_j - x_i): the denominators for every i at once, one column per step
@@ -236,7 +235,9 @@ def lagrange_at_zero_vec(xs: tuple[int, ...]) -> np.ndarray:
     total = 1
     for xj in xs:
         total = total * xj % VEC_PRIME
-    return np.array([total * pow(int(d), -1, VEC_PRIME) % VEC_PRIME for d in den.tolist()], dtype=np.uint64)
+    out = np.array([total * pow(int(d), -1, VEC_PRIME) % VEC_PRIME for d in den.tolist()], dtype=np.uint64)
+    out.setflags(write=False)  # shared by every caller through the cache
+    return out
 
 
 def combine_field_vec(xs: Sequence[int], ys: np.ndarray) -> np.ndarray:

@@ -24,7 +24,6 @@ boundary; parties talk to each other only through the wire codec.)
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue
 import socket
 import tempfile
@@ -219,5 +218,3 @@ def _drain(out: Any, results: dict, errors: dict, procs: dict, wait: float) -> N
             errors[name] = (value, tb)
 
 
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

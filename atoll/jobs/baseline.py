@@ -22,7 +22,7 @@ import pandas as pd
 from atoll.jobs import registry
 from atoll.jobs.artifacts import Table
 from atoll.jobs.component import step_seed
-from atoll.jobs.components.evaluate import compute_metrics
+from atoll.jobs.components.evaluate import EvaluateParams, compute_metrics
 from atoll.jobs.spec import JobSpec
 
 
@@ -72,6 +72,7 @@ def centralized_baseline(job: JobSpec, run_dir: Path) -> list[dict[str, Any]]:
         if twin_fn is None or train_ref is None:
             continue
         params = cls.Params.model_validate(model_step.params)
+        threshold = EvaluateParams.model_validate(ev.params).threshold  # the cut-off the federated side used
         for party in job.parties:
             mfile = run_dir / party / ev.id / "metrics.json"
             if not mfile.exists():
@@ -95,7 +96,7 @@ def centralized_baseline(job: JobSpec, run_dir: Path) -> list[dict[str, Any]]:
             else:
                 twin.fit(train.values(), train.y.to_numpy())
                 score = score_fn(twin, test.values())
-            central, _ = compute_metrics(task, test.y.to_numpy(), score)
+            central, _ = compute_metrics(task, test.y.to_numpy(), score, threshold)
             rows.append({"evaluate_step": ev.id, "model_step": model_step.id, "party": party,
                          "component": model_step.component, "task": task,
                          "twin": getattr(twin, "name", type(twin).__name__),

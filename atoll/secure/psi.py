@@ -92,6 +92,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from atoll._process import cpu_count
 from atoll.errors import ConfigError, CryptoError, DataError
 from atoll.federation.context import Context
 from atoll.secure import psi_group
@@ -253,14 +254,10 @@ def _check_array(x: Any, rows: int, cols: int, what: str, peer: str) -> np.ndarr
     return x
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 @contextlib.contextmanager
 def _pool(workers: int | None) -> Iterator[ThreadPoolExecutor]:
     """Blinding threads; on an error, queued batches are dropped instead of computed."""
-    pool = ThreadPoolExecutor(workers or _cores(), thread_name_prefix="atoll-psi")
+    pool = ThreadPoolExecutor(workers or cpu_count(), thread_name_prefix="atoll-psi")
     try:
         yield pool
     except BaseException:

@@ -80,7 +80,7 @@ class Split(Component):
 
     def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
         table: Table | None = inputs.get("data")
-        seed = step_seed(tc.job.seed, tc.step)
+        seed = tc.seed
         hosts = tc.parties_of("host")
         if tc.role == "guest":
             if table is None or table.y is None:

@@ -161,16 +161,21 @@ class FedClient:
         return np.concatenate([n * np.asarray(trained["update"]),
                                [n, n * float(trained["loss"]), float(trained["bit"])]])
 
+    @classmethod
+    def secagg_client(cls, name: str, trained: Mapping, advertise: Mapping) -> SecAggClient:
+        """The secure-aggregation client of one round: this round's training result as its
+        input, encoded as the server's advertise message says."""
+        return SecAggClient(name, cls.secure_vector(trained),
+                            SecAggConfig(bound=float(advertise["bound"]), frac_bits=int(advertise["frac_bits"])))
+
     def handle(self, msg: Mapping) -> dict[str, Any]:
         kind = msg.get("type")
         if kind == "fit":
             trained = self.train(msg)
             if msg.get("stage") == "advertise":  # secure aggregation: nothing leaves in the clear
-                self._sa = SecAggClient(self.name, self.secure_vector(trained),
-                                        SecAggConfig(bound=float(msg["bound"]), frac_bits=int(msg["frac_bits"])))
+                self._sa = self.secagg_client(self.name, trained, msg)
                 return self._sa.handle(msg)
-            return {"update": trained["update"], "num_examples": trained["num_examples"],
-                    "loss": trained["loss"], "bit": trained["bit"]}
+            return trained
         if kind == "evaluate":
             self.model.set_weights([np.asarray(w) for w in msg["weights"]])
             d = self.data
@@ -338,7 +343,8 @@ class FedServer:
                 ns = [float(replies[c]["num_examples"]) for c in names]
                 if any(u.shape != w.shape for u in ups):
                     raise FederationError(f"round {rnd}: a client sent an update of the wrong size")
-                update_sum = np.tensordot(np.asarray(ns), np.stack(ups), axes=1)
+                if self.strategy.linear:  # (DP needs a linear strategy); robust ones look at each update
+                    update_sum = np.tensordot(np.asarray(ns), np.stack(ups), axes=1)
                 weight_sum = float(sum(ns))
                 bits = float(sum(replies[c]["bit"] for c in names))
                 record["train_loss"] = float(np.dot(ns, [replies[c]["loss"] for c in names]) / weight_sum)
@@ -363,7 +369,7 @@ class FedServer:
                 if accountant is not None:
                     record["epsilon"] = accountant.step(self.dp.noise_multiplier, m / len(channel.clients))
                     record["delta"] = self.dp.delta
-            elif self.strategy.linear or replies is None:
+            elif self.strategy.linear:  # always so with secure aggregation (checked at start)
                 w = self.strategy.aggregate_sum(rnd, w, update_sum, weight_sum)
             else:
                 w = self.strategy.aggregate_updates(rnd, w, ups, ns)

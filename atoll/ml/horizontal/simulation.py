@@ -44,7 +44,7 @@ from atoll import wire
 from atoll.errors import ConfigError
 from atoll.ml.horizontal.models import Model
 from atoll.ml.horizontal.roles import FedClient
-from atoll.secure.secagg import SecAggClient, SecAggConfig
+from atoll.secure.secagg import SecAggClient
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class SimulationChannel:
                 reply = _local(self.model_fn, c, _get_data(self.client_data, self._index[c]),
                                _copy(decoded[id(msgs[c])]), train_only)
                 self._timed("train" if train_only else self._stage, time.perf_counter() - t0)
-                out.append(wire.loads(wire.dumps(reply)) if j == 0 else _copy(reply))
+                out.append(_roundtrip(reply) if j == 0 else _copy(reply))
             return out
         chunk = 4 * (self.workers if self._ray is None else _ray_parallelism(self._ray[0], self.workers))
         for i in range(0, len(names), chunk):
@@ -184,9 +184,7 @@ class SimulationChannel:
             for j, (c, t) in enumerate(zip(names, trained)):
                 m = _roundtrip(msgs[c]) if j == 0 else _copy(msgs[c])
                 t0 = time.perf_counter()
-                sa = SecAggClient(c, FedClient.secure_vector(t),
-                                  SecAggConfig(bound=float(m["bound"]), frac_bits=int(m["frac_bits"])))
-                self._secagg[c] = sa
+                sa = self._secagg[c] = FedClient.secagg_client(c, t, m)
                 reply = sa.handle(m)
                 self._timed(stage, time.perf_counter() - t0)
                 out[c] = _roundtrip(reply) if j == 0 else reply

@@ -367,12 +367,6 @@ def encryptions_per_epoch(params: GLMParams, role: str, n_rows: int, n_weights: 
     return per_row * n_rows + n_batches * (n_weights + 4)
 
 
-def _precompute(pk: Any, count: int, jobs: int) -> None:
-    missing = count - int(getattr(pk, "pool_size", 0))
-    if missing > 0 and hasattr(pk, "precompute"):
-        pk.precompute(missing, jobs=jobs)
-
-
 def ids_digest(ids: Sequence[Any] | None, n_rows: int) -> str:
     """SHA-256 over the row ids in order (the row count alone when ids are unknown)."""
     h = hashlib.sha256(f"rows={n_rows};".encode())
@@ -514,6 +508,17 @@ class _Role:
         p = self.params
         return he.generate_keypair(scheme=p.scheme, key_bits=p.key_bits, precision_bits=p.precision_bits)
 
+    def _exchange_keys(self, ctx: Any, peer: str) -> tuple[Any, Any, Any]:
+        """(my public key, my private key or None, the key I encrypt for the peer with):
+        the arbiter's key in arbiter mode; in two-party mode each side makes its own pair
+        and the two exchange public keys (``guest_key`` / ``host_key``)."""
+        if self.params.mode == "arbiter":
+            pk = ctx.recv("arbiter", "public_key")
+            return pk, None, pk
+        kp = self._keygen()
+        ctx.send(peer, f"{ctx.role}_key", kp.public_key)
+        return kp.public_key, kp.private_key, ctx.recv(peer, f"{peer}_key")
+
     def _mul_prec(self) -> int | None:
         return self.params.mul_precision_bits
 
@@ -554,7 +559,7 @@ class GLMGuest(_Role):
             for epoch in range(p.max_iter):
                 if p.precompute:  # offline phase: randomness for this epoch, then a barrier
                     tic = time.perf_counter()
-                    _precompute(pk, encryptions_per_epoch(p, "guest", n, xg.shape[1]), self.jobs)
+                    pk.precompute(encryptions_per_epoch(p, "guest", n, xg.shape[1]) - pk.pool_size, jobs=self.jobs)
                     with ctx.scope("offline", epoch):
                         ctx.gather("host", "ready")
                     offline.append(time.perf_counter() - tic)
@@ -621,12 +626,7 @@ class GLMGuest(_Role):
                             "every party its rows in the same order), and use the same parameters")
 
     def _keys(self, ctx: Any) -> tuple[Any, Any, Any]:
-        if self.params.mode == "arbiter":
-            pk = ctx.recv("arbiter", "public_key")
-            return pk, None, pk
-        kp = self._keygen()
-        ctx.send("host", "guest_key", kp.public_key)
-        return kp.public_key, kp.private_key, ctx.recv("host", "host_key")
+        return self._exchange_keys(ctx, "host")
 
     # ---------------------------------------------------------------- one batch
     def _batch(self, ctx: Any, pk: Any, sk: Any, host_pk: Any, xb: np.ndarray, yb: np.ndarray,
@@ -738,7 +738,7 @@ class GLMHost(_Role):
             epoch, converged = 0, False
             for epoch in range(p.max_iter):
                 if p.precompute:
-                    _precompute(pk, encryptions_per_epoch(p, "host", n, x.shape[1]), self.jobs)
+                    pk.precompute(encryptions_per_epoch(p, "host", n, x.shape[1]) - pk.pool_size, jobs=self.jobs)
                     with ctx.scope("offline", epoch):
                         ctx.send("guest", "ready", True)
                 with ctx.scope("epoch", epoch):
@@ -771,12 +771,7 @@ class GLMHost(_Role):
                             "and pass every party its rows in the same order)")
 
     def _keys(self, ctx: Any) -> tuple[Any, Any, Any]:
-        if self.params.mode == "arbiter":
-            pk = ctx.recv("arbiter", "public_key")
-            return pk, None, pk
-        kp = self._keygen()
-        ctx.send("guest", "host_key", kp.public_key)
-        return kp.public_key, kp.private_key, ctx.recv("guest", "guest_key")
+        return self._exchange_keys(ctx, "guest")
 
     def _batch(self, ctx: Any, pk: Any, sk: Any, guest_pk: Any, xb: np.ndarray, w: np.ndarray,
                opt: Optimizer) -> np.ndarray:

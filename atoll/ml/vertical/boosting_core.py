@@ -45,7 +45,6 @@ class Objective:
     """A twice-differentiable loss: gradients, initial margin and output transform."""
 
     name: str
-    n_outputs_from_labels: bool = False
 
     def n_outputs(self, y: np.ndarray) -> int:
         return int(np.max(y)) + 1 if self.name == "multi:softprob" else 1
@@ -260,11 +259,6 @@ class Tree:
 
     def leaves(self) -> list[int]:
         return [i for i in range(self.n_nodes) if self.left[i] < 0]
-
-    def topology(self) -> dict:
-        """What hosts get to route rows: children and owners, no values or guest thresholds."""
-        return {"left": np.asarray(self.left, np.int32), "right": np.asarray(self.right, np.int32),
-                "owner": list(self.owner)}
 
 
 def reachable_leaves(left: np.ndarray, right: np.ndarray, owner: list[str], me: str,

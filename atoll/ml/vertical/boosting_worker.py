@@ -124,8 +124,7 @@ def _histogram(rows: np.ndarray, codes: np.ndarray, n_bins: int, width: int, per
     cs, N = _W["cs"], _W["N"]
     flat = cipher_histogram([cs[i] for i in rows.tolist()], codes, n_bins, N)
     packed = compress(flat, width, per, N)
-    zeros = _W["pk"].encrypt_int([0] * len(packed)).data.ravel().tolist()
-    return [gmpy2.to_binary(c * z % N) for c, z in zip(packed, zeros)]
+    return [gmpy2.to_binary(c) for c in _W["pk"]._rerandomize_flat(packed)]
 
 
 # ----------------------------------------------------------------------------- party side

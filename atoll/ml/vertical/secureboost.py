@@ -53,6 +53,7 @@ What each party sees:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -225,11 +226,10 @@ class SecureBoostGuest:
         cipher = make_guest_cipher(p.scheme, p.key_bits, p.n_jobs)
         try:
             model = self._fit(ctx, x, y, eval_set, obj, cipher)
-            model.stats = dict(getattr(cipher, "stats", {}))
+            model.stats = dict(cipher.stats)
             return model
         finally:
-            if hasattr(cipher, "close"):
-                cipher.close()
+            cipher.close()
 
     def _fit(self, ctx: Context, x: np.ndarray, y: np.ndarray, eval_set, obj, cipher) -> SecureBoostGuestModel:
         p = self.params
@@ -541,10 +541,9 @@ class SecureBoostHost:
             if setup["has_eval"] and prm.get("early_stopping_rounds") is not None:
                 keep = int(ctx.recv("guest", "keep_trees"))
                 model.topologies, model.lookup = model.topologies[:keep], model.lookup[:keep]
-            model.stats = dict(getattr(cipher, "stats", {}))
+            model.stats = dict(cipher.stats)
         finally:
-            if hasattr(cipher, "close"):
-                cipher.close()
+            cipher.close()
         self.model = model
         return model
 
@@ -643,21 +642,23 @@ def _tick(model: SecureBoostGuestModel, what: str, since: float) -> float:
 
 
 def _eval_loss(objective: str, y: np.ndarray, margin: np.ndarray) -> float:
-    obj = get_objective(objective)
-    pred = obj.transform(margin)
+    """The objective's loss: log loss, RMSE or multi-class log loss (:mod:`atoll.ml.metrics`)."""
+    from atoll.ml import metrics
+
+    pred = get_objective(objective).transform(margin)
     if objective == "binary:logistic":
-        p = np.clip(pred, 1e-15, 1 - 1e-15)
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        return metrics.log_loss(y, pred)
     if objective == "reg:squarederror":
-        return float(np.sqrt(np.mean((pred - y) ** 2)))
-    p = np.clip(pred[np.arange(len(y)), y.astype(np.int64)], 1e-15, 1)
-    return float(-np.mean(np.log(p)))
+        return metrics.rmse(y, pred)
+    return metrics.multiclass_log_loss(y, pred)
+
+
 # ============================================================================ simulation facade
 
 def _guest_fit(ctx: Context, params: SecureBoostParams, x, y, eval_set=None):
     guest = SecureBoostGuest(params)
     model = guest.fit(ctx, x, y, eval_set)
-    return {"model": model, "mapper_cuts": None}
+    return {"model": model}
 
 
 def _host_fit(ctx: Context, params: SecureBoostParams, x, eval_x=None):
@@ -738,11 +739,8 @@ class HeteroSecureBoost:
         self.other_rate = other_rate
 
     def _params(self) -> SecureBoostParams:
-        return SecureBoostParams(self.n_estimators, self.max_depth, self.learning_rate, self.reg_lambda,
-                                 self.gamma, self.min_child_weight, self.max_bin, self.subsample,
-                                 self.colsample_bytree, self.objective, self.scheme, self.key_bits,
-                                 self.random_state, self.early_stopping_rounds, self.n_jobs,
-                                 self.goss, self.top_rate, self.other_rate)
+        # by name: the estimator's attributes are the parameters' fields
+        return SecureBoostParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SecureBoostParams)})
 
     def fit(self, data: Mapping[str, Any], eval_set: Mapping[str, Any] | None = None,
             recorder=None) -> "HeteroSecureBoost":

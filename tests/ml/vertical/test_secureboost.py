@@ -190,6 +190,9 @@ def test_parallel_histograms_equal_plain(monkeypatch):
     enc = fed(HeteroSecureBoost(scheme="ou", key_bits=KEY_BITS, n_jobs=2, **kw), train)
     plain = fed(HeteroSecureBoost(scheme="plain", **kw), train)
     np.testing.assert_allclose(enc.predict_proba(parties(test)), plain.predict_proba(parties(test)), atol=1e-12)
+    # and the worker pools really did the work
+    assert enc.guest_model_.stats["parallel_encryptions"] > 0
+    assert enc.host_models_["host_0"].stats["parallel_histograms"] > 0
 
 
 def test_paillier_equals_plain_on_breast_slice():
