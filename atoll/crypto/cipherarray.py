@@ -262,9 +262,10 @@ class CipherArray:
         ints, f = self._encode_multiplier(other, precision)
         if self.exp + f > _MAX_EXP:
             raise CryptoError(f"{self.exp + f} fractional bits is beyond the supported {_MAX_EXP}")
-        bound = self._check_bound(self.bound * encoding.max_abs(ints), "this product")
+        maxabs = encoding.max_abs(ints)
+        bound = self._check_bound(self.bound * maxabs, "this product")
         nonneg = f == 0 and ints.size and min(ints.ravel().tolist()) >= 0
-        packing = self._packing_scaled(encoding.max_abs(ints) if nonneg else None)
+        packing = self._packing_scaled(maxabs if nonneg else None)
         N = self.pk.cipher_modulus
         if ints.ndim == 0:
             k = int(ints[()])

@@ -276,6 +276,13 @@ def test_batched_key_agreement_equals_one_openssl_call_each():
     sk = X25519PrivateKey.generate()
     pubs = [X25519PrivateKey.generate().public_key().public_bytes_raw() for _ in range(13)]
     assert agree_many(sk, pubs) == [agree(sk, p) for p in pubs]
+    # an independent oracle too (the comparison above is OpenSSL against OpenSSL where IPP is absent):
+    # RFC 7748 section 5.2, first test vector
+    rfc = X25519PrivateKey.from_private_bytes(bytes.fromhex(
+        "a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4"))
+    u = bytes.fromhex("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")
+    assert agree_many(rfc, [u, u]) == [bytes.fromhex(
+        "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552")] * 2
     assert agree_many(sk, []) == []
     with pytest.raises(CryptoError, match="small order"):
         agree_many(sk, pubs[:3] + [bytes(32)])  # the all-zero u-coordinate: a small-order point

@@ -72,20 +72,21 @@ class Split(Component):
     outputs = {"train": "data", "validate": "data", "test": "data"}
     Params = SplitParams
 
+    @staticmethod
+    def _part(k: str, rows: Any, pick: Any) -> Table | None:
+        """Part ``k`` from ``pick(rows)``; an empty validation or test part is no part (None)."""
+        return pick(rows) if len(rows) or k == "train" else None
+
     def _parts(self, table: Table, positions: dict[str, np.ndarray]) -> dict[str, Table | None]:
-        out: dict[str, Table | None] = {}
-        for k, pos in positions.items():
-            out[k] = table.take(table.ids[pos]) if len(pos) or k == "train" else None
-        return out
+        return {k: self._part(k, pos, table.rows) for k, pos in positions.items()}
 
     def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
         table: Table | None = inputs.get("data")
-        seed = tc.seed
         hosts = tc.parties_of("host")
         if tc.role == "guest":
             if table is None or table.y is None:
                 raise DataError("split: the guest needs its labelled data as input")
-            pos = split_positions(len(table), table.y.to_numpy(), self.params, seed)
+            pos = split_positions(len(table), table.y.to_numpy(), self.params, tc.seed)
             if hosts:
                 tc.fed.send("host", "ids", {k: ids_to_wire(table.ids[v]) for k, v in pos.items()})
             tc.log.info("split %d rows: %s", len(table), {k: len(v) for k, v in pos.items()})
@@ -94,16 +95,12 @@ class Split(Component):
             if table is None:
                 raise DataError("split: the host needs its data as input")
             parts = tc.fed.recv("guest", "ids")
-            out: dict[str, Table | None] = {}
-            for k, v in parts.items():
-                ids = ids_from_wire(v, table.ids)
-                out[k] = table.take(ids) if len(ids) or k == "train" else None
-            return out
+            return {k: self._part(k, ids_from_wire(v, table.ids), table.take) for k, v in parts.items()}
         if tc.role == "client":
             if table is None:
                 raise DataError("split: the client needs its data as input")
             y = None if table.y is None else table.y.to_numpy()
-            pos = split_positions(len(table), y, self.params, step_seed(seed, tc.party))
+            pos = split_positions(len(table), y, self.params, step_seed(tc.seed, tc.party))
             return self._parts(table, pos)
         return {}
 
