@@ -314,7 +314,7 @@ class GrpcEndpoint(Endpoint):
                 code, detail = e.code(), e.details() or ""
                 if code == grpc.StatusCode.PERMISSION_DENIED:
                     raise AuthError(f"party {receiver!r} refused {self.party!r}: {detail}") from None
-                if code == grpc.StatusCode.FAILED_PRECONDITION:
+                if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
                     raise WireError(f"party {receiver!r} refused the message: {detail}") from None
                 not_open = code == grpc.StatusCode.NOT_FOUND
                 if (code not in _RETRYABLE and not not_open) or time.monotonic() + delay > deadline:
