@@ -46,8 +46,8 @@ import grpc
 from atoll import wire
 from atoll.errors import AuthError, FederationError, PeerFailed, UnknownParty, WireError
 from atoll.federation.certs import TlsConfig
-from atoll.federation.transport import (Endpoint, JobTable, OpenJob, Payload, Transport, clean_reason,
-                                        job_of, party_names, payload_size)
+from atoll.federation.transport import (Endpoint, JobTable, JobTransport, OpenJob, Payload, Transport,
+                                        clean_reason, job_of, party_names, payload_size)
 
 log = logging.getLogger(__name__)
 
@@ -381,39 +381,25 @@ class GrpcEndpoint(Endpoint):
             self._channels.clear()
 
 
-class GrpcJobTransport(Transport):
+class GrpcJobTransport(JobTransport):
     """One party's transport in one job, over its :class:`GrpcEndpoint`."""
 
-    def __init__(self, endpoint: GrpcEndpoint, job: OpenJob):
-        self.endpoint = endpoint
-        self.party = endpoint.party
-        self.job_id = job.job_id
-        self.parties = job.parties
-        self._job = job
+    endpoint: GrpcEndpoint
 
     def send(self, receiver: str, address: str, payload: Payload) -> None:
         self.push(receiver, address, payload, uuid.uuid4().hex)
 
     def push(self, receiver: str, address: str, payload: Payload, msg_id: str) -> None:
         """Send with an explicit message id; safe to call again with the same id."""
-        if receiver not in self.parties:
-            raise UnknownParty(f"{self.party!r} cannot send to {receiver!r}: not in job {self.job_id!r}")
-        if job_of(address) != self.job_id:
-            raise FederationError(f"address {address!r} is not of job {self.job_id!r}; use a Context "
-                                  "made with this job's id")
+        self._check_send(receiver, address)
         self.endpoint.push_message(self.job_id, receiver, address, payload, msg_id)
 
     def recv(self, sender: str, address: str, timeout: float, describe: str) -> bytes:
-        if sender not in self.parties:
-            raise UnknownParty(f"{self.party!r} cannot receive from {sender!r}: not in job {self.job_id!r}")
-        return self._job.mailbox.take(sender, address, timeout, describe,
-                                      alive=lambda peer: self.endpoint._alive(self._job, peer))
+        return self._take(sender, address, timeout, describe,
+                          alive=lambda peer: self.endpoint._alive(self._job, peer))
 
     def abort(self, reason: str) -> None:
         self.endpoint.abort_job(self.job_id, reason)
-
-    def close(self) -> None:
-        self.endpoint.close_job(self.job_id)
 
 
 class GrpcTransport(GrpcEndpoint, Transport):

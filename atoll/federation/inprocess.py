@@ -18,8 +18,8 @@ import threading
 from typing import Callable, Iterable, Mapping
 
 from atoll.errors import FederationError, UnknownParty
-from atoll.federation.transport import (Endpoint, JobTable, OpenJob, Payload, Transport, as_bytes,
-                                        job_of, party_names)
+from atoll.federation.transport import (Endpoint, JobTable, JobTransport, OpenJob, Payload, Transport,
+                                        as_bytes, job_of, party_names)
 
 Recorder = Callable[[str, str, str, bytes], None]
 
@@ -112,41 +112,24 @@ class InProcessEndpoint(Endpoint):
             job.mailbox.mark_failed(party, reason)
 
 
-class InProcessJobTransport(Transport):
+class InProcessJobTransport(JobTransport):
     """One party's transport in one job over an in-process hub."""
 
-    def __init__(self, endpoint: InProcessEndpoint, job: OpenJob):
-        self.endpoint = endpoint
-        self.party = endpoint.party
-        self.job_id = job.job_id
-        self.parties = job.parties
-        self._job = job
-
-    def _check_address(self, address: str) -> None:
-        if job_of(address) != self.job_id:
-            raise FederationError(f"address {address!r} is not of job {self.job_id!r}; use a Context "
-                                  "made with this job's id")
+    endpoint: InProcessEndpoint
 
     def send(self, receiver: str, address: str, payload: Payload) -> None:
-        if receiver not in self.parties or receiver == self.party:
-            raise UnknownParty(f"{self.party!r} cannot send to {receiver!r}: not a peer in job {self.job_id!r}")
-        self._check_address(address)
+        self._check_send(receiver, address)
         payload = as_bytes(payload)
         self.endpoint.hub._record(self.party, receiver, address, payload)
         self.endpoint.hub.endpoint(receiver)._deliver(self.job_id, self.party, address, payload)
 
     def recv(self, sender: str, address: str, timeout: float, describe: str) -> bytes:
-        if sender not in self.parties:
-            raise UnknownParty(f"{self.party!r} cannot receive from {sender!r}: not in job {self.job_id!r}")
-        return self._job.mailbox.take(sender, address, timeout, describe)
+        return self._take(sender, address, timeout, describe)
 
     def abort(self, reason: str) -> None:
         for p in self.parties:
             if p != self.party:
                 self.endpoint.hub.endpoint(p)._mark_failed(self.job_id, self.party, reason)
-
-    def close(self) -> None:
-        self.endpoint.close_job(self.job_id)
 
 
 class InProcessTransport(Transport):

@@ -349,5 +349,32 @@ class Endpoint(abc.ABC):
         self.close()
 
 
+class JobTransport(Transport):
+    """The transport of one job at one party: what ``Endpoint.open_job`` returns."""
+
+    def __init__(self, endpoint: Endpoint, job: OpenJob):
+        self.endpoint = endpoint
+        self.party = endpoint.party
+        self.job_id = job.job_id
+        self.parties = job.parties
+        self._job = job
+
+    def _check_send(self, receiver: str, address: str) -> None:
+        if receiver not in self.parties or receiver == self.party:
+            raise UnknownParty(f"{self.party!r} cannot send to {receiver!r}: not a peer in job {self.job_id!r}")
+        if job_of(address) != self.job_id:
+            raise FederationError(f"address {address!r} is not of job {self.job_id!r}; use a Context "
+                                  "made with this job's id")
+
+    def _take(self, sender: str, address: str, timeout: float, describe: str,
+              alive: Callable[[str], str | None] | None = None) -> bytes:
+        if sender not in self.parties:
+            raise UnknownParty(f"{self.party!r} cannot receive from {sender!r}: not in job {self.job_id!r}")
+        return self._job.mailbox.take(sender, address, timeout, describe, alive)
+
+    def close(self) -> None:
+        self.endpoint.close_job(self.job_id)
+
+
 def party_names(parties: Mapping[str, str] | Iterable[str]) -> frozenset[str]:
     return frozenset(parties.keys() if isinstance(parties, Mapping) else parties)

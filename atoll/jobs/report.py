@@ -185,7 +185,8 @@ def _html(r: dict[str, Any], plots: dict[str, bytes]) -> str:
                  + "".join(f"<th>{e(p)}</th>" for p in r["parties"]) + "</tr>")
     for step, per in r["steps"].items():
         cells = "".join(f"<td>{'' if v is None else f'{v:.2f}'}</td>" for v in per.values())
-        mark = " (resumed: kept)" if step in r["resumed_skipped"] else " (resumed: ran again)" if step in ran_again else ""
+        mark = (" (resumed: kept)" if step in r["resumed_skipped"]
+                else " (resumed: ran again)" if step in ran_again else "")
         parts.append(f"<tr><td>{e(step)}{mark}</td>{cells}</tr>")
     parts.append("</table>")
     if r.get("resume"):

@@ -24,12 +24,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from atoll.jobs.component import step_seed
 from atoll.jobs.dag import ancestors
 from atoll.jobs.spec import JobSpec
-from atoll.jobs.store import RunStore
+from atoll.jobs.store import PartyRun, RunStore
 
 _CHUNK = 1 << 20
 
@@ -38,17 +38,20 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def file_digest(path: Path, _cache: dict[tuple, str] = {}) -> str:  # noqa: B006 - a per-process cache
-    """SHA-256 of a file's content (cached per path, size and modification time)."""
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content (cached in this process per path, size and modification time)."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _cache:
+    if key not in _DIGESTS:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
-        _cache[key] = h.hexdigest()[:32]
-    return _cache[key]
+        _DIGESTS[key] = h.hexdigest()[:32]
+    return _DIGESTS[key]
 
 
 def data_digest(job: JobSpec, party: str) -> str:
@@ -139,26 +142,34 @@ class ResumePlan:
     rerun: dict[str, list[str]]
 
 
-def plan_resume(job: JobSpec, store: RunStore) -> ResumePlan:
-    """Compare each step's recorded fingerprint at every party with today's (see the module docstring)."""
+def party_changes(job: JobSpec, run: PartyRun) -> dict[str, list[str]]:
+    """Why each step must run again at one party, from that party's own records and data only
+    (``{step: [reason, ...]}``, steps with nothing changed left out; upstream effects not
+    included). A node computes this for its own party; :func:`combine` joins the parties'."""
+    now = fingerprints(job, run.party)
+    out: dict[str, list[str]] = {}
+    for c in job.pipeline:
+        rec = run.record(c.id)
+        if rec is None:
+            why = [f"it is not complete at {run.party!r}"]
+        elif rec.mode != "train":
+            why = [f"it was last run for prediction at {run.party!r}"]
+        elif rec.fingerprint == now[c.id].digest:
+            continue
+        else:
+            why = _why(rec.parts, now[c.id].parts, run.party)
+        if why:
+            out[c.id] = why
+    return out
+
+
+def combine(job: JobSpec, changes: Mapping[str, Mapping[str, list[str]]]) -> ResumePlan:
+    """The run's plan from every party's :func:`party_changes` (``{party: {step: reasons}}``):
+    a step runs again if it changed at any party, and so does everything downstream of it."""
     own: dict[str, list[str]] = {c.id: [] for c in job.pipeline}
     for party in job.parties:
-        now = fingerprints(job, party)
-        pr = store.party(party)
-        for c in job.pipeline:
-            rec = pr.record(c.id)
-            if rec is None:
-                why = f"it is not complete at {party!r}"
-            elif rec.mode != "train":
-                why = f"it was last run for prediction at {party!r}"
-            elif rec.fingerprint == now[c.id].digest:
-                continue
-            else:
-                for w in _why(rec.parts, now[c.id].parts, party):
-                    if w not in own[c.id]:
-                        own[c.id].append(w)
-                continue
-            own[c.id].append(why)
+        for step, reasons in (changes.get(party) or {}).items():
+            own[step] += [r for r in reasons if r not in own[step]]
     deps = _deps(job)
     rerun: dict[str, list[str]] = {}
     for c in job.pipeline:  # pipeline order: upstream reasons are known before downstream ones
@@ -169,6 +180,13 @@ def plan_resume(job: JobSpec, store: RunStore) -> ResumePlan:
         if reasons:
             rerun[c.id] = _collapse(reasons, len(job.parties))
     return ResumePlan([c.id for c in job.pipeline if c.id not in rerun], rerun)
+
+
+def plan_resume(job: JobSpec, store: RunStore) -> ResumePlan:
+    """Compare each step's recorded fingerprint at every party with today's (see the module
+    docstring). A local run sees every party's part of the store; a node sees its own only
+    and uses :func:`party_changes` and :func:`combine` instead."""
+    return combine(job, {p: party_changes(job, store.party(p)) for p in job.parties})
 
 
 def _collapse(reasons: list[str], n_parties: int) -> list[str]:
