@@ -345,6 +345,8 @@ class GrpcEndpoint(Endpoint):
                 return f"it closed job {job.job_id!r} (its task there ended or was stopped)"
             if state == "open":
                 job.seen_alive.add(peer)
+            elif peer in job.seen_alive:  # it had the job open (a push landed), and no longer knows it
+                return f"it no longer has job {job.job_id!r} open (its node restarted?)"
             return None
         except (grpc.RpcError, WireError, AttributeError) as e:
             if not isinstance(e, grpc.RpcError):

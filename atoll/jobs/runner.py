@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import uuid
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -263,7 +264,8 @@ def _launch_all(job: JobSpec, store: RunFolder, mode: str, skip: list[str], disp
     monitor.start()
     since = time.time()
     try:
-        return launch(parties, mode=mode, timeout=job.timeout, job_id=f"{job.name}-{uuid.uuid4().hex[:8]}")
+        job_id = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', job.name)[:64]}-{uuid.uuid4().hex[:8]}"
+        return launch(parties, mode=mode, timeout=job.timeout, job_id=job_id)
     except PartyFailed as e:
         raise _diagnose(job, store, e, since) from None
     finally:

@@ -173,3 +173,15 @@ def test_a_peer_that_closed_the_job_is_reported_promptly_while_it_stays_up(grpc_
     assert time.perf_counter() - t0 < 5
     k["host_0"].send("guest", "result", 42)
     assert k["guest"].recv("host_0", "result") == 42
+
+
+def test_a_peer_restarted_without_the_job_is_reported_promptly(certdir, grpc_endpoints):
+    j = open_jobs(grpc_endpoints, "job-J")
+    j["guest"].send("host_0", "hello", 1)  # host_0 had job J open: the push landed
+    old = grpc_endpoints["host_0"]
+    old.close(grace=0)
+    grpc_endpoints["host_0"] = GrpcEndpoint("host_0", old.addresses, TlsConfig.load(certdir, "host_0"))
+    t0 = time.perf_counter()
+    with pytest.raises(PeerFailed, match="no longer has job 'job-J' open"):
+        j["guest"].recv("host_0", "result")
+    assert time.perf_counter() - t0 < 5
