@@ -98,7 +98,8 @@ def psi_command(
         column: Optional[str] = typer.Option(None, help="Name of the id column"),
         role: Optional[str] = typer.Option(None, help="guest or host (two-node mode)"),
         party: Optional[str] = typer.Option(None, help="This party's name (default: guest / host_0)"),
-        address: Optional[str] = typer.Option(None, help="HOST:PORT this node listens on and peers dial"),
+        address: Optional[str] = typer.Option(None, help="HOST:PORT this node listens on (exactly there; "
+                                                          "0.0.0.0:PORT for every interface) and peers dial"),
         peer: list[str] = typer.Option([], help="Another party as NAME=HOST:PORT (repeat per party)"),
         certs: Optional[Path] = typer.Option(None, help="Folder with ca.pem and PARTY.pem/.key "
                                                         "(from `atoll certs init`) for mutual TLS"),

@@ -27,11 +27,12 @@ from _common import header
 def _atoll_party(party, addrs, certdir, nbytes, reps, q):
     from atoll.federation import Context
     from atoll.federation.certs import TlsConfig
-    from atoll.federation.grpc_transport import GrpcTransport
+    from atoll.federation.grpc_transport import GrpcEndpoint
 
     tls = TlsConfig.load(certdir, party) if certdir else None
-    t = GrpcTransport(party, addrs, tls)
-    ctx = Context(party, {"a": "sender", "b": "receiver"}, t, job_id="bench", timeout=300)
+    t = GrpcEndpoint(party, addrs, tls)
+    roles = {"a": "sender", "b": "receiver"}
+    ctx = Context(party, roles, t.open_job("bench", roles), timeout=300)
     try:
         if party == "a":
             arr = np.random.default_rng(0).random(nbytes // 8)

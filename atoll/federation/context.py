@@ -33,14 +33,20 @@ class Context:
     """One party's view of a running job.
 
     ``parties`` maps each party name to its role (``{"guest": "guest",
-    "host_0": "host", "host_1": "host", "arbiter": "arbiter"}``).
+    "host_0": "host", "host_1": "host", "arbiter": "arbiter"}``). ``transport`` is the
+    job's transport (``endpoint.open_job(job_id, parties)``), whose job id the context
+    takes; ``job_id`` names the job on a job-less transport (default ``"job"``).
     """
 
     def __init__(self, party: str, parties: Mapping[str, str], transport: Transport,
-                 job_id: str = "job", task: str = "main", timeout: float = DEFAULT_TIMEOUT,
+                 job_id: str | None = None, task: str = "main", timeout: float = DEFAULT_TIMEOUT,
                  max_bytes: int = wire.DEFAULT_MAX_BYTES):
         if party not in parties:
             raise UnknownParty(f"party {party!r} is not in this job's parties {sorted(parties)}")
+        bound = getattr(transport, "job_id", None)  # a job's transport (endpoint.open_job) knows its job
+        if job_id is not None and bound is not None and job_id != bound:
+            raise FederationError(f"this transport is job {bound!r}'s; it cannot carry job {job_id!r}")
+        job_id = job_id or bound or "job"
         self.party = party
         self.parties = dict(parties)
         self.role = self.parties[party]

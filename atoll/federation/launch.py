@@ -15,7 +15,9 @@ Each callable is called as ``fn(ctx, **kwargs)`` with that party's
   picklable (module-level functions) because processes are spawned fresh.
 
 If a party raises, the others are stopped promptly and :class:`PartyFailed`
-names that party and its error; it never hangs until a timeout. (Results and
+names that party and its error; it never hangs until a timeout. The other parties
+learn only the error's category (:func:`~atoll.federation.transport.failure_summary`),
+never its text. (Results and
 errors travel from the party processes back to the launcher over a local
 multiprocessing pipe: that is this machine talking to itself, not a party
 boundary; parties talk to each other only through the wire codec.)
@@ -38,6 +40,7 @@ from atoll._process import die_with_parent
 from atoll.errors import AtollError, FederationError, PeerFailed
 from atoll.federation.context import DEFAULT_TIMEOUT, Context
 from atoll.federation.inprocess import InProcessHub, Recorder
+from atoll.federation.transport import failure_summary
 
 
 @dataclass
@@ -92,13 +95,14 @@ def _root_cause(errors: dict[str, tuple[Any, str]]) -> tuple[str, Any, str]:
 def _launch_threads(specs: dict[str, Party], roles: dict[str, str], job_id: str,
                     timeout: float, recorder: Recorder | None, task: str) -> dict[str, Any]:
     hub = InProcessHub(specs, recorder)
+    transports = {name: hub.endpoint(name).open_job(job_id, roles) for name in specs}
     results: dict[str, Any] = {}
     errors: dict[str, tuple[Any, str]] = {}
     lock = threading.Lock()
 
     def run(name: str, spec: Party) -> None:
-        transport = hub.transport(name)
-        ctx = Context(name, roles, transport, job_id=job_id, task=task, timeout=timeout)
+        transport = transports[name]
+        ctx = Context(name, roles, transport, task=task, timeout=timeout)
         try:
             out = spec.fn(ctx, **spec.kwargs)
             with lock:
@@ -106,7 +110,7 @@ def _launch_threads(specs: dict[str, Party], roles: dict[str, str], job_id: str,
         except BaseException as e:  # noqa: BLE001 - reported to the caller below
             with lock:
                 errors[name] = (e, traceback.format_exc())
-            transport.abort(f"{type(e).__name__}: {e}")
+            transport.abort(failure_summary(e))
 
     threads = [threading.Thread(target=run, args=(n, s), name=f"atoll-party-{n}", daemon=True)
                for n, s in specs.items()]
@@ -114,6 +118,8 @@ def _launch_threads(specs: dict[str, Party], roles: dict[str, str], job_id: str,
         t.start()
     for t in threads:
         t.join()
+    for transport in transports.values():
+        transport.close()
     if errors:
         name, err, tb = _root_cause(errors)
         raise PartyFailed(name, err, tb) from err
@@ -130,22 +136,23 @@ def free_port() -> int:
 def _child(name: str, roles: dict[str, str], addresses: dict[str, str], cert_dir: str,
            spec: Party, job_id: str, timeout: float, task: str, out: Any) -> None:
     from atoll.federation.certs import TlsConfig
-    from atoll.federation.grpc_transport import GrpcTransport
+    from atoll.federation.grpc_transport import GrpcEndpoint
 
     die_with_parent()
-    transport = None
+    endpoint = transport = None
     try:
-        transport = GrpcTransport(name, addresses, TlsConfig.load(cert_dir, name))
-        ctx = Context(name, roles, transport, job_id=job_id, task=task, timeout=timeout)
+        endpoint = GrpcEndpoint(name, addresses, TlsConfig.load(cert_dir, name))
+        transport = endpoint.open_job(job_id, roles)
+        ctx = Context(name, roles, transport, task=task, timeout=timeout)
         result = spec.fn(ctx, **spec.kwargs)
         out.put(("ok", name, result, ""))
     except BaseException as e:  # noqa: BLE001
         if transport is not None:
-            transport.abort(f"{type(e).__name__}: {e}")
+            transport.abort(failure_summary(e))  # the peers learn the category, not the text
         out.put(("err", name, f"{type(e).__name__}: {e}", traceback.format_exc()))
     finally:
-        if transport is not None:
-            transport.close()
+        if endpoint is not None:
+            endpoint.close()
 
 
 def _launch_processes(specs: dict[str, Party], roles: dict[str, str], job_id: str,

@@ -1,20 +1,39 @@
-"""Transports move encoded messages between parties; ``Mailbox`` is their shared inbox.
+"""Endpoints, job transports and mailboxes: how encoded messages move, scoped by job.
 
-A transport only moves bytes. Addressing, encoding and scoping live in
-:class:`atoll.federation.Context`; waiting, de-duplication and failure
-reporting live in :class:`Mailbox`, which both the in-process and the gRPC
-transports deliver into.
+One party (one organisation's node, or one party process of ``atoll run``) has ONE
+:class:`Endpoint`: it owns the sockets (a gRPC server, or a slot on an in-process hub)
+and serves many jobs at once. ``endpoint.open_job(job_id, parties)`` returns the
+:class:`Transport` of that job — what a :class:`~atoll.federation.Context` uses::
+
+    endpoint = GrpcEndpoint("bank", {"bank": "10.0.0.1:7001", "shop": "10.0.0.2:7001"}, tls)
+    t = endpoint.open_job("job-42", {"bank": "guest", "shop": "host"})
+    ctx = Context("bank", {"bank": "guest", "shop": "host"}, t)
+    ...
+    endpoint.close_job("job-42")          # frees its queued messages, failure marks, dedup ids
+
+Everything that can go wrong is kept per job: a message names its job, and is only
+accepted for a job this endpoint has open, from a party of that job; a party that fails
+(``abort``) or stops answering is marked failed in that job only, so a failure in job J
+never touches job K between the same parties. Messages for a job that was closed are
+dropped (the job's receivers are gone); messages for a job this endpoint never opened
+are refused, never buffered — the sender retries for a while, because its peer may
+simply not have opened the job yet.
+
+Addressing, encoding and scoping live in :class:`~atoll.federation.Context`; waiting,
+de-duplication and failure marks live in :class:`Mailbox` (one per open job).
 """
 
 from __future__ import annotations
 
 import abc
 import collections
+import re
 import threading
 import time
-from typing import Callable, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence, Union
 
-from atoll.errors import FederationTimeout, PeerFailed
+from atoll.errors import FederationError, FederationTimeout, PeerFailed, UnknownParty
 
 #: an encoded message: bytes, or buffers to be concatenated (see ``wire.dumps_parts``)
 Payload = Union[bytes, Sequence[Union[bytes, memoryview]]]
@@ -27,14 +46,48 @@ def as_bytes(payload: Payload) -> bytes:
 def payload_size(payload: Payload) -> int:
     return len(payload) if isinstance(payload, bytes) else sum(memoryview(p).nbytes for p in payload)
 
+
 #: how often a waiting receive asks the transport whether the sender is alive
 LIVENESS_INTERVAL = 1.0
+#: job ids: what a job file's name and a uuid make (no '/', which separates address parts)
+JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+#: how long a closed job's id is remembered (so late messages for it are dropped, not refused)
+CLOSED_MEMORY = 10_000
+_REASON = re.compile(r"[^A-Za-z0-9_ .,:;'()\-=/]")
+
+
+def check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+        raise FederationError(f"job id {job_id!r} must be 1-128 letters, digits or '_.:-' (no '/')")
+    return job_id
+
+
+def job_of(address: str) -> str:
+    """The job id an address (``JOB/TASK/SCOPE.../KEY``, as Context builds it) belongs to."""
+    return address.partition("/")[0]
+
+
+def failure_summary(error: BaseException) -> str:
+    """What a party tells its peers about its own failure: the error's category and, where
+    the error names one, the step — never the error's text (it may hold ids, values, paths).
+    The full text stays in the party's own log."""
+    step = getattr(error, "step", None)
+    root = error.__cause__ if step is not None and error.__cause__ is not None else error
+    category = type(root).__name__
+    return f"{category} at step {step!r}" if isinstance(step, str) else category
+
+
+def clean_reason(reason: object, limit: int = 200) -> str:
+    """A peer's failure reason as this party will show it: short, printable, no markup."""
+    return _REASON.sub("?", str(reason))[:limit] or "no reason given"
 
 
 class Transport(abc.ABC):
-    """Moves payloads for one party."""
+    """Moves payloads for one party in one job (``job_id``; None for a legacy transport
+    that serves whatever job an address names)."""
 
     party: str
+    job_id: str | None = None
 
     @abc.abstractmethod
     def send(self, receiver: str, address: str, payload: Payload) -> None:
@@ -45,10 +98,11 @@ class Transport(abc.ABC):
         """Wait for the payload ``sender`` sent under ``address``."""
 
     def abort(self, reason: str) -> None:
-        """Tell every peer that this party has failed (best effort)."""
+        """Tell the job's peers that this party has failed (best effort). ``reason`` is shown
+        to them: pass :func:`failure_summary` of the error, not its text."""
 
     def close(self) -> None:
-        """Release sockets and threads."""
+        """Release what this transport holds (a job transport: the job, at this party)."""
 
     def __enter__(self) -> "Transport":
         return self
@@ -58,23 +112,33 @@ class Transport(abc.ABC):
 
 
 class Mailbox:
-    """Messages received by one party, waiting to be taken, keyed by (sender, address).
+    """Messages one party received in one job, waiting to be taken, keyed by (sender, address).
 
-    Delivery is idempotent per message id, so a retried send is seen once. A
-    peer marked failed wakes every receive waiting on it with ``PeerFailed``.
+    Delivery is idempotent per message id, so a retried send is seen once. A peer marked
+    failed wakes every receive waiting on it with ``PeerFailed``; closing the mailbox wakes
+    every receive with ``FederationError``. Marks, messages and message ids live and die
+    with the mailbox, i.e. with the job.
     """
 
-    def __init__(self, owner: str, dedup_window: int = 100_000):
+    def __init__(self, owner: str, job_id: str = "job", parties: Iterable[str] | None = None,
+                 dedup_window: int = 100_000):
         self.owner = owner
+        self.job_id = job_id
+        self.parties = None if parties is None else frozenset(parties)
         self._cond = threading.Condition()
         self._queues: dict[tuple[str, str], collections.deque] = collections.defaultdict(collections.deque)
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._dedup_window = dedup_window
         self._failed: dict[str, str] = {}
+        self._closed = False
+        self._bytes = 0
 
-    def deliver(self, sender: str, address: str, payload: bytes, msg_id: str | None = None) -> bool:
-        """Queue a message; return False if ``msg_id`` was already delivered."""
+    def deliver(self, sender: str, address: str, payload: bytes | bytearray,
+                msg_id: str | None = None) -> bool:
+        """Queue a message; return False if ``msg_id`` was already delivered (or the job closed)."""
         with self._cond:
+            if self._closed:
+                return False
             if msg_id is not None:
                 if msg_id in self._seen:
                     return False
@@ -82,10 +146,12 @@ class Mailbox:
                 if len(self._seen) > self._dedup_window:
                     self._seen.popitem(last=False)
             self._queues[(sender, address)].append(payload)
+            self._bytes += len(payload)
             self._cond.notify_all()
             return True
 
     def mark_failed(self, party: str, reason: str) -> None:
+        """Record that ``party`` failed in this job; receives waiting on it raise ``PeerFailed``."""
         with self._cond:
             self._failed.setdefault(party, reason)
             self._cond.notify_all()
@@ -93,6 +159,26 @@ class Mailbox:
     def failure(self, party: str) -> str | None:
         with self._cond:
             return self._failed.get(party)
+
+    def stats(self) -> dict[str, int]:
+        """Messages and bytes waiting to be taken, failure marks and remembered message ids."""
+        with self._cond:
+            return {"messages": sum(len(q) for q in self._queues.values()), "bytes": self._bytes,
+                    "failed": len(self._failed), "ids": len(self._seen)}
+
+    def close(self) -> None:
+        """Drop everything queued and wake every waiting receive (it raises)."""
+        with self._cond:
+            self._closed = True
+            self._queues.clear()
+            self._seen.clear()
+            self._failed.clear()
+            self._bytes = 0
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def take(self, sender: str, address: str, timeout: float, describe: str,
              alive: Callable[[str], str | None] | None = None) -> bytes:
@@ -102,9 +188,13 @@ class Mailbox:
         key = (sender, address)
         with self._cond:
             while True:
+                if self._closed:
+                    raise FederationError(f"job {self.job_id!r} was closed at {self.owner!r} while it "
+                                          f"waited for {describe} from {sender!r}")
                 q = self._queues.get(key)
                 if q:
                     payload = q.popleft()
+                    self._bytes -= len(payload)
                     if not q:
                         del self._queues[key]
                     return payload
@@ -130,3 +220,161 @@ class Mailbox:
                 if alive is not None:
                     wait = min(wait, max(next_check - now, 0.01))
                 self._cond.wait(wait)
+
+
+@dataclass
+class OpenJob:
+    """One job open at one endpoint: its parties and its mailbox (plus liveness bookkeeping)."""
+
+    job_id: str
+    parties: frozenset[str]
+    mailbox: Mailbox
+    opened: float = field(default_factory=time.monotonic)
+    seen_alive: set[str] = field(default_factory=set)
+    ping_failures: dict[str, int] = field(default_factory=dict)
+
+
+class JobTable:
+    """The jobs one endpoint has open (job id -> :class:`OpenJob`), and the ids of closed ones.
+
+    ``state(job_id)`` is ``"open"``, ``"closed"`` (remembered for the last
+    ``CLOSED_MEMORY`` closed jobs: ids only) or ``"unknown"``.
+    """
+
+    def __init__(self, owner: str, max_jobs: int = 1000):
+        self.owner = owner
+        self.max_jobs = max_jobs
+        self._jobs: dict[str, OpenJob] = {}
+        self._closed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._cond = threading.Condition()
+
+    def open(self, job_id: str, parties: Iterable[str]) -> OpenJob:
+        check_job_id(job_id)
+        parties = frozenset(parties)
+        if self.owner not in parties:
+            raise UnknownParty(f"party {self.owner!r} is not a party of job {job_id!r} ({sorted(parties)})")
+        with self._cond:
+            if job_id in self._jobs:
+                raise FederationError(f"job {job_id!r} is already open at {self.owner!r}; "
+                                      "close it first, or give the new job another id")
+            if len(self._jobs) >= self.max_jobs:
+                raise FederationError(f"{self.owner!r} already has {self.max_jobs} jobs open; "
+                                      "close finished jobs (close_job) or raise max_jobs")
+            self._closed.pop(job_id, None)
+            job = self._jobs[job_id] = OpenJob(job_id, parties, Mailbox(self.owner, job_id, parties))
+            self._cond.notify_all()
+            return job
+
+    def get(self, job_id: str) -> OpenJob | None:
+        with self._cond:
+            return self._jobs.get(job_id)
+
+    def state(self, job_id: str) -> str:
+        with self._cond:
+            if job_id in self._jobs:
+                return "open"
+            return "closed" if job_id in self._closed else "unknown"
+
+    def wait_open(self, job_id: str, timeout: float) -> OpenJob | None:
+        """The job once it is open (None if closed, or not opened within ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while job_id not in self._jobs:
+                left = deadline - time.monotonic()
+                if job_id in self._closed or left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._jobs[job_id]
+
+    def close(self, job_id: str) -> bool:
+        """Forget the job (its mailbox is emptied and its receivers woken); False if it was not open."""
+        with self._cond:
+            job = self._jobs.pop(job_id, None)
+            if job is None:
+                return False
+            self._closed[job_id] = None
+            while len(self._closed) > CLOSED_MEMORY:
+                self._closed.popitem(last=False)
+            self._cond.notify_all()
+        job.mailbox.close()
+        return True
+
+    def open_ids(self) -> list[str]:
+        with self._cond:
+            return sorted(self._jobs)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        with self._cond:
+            jobs = list(self._jobs.values())
+        return {j.job_id: j.mailbox.stats() for j in jobs}
+
+
+class Endpoint(abc.ABC):
+    """One party's federation endpoint, serving many jobs at once (see the module docstring).
+
+    Implementations: :class:`atoll.federation.grpc_transport.GrpcEndpoint` (gRPC + mutual
+    TLS, one server per organisation) and :class:`atoll.federation.InProcessEndpoint`
+    (threads of one process).
+    """
+
+    party: str
+    jobs: JobTable
+
+    @abc.abstractmethod
+    def open_job(self, job_id: str, parties: Mapping[str, str] | Iterable[str]) -> Transport:
+        """Start accepting messages of ``job_id`` from its ``parties`` (names, or names ->
+        roles; this party among them); return the job's transport."""
+
+    def close_job(self, job_id: str) -> None:
+        """Free everything of the job at this party: queued messages, failure marks, message
+        ids. Receives still waiting in it raise; later messages for it are dropped."""
+        self.jobs.close(job_id)
+
+    def open_jobs(self) -> list[str]:
+        return self.jobs.open_ids()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per open job: messages and bytes waiting, failure marks, remembered message ids."""
+        return self.jobs.stats()
+
+    def close(self) -> None:
+        """Close every job and release the endpoint's sockets and threads."""
+        for job_id in self.jobs.open_ids():
+            self.jobs.close(job_id)
+
+    def __enter__(self) -> "Endpoint":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JobTransport(Transport):
+    """The transport of one job at one party: what ``Endpoint.open_job`` returns."""
+
+    def __init__(self, endpoint: Endpoint, job: OpenJob):
+        self.endpoint = endpoint
+        self.party = endpoint.party
+        self.job_id = job.job_id
+        self.parties = job.parties
+        self._job = job
+
+    def _check_send(self, receiver: str, address: str) -> None:
+        if receiver not in self.parties or receiver == self.party:
+            raise UnknownParty(f"{self.party!r} cannot send to {receiver!r}: not a peer in job {self.job_id!r}")
+        if job_of(address) != self.job_id:
+            raise FederationError(f"address {address!r} is not of job {self.job_id!r}; use a Context "
+                                  "made with this job's id")
+
+    def _take(self, sender: str, address: str, timeout: float, describe: str,
+              alive: Callable[[str], str | None] | None = None) -> bytes:
+        if sender not in self.parties:
+            raise UnknownParty(f"{self.party!r} cannot receive from {sender!r}: not in job {self.job_id!r}")
+        return self._job.mailbox.take(sender, address, timeout, describe, alive)
+
+    def close(self) -> None:
+        self.endpoint.close_job(self.job_id)
+
+
+def party_names(parties: Mapping[str, str] | Iterable[str]) -> frozenset[str]:
+    return frozenset(parties.keys() if isinstance(parties, Mapping) else parties)

@@ -6,12 +6,14 @@
   strings, numpy arrays, lists, dicts), stored with :mod:`atoll.wire` (the safe
   codec; no pickle). ``scores`` carries ``ids``, ``score`` (and ``label``).
 
-Every output a party produced is persisted under ``RUN/PARTY/STEP/`` before the
-step counts as done: that is what ``--resume`` and ``atoll predict`` load.
+Every output a party produced is persisted by the run store (:mod:`atoll.jobs.store`;
+the run folder keeps it under ``RUN/PARTY/STEP/``) before the step counts as done: that
+is what ``--resume`` and ``atoll predict`` load.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +75,15 @@ class Table:
         return self.x.to_numpy(dtype=np.float64)
 
     def save(self, path: Path) -> None:
+        with open(path, "wb") as f:
+            self._write(f)
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        self._write(buf)
+        return buf.getvalue()
+
+    def _write(self, f: Any) -> None:
         ids = np.asarray(self.x.index)
         if ids.dtype == object:
             ids = ids.astype(str)
@@ -84,11 +95,14 @@ class Table:
         if self.exposure is not None:
             arrays["exposure"] = self.exposure.to_numpy(dtype=np.float64)
             arrays["exposure_name"] = np.asarray(str(self.exposure.name))
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
+        np.savez(f, **arrays)
 
     @classmethod
-    def load(cls, path: Path) -> "Table":
+    def from_bytes(cls, data: bytes) -> "Table":
+        return cls.load(io.BytesIO(data))
+
+    @classmethod
+    def load(cls, path: Path | io.BytesIO) -> "Table":
         with np.load(path, allow_pickle=False) as z:
             index = pd.Index(z["ids"], name=str(z["id_name"]))
             x = pd.DataFrame(z["x"], index=index, columns=[str(c) for c in z["columns"]])
@@ -105,21 +119,32 @@ def ids_to_wire(ids: pd.Index) -> Any:
     return [str(i) for i in ids]
 
 
+def encode_output(value: Any) -> tuple[str, bytes]:
+    """One output as (format, bytes): ``"npz"`` for a :class:`Table`, ``"bin"`` (wire codec) otherwise.
+    What every run store keeps, whatever its medium (files, database rows)."""
+    if isinstance(value, Table):
+        return "npz", value.to_bytes()
+    return "bin", wire.dumps(value)
+
+
+def decode_output(fmt: str, data: bytes) -> Any:
+    if fmt == "npz":
+        return Table.from_bytes(data)
+    if fmt == "bin":
+        return wire.loads(data)
+    raise DataError(f"unknown output format {fmt!r}")
+
+
 def save_output(folder: Path, name: str, value: Any) -> str:
     """Persist one output; return the file name."""
-    if isinstance(value, Table):
-        fname = f"{name}.npz"
-        value.save(folder / fname)
-    else:
-        fname = f"{name}.bin"
-        (folder / fname).write_bytes(wire.dumps(value))
+    fmt, data = encode_output(value)
+    fname = f"{name}.{fmt}"
+    (folder / fname).write_bytes(data)
     return fname
 
 
 def load_output(folder: Path, fname: str) -> Any:
-    if fname.endswith(".npz"):
-        return Table.load(folder / fname)
-    return wire.loads((folder / fname).read_bytes())
+    return decode_output(fname.rpartition(".")[2], (folder / fname).read_bytes())
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -6,14 +6,12 @@ offers ``centralized_twin``, this joins what the parties fed the model step
 every client's rows stacked), trains the twin (e.g. scikit-learn
 ``LogisticRegression`` for ``hetero_lr``) on those training rows, scores it on
 exactly the rows the federated ``predict`` scored, and reports each metric as
-V_FED (federated), V_SUM (centralised) and their difference. It reads the other
-parties' folders, which only a local simulation can do.
+V_FED (federated), V_SUM (centralised) and their difference. It reads every party's
+outputs from the run store, which only a local simulation can do.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,20 +22,19 @@ from atoll.jobs.artifacts import Table
 from atoll.jobs.component import step_seed
 from atoll.jobs.components.evaluate import EvaluateParams, compute_metrics
 from atoll.jobs.spec import JobSpec
+from atoll.jobs.store import RunStore
 
 
-def _load(run_dir: Path, party: str, ref: str) -> Table | None:
-    from atoll.jobs.runner import SavedOutputs
-
+def _load(store: RunStore, party: str, ref: str) -> Any:
     step, _, name = ref.partition(".")
-    saved = SavedOutputs(run_dir / party / step)
+    saved = store.party(party).outputs(step)
     return saved[name] if name in saved else None
 
 
-def _joined(job: JobSpec, run_dir: Path, ref: str, label_party: str, layout: str,
+def _joined(job: JobSpec, store: RunStore, ref: str, label_party: str, layout: str,
             ids: pd.Index | None = None) -> Table:
     if layout == "vertical":
-        tables = {p: _load(run_dir, p, ref) for p in job.parties}
+        tables = {p: _load(store, p, ref) for p in job.parties}
         base = tables[label_party]
         ids = base.ids if ids is None else ids
         cols = []
@@ -51,13 +48,13 @@ def _joined(job: JobSpec, run_dir: Path, ref: str, label_party: str, layout: str
     raise ValueError(layout)
 
 
-def _stacked(job: JobSpec, run_dir: Path, ref: str) -> Table:
-    tables = [t for t in (_load(run_dir, p, ref) for p in job.parties) if t is not None and t.y is not None]
+def _stacked(job: JobSpec, store: RunStore, ref: str) -> Table:
+    tables = [t for t in (_load(store, p, ref) for p in job.parties) if t is not None and t.y is not None]
     return Table(pd.concat([t.x for t in tables]).reset_index(drop=True),
                  pd.concat([t.y for t in tables]).reset_index(drop=True))
 
 
-def centralized_baseline(job: JobSpec, run_dir: Path) -> list[dict[str, Any]]:
+def centralized_baseline(job: JobSpec, store: RunStore) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for ev in job.pipeline:
         if ev.component != "evaluate":
@@ -74,21 +71,20 @@ def centralized_baseline(job: JobSpec, run_dir: Path) -> list[dict[str, Any]]:
         params = cls.Params.model_validate(model_step.params)
         threshold = EvaluateParams.model_validate(ev.params).threshold  # the cut-off the federated side used
         for party in job.parties:
-            mfile = run_dir / party / ev.id / "metrics.json"
-            if not mfile.exists():
+            fed = _load(store, party, f"{ev.id}.metrics")
+            if fed is None:
                 continue
-            fed = json.loads(mfile.read_text())
             task = fed["task"]
-            test_scores = _load_scores(run_dir, party, pred.id)
+            test_scores = _load(store, party, f"{pred.id}.scores")
             if cls.layout == "vertical":
-                train = _joined(job, run_dir, train_ref, party, "vertical")
-                test = _joined(job, run_dir, pred.inputs["data"], party, "vertical",
+                train = _joined(job, store, train_ref, party, "vertical")
+                test = _joined(job, store, pred.inputs["data"], party, "vertical",
                                ids=pd.Index(np.asarray(test_scores["ids"])))
             else:
-                train = _stacked(job, run_dir, train_ref)
-                test = _load(run_dir, party, pred.inputs["data"])
+                train = _stacked(job, store, train_ref)
+                test = _load(store, party, pred.inputs["data"])
             if hasattr(cls, "twin_params"):  # e.g. the rounds a boosted model kept after early stopping
-                params = cls.twin_params(params, _load(run_dir, party, f"{model_step.id}.model"))
+                params = cls.twin_params(params, _load(store, party, f"{model_step.id}.model"))
             twin, score_fn = twin_fn(params, step_seed(job.seed, model_step.id), task)
             if train.exposure is not None:  # Poisson with exposure: the twin takes it too
                 twin.fit(train.values(), train.y.to_numpy(), exposure=train.exposure.to_numpy())
@@ -105,9 +101,3 @@ def centralized_baseline(job: JobSpec, run_dir: Path) -> list[dict[str, Any]]:
                                          "diff": fed["metrics"][k] - v}
                                      for k, v in central.items() if k in fed["metrics"]}})
     return rows
-
-
-def _load_scores(run_dir: Path, party: str, step: str) -> dict[str, Any]:
-    from atoll.jobs.runner import SavedOutputs
-
-    return SavedOutputs(run_dir / party / step)["scores"]

@@ -1,6 +1,6 @@
 """The runner's display: one row per step, one column per party (rich).
 
-Reads the parties' ``events.jsonl`` files (the same in threads and processes
+Reads the parties' events from the run store (the same in threads and processes
 mode). On a terminal it is a live table; otherwise one line per event.
 """
 
@@ -16,14 +16,15 @@ from rich.live import Live
 from rich.table import Table as RichTable
 
 from atoll.jobs.spec import JobSpec
+from atoll.jobs.store import RunStore, as_store
 
 _STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "skipped": "cyan", "failed": "bold red"}
 
 
 class Monitor:
-    def __init__(self, job: JobSpec, run_dir: Path, steps: list[str], enabled: bool = True,
+    def __init__(self, job: JobSpec, run_dir: RunStore | Path, steps: list[str], enabled: bool = True,
                  console: Console | None = None, interval: float = 0.25, heartbeat: float = 30.0):
-        self.job, self.run_dir, self.steps = job, run_dir, steps
+        self.job, self.store, self.steps = job, as_store(run_dir), steps
         self.enabled = enabled
         self.console = console or Console()
         self.interval = interval
@@ -34,23 +35,10 @@ class Monitor:
         self._thread: threading.Thread | None = None
 
     def _poll(self) -> list[dict[str, Any]]:
-        import json
-
         new = []
         for party in self.job.parties:
-            path = self.run_dir / party / "events.jsonl"
-            if not path.exists():
-                continue
-            with open(path) as f:
-                f.seek(self._offsets.get(party, 0))
-                chunk = f.read()
-            end = chunk.rfind("\n") + 1
-            self._offsets[party] = self._offsets.get(party, 0) + len(chunk[:end].encode())
-            for line in chunk[:end].splitlines():
-                try:
-                    ev = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+            events, self._offsets[party] = self.store.party(party).events(self._offsets.get(party, 0))
+            for ev in events:
                 new.append(ev)
                 key = (ev["step"], ev["party"])
                 st = self.state.setdefault(key, {"status": "waiting"})
@@ -77,7 +65,7 @@ class Monitor:
         return f"[{_STYLE[s]}]{text}[/]"
 
     def table(self) -> RichTable:
-        t = RichTable(title=f"job {self.job.name} — {self.run_dir}")
+        t = RichTable(title=f"job {self.job.name} — {self.store}")
         t.add_column("step")
         t.add_column("component")
         for p in self.job.parties:

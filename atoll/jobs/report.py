@@ -1,37 +1,37 @@
-"""The job-level report: ``report.json``, ``report.html`` and PNG plots (ROC, KS, loss)."""
+"""The run's report: ``report.json``, ``report.html`` and PNG plots (ROC, KS, loss), kept by the run store."""
 
 from __future__ import annotations
 
 import base64
 import html
-import json
+import io
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from atoll.jobs.artifacts import write_json
 from atoll.jobs.spec import JobSpec
+from atoll.jobs.store import RunStore
+
+if TYPE_CHECKING:
+    from atoll.jobs.resume import ResumePlan
 
 
-def _steps_table(job: JobSpec, run_dir: Path) -> dict[str, dict[str, float | None]]:
+def _steps_table(job: JobSpec, store: RunStore) -> dict[str, dict[str, float | None]]:
     out: dict[str, dict[str, float | None]] = {}
     for c in job.pipeline:
         out[c.id] = {}
         for p in job.parties:
-            f = run_dir / p / c.id / "done.json"
-            out[c.id][p] = json.loads(f.read_text()).get("seconds") if f.exists() else None
+            rec = store.party(p).record(c.id)
+            out[c.id][p] = rec.seconds if rec else None
     return out
 
 
-def _histories(job: JobSpec, run_dir: Path) -> dict[str, dict[str, list[float]]]:
-    from atoll.jobs.runner import SavedOutputs
-
+def _histories(job: JobSpec, store: RunStore) -> dict[str, dict[str, list[float]]]:
     out = {}
     for c in job.pipeline:
         for p in job.parties:
-            saved = SavedOutputs(run_dir / p / c.id)
+            saved = store.party(p).outputs(c.id)
             if "model" in saved:
                 m = saved["model"]
                 if isinstance(m, dict) and m.get("history"):
@@ -40,14 +40,26 @@ def _histories(job: JobSpec, run_dir: Path) -> dict[str, dict[str, list[float]]]
     return out
 
 
-def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any], plot_dir: Path) -> list[Path]:
+def evaluations(job: JobSpec, store: RunStore) -> list[dict[str, Any]]:
+    """The ``metrics`` output of every ``evaluate`` step at every party that has one."""
+    out = []
+    for c in job.pipeline:
+        if c.component != "evaluate":
+            continue
+        for p in job.parties:
+            saved = store.party(p).outputs(c.id)
+            if "metrics" in saved:
+                out.append({"step": c.id, "party": p, **saved["metrics"]})
+    return out
+
+
+def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any]) -> dict[str, bytes]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plot_dir.mkdir(exist_ok=True)
-    files = []
+    files: dict[str, bytes] = {}
     for ev in evaluations:
         curves = ev.get("curves") or {}
         tag = f"{ev['step']}_{ev['party']}"
@@ -57,7 +69,7 @@ def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any], plot_di
             ax.plot([0, 1], [0, 1], ls=":", c="grey")
             ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC — {ev['step']}")
             ax.legend(loc="lower right")
-            files.append(_save(plt, fig, plot_dir / f"roc_{tag}.png"))
+            files[f"roc_{tag}.png"] = _png(plt, fig)
         if "roc_ovr" in curves:
             fig, ax = plt.subplots(figsize=(4.5, 4))
             for k, c in curves["roc_ovr"].items():
@@ -67,7 +79,7 @@ def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any], plot_di
                    title=f"ROC (one-vs-rest, macro AUC {ev['metrics']['auc_ovr']:.4f}) — {ev['step']}")
             ax.title.set_fontsize(9)
             ax.legend(loc="lower right", fontsize=8)
-            files.append(_save(plt, fig, plot_dir / f"roc_{tag}.png"))
+            files[f"roc_{tag}.png"] = _png(plt, fig)
         if "ks" in curves:
             k = curves["ks"]
             tpr, fpr = np.asarray(k["tpr"]), np.asarray(k["fpr"])
@@ -80,58 +92,70 @@ def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any], plot_di
             ax.vlines(frac[i], fpr[i], tpr[i], colors="red", label=f"KS {k['ks']:.4f}")
             ax.set(xlabel="share of rows scored at or above the threshold", ylabel="rate", title=f"KS — {ev['step']}")
             ax.legend(loc="lower right")
-            files.append(_save(plt, fig, plot_dir / f"ks_{tag}.png"))
+            files[f"ks_{tag}.png"] = _png(plt, fig)
     for step, hist in histories.items():
         fig, ax = plt.subplots(figsize=(4.5, 4))
         for name, values in hist.items():
             ax.plot(np.arange(1, len(values) + 1), values, marker=".", label=name)
         ax.set(xlabel="iteration", title=f"training — {step}")
         ax.legend()
-        files.append(_save(plt, fig, plot_dir / f"loss_{step}.png"))
+        files[f"loss_{step}.png"] = _png(plt, fig)
     return files
 
 
-def _save(plt: Any, fig: Any, path: Path) -> Path:
+def _png(plt: Any, fig: Any) -> bytes:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return path
+    return buf.getvalue()
 
 
-def build_report(job: JobSpec, run_dir: Path, centralized_baseline: bool = False,
-                 skipped: list[str] | None = None, seconds: float | None = None) -> dict[str, Any]:
-    """Write ``report.json``, ``report.html`` and ``plots/``; return the report dict."""
-    evaluations = []
-    for c in job.pipeline:
-        if c.component != "evaluate":
-            continue
-        for p in job.parties:
-            f = run_dir / p / c.id / "metrics.json"
-            if f.exists():
-                m = json.loads(f.read_text())
-                evaluations.append({"step": c.id, "party": p, **m})
-    histories = _histories(job, run_dir)
+def build_report(job: JobSpec, store: RunStore, centralized_baseline: bool = False,
+                 resume: "ResumePlan | None" = None, seconds: float | None = None) -> dict[str, Any]:
+    """Build the report from the run store, keep it there (JSON, HTML, plots) and return it.
+
+    After a resume, ``resume`` (the plan the runner followed) says which steps were kept
+    and which ran again and why: ``report["resume"] = {"kept": [...], "ran_again": {step:
+    [reason, ...]}}``.
+    """
+    evals = evaluations(job, store)
+    histories = _histories(job, store)
     baseline = None
     if centralized_baseline:
         from atoll.jobs.baseline import centralized_baseline as cb
 
-        baseline = cb(job, run_dir)
-    plots = _plots(evaluations, histories, run_dir / "plots")
+        baseline = cb(job, store)
+    plots = _plots(evals, histories)
     report = {
-        "job": job.name, "seed": job.seed, "run_dir": str(run_dir), "finished": time.time(),
+        "job": job.name, "seed": job.seed, "run_dir": str(store), "finished": time.time(),
         "seconds": seconds, "parties": {p: s.role for p, s in job.parties.items()},
-        "steps": _steps_table(job, run_dir), "resumed_skipped": skipped or [],
-        "evaluations": [{k: v for k, v in e.items() if k != "curves"} for e in evaluations],
-        "curves": {f"{e['step']}@{e['party']}": e.get("curves") for e in evaluations},
+        "steps": _steps_table(job, store), "resumed_skipped": list(resume.keep) if resume else [],
+        "resume": {"kept": list(resume.keep), "ran_again": dict(resume.rerun)} if resume else None,
+        "evaluations": [{k: v for k, v in e.items() if k != "curves"} for e in evals],
+        "curves": {f"{e['step']}@{e['party']}": e.get("curves") for e in evals},
         "histories": histories, "centralized_baseline": baseline,
-        "plots": [str(p.relative_to(run_dir)) for p in plots],
+        "plots": [f"plots/{name}" for name in plots],
     }
-    write_json(run_dir / "report.json", report)
-    (run_dir / "report.html").write_text(_html(report, plots))
+    report = _jsonable(report)
+    store.save_report(report, _html(report, plots), plots)
     return report
 
 
-def _html(r: dict[str, Any], plots: list[Path]) -> str:
+def _jsonable(o: Any) -> Any:
+    """The report as plain JSON values (outputs come back from the store as numpy values)."""
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    return o
+
+
+def _html(r: dict[str, Any], plots: dict[str, bytes]) -> str:
     e = html.escape
     parts = [f"<!doctype html><meta charset='utf-8'><title>Atoll report — {e(r['job'])}</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;"
@@ -156,15 +180,26 @@ def _html(r: dict[str, Any], plots: list[Path]) -> str:
                 parts.append(f"<tr><td>{e(row['model_step'])} vs {e(row['twin'])}</td><td>{e(k)}</td>"
                              f"<td>{v['V_FED']:.4f}</td><td>{v['V_SUM']:.4f}</td><td>{v['diff']:+.4f}</td></tr>")
         parts.append("</table>")
+    ran_again = (r.get("resume") or {}).get("ran_again", {})
     parts.append("<h2>Steps (seconds per party)</h2><table><tr><th>step</th>"
                  + "".join(f"<th>{e(p)}</th>" for p in r["parties"]) + "</tr>")
     for step, per in r["steps"].items():
         cells = "".join(f"<td>{'' if v is None else f'{v:.2f}'}</td>" for v in per.values())
-        parts.append(f"<tr><td>{e(step)}{' (resumed: kept)' if step in r['resumed_skipped'] else ''}</td>{cells}</tr>")
+        mark = (" (resumed: kept)" if step in r["resumed_skipped"]
+                else " (resumed: ran again)" if step in ran_again else "")
+        parts.append(f"<tr><td>{e(step)}{mark}</td>{cells}</tr>")
     parts.append("</table>")
+    if r.get("resume"):
+        parts.append("<h2>Resume</h2><p>kept (inputs unchanged): "
+                     + (e(", ".join(r["resume"]["kept"])) or "none") + "</p>")
+        if ran_again:
+            parts.append("<table><tr><th>ran again</th><th>why</th></tr>")
+            for step, reasons in ran_again.items():
+                parts.append(f"<tr><td>{e(step)}</td><td style='text-align:left'>{e('; '.join(reasons))}</td></tr>")
+            parts.append("</table>")
     if plots:
         parts.append("<h2>Plots</h2>")
-        for p in plots:
-            b64 = base64.b64encode(p.read_bytes()).decode()
-            parts.append(f"<img alt='{e(p.name)}' src='data:image/png;base64,{b64}'>")
+        for name, data in plots.items():
+            b64 = base64.b64encode(data).decode()
+            parts.append(f"<img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
     return "\n".join(parts)

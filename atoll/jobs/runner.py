@@ -1,32 +1,27 @@
-"""Run a job: every party of it, one command, with progress, a run folder and resume.
+"""Run a job: every party of it, one command, with progress, a run store and resume.
 
 ``run_job("job.yaml")`` validates the job (nothing starts if it is invalid),
-makes a run folder, and launches every party with
+makes a run folder (:class:`atoll.jobs.store.RunFolder`, the filesystem run
+store; layout in :mod:`atoll.jobs.store`), and launches every party with
 :func:`atoll.federation.launch` — one OS process per party over loopback gRPC
 with mutual TLS (certificates made on the fly), or threads over the in-process
-transport for fast tests. Each party runs the pipeline's steps in DAG order
-(independent branches of a wave run at the same time, each step on its own
-message scope), and writes, in its own folder only::
-
-    RUN/job.yaml, run.json, report.json, report.html, plots/*.png   (job level)
-    RUN/PARTY/events.jsonl    start / done / failed / skipped per step (progress, resume)
-    RUN/PARTY/party.log       that party's log
-    RUN/PARTY/STEP/done.json  outputs manifest; written last, so it marks the step complete
-    RUN/PARTY/STEP/*.npz|bin  the step's outputs (data tables, model part, scores, metrics)
+transport for fast tests. Each party runs :func:`run_party`: the pipeline's
+steps in DAG order (independent branches of a wave run at the same time, each
+step on its own message scope), keeping only its own things in its part of
+the store (:class:`atoll.jobs.store.PartyRun`).
 
 A failing step stops the job: :class:`JobFailed` names the step, its component,
-the party and the cause in one line. ``run_job(resume=RUN)`` starts again and
-skips every step that is complete at every party, loading their outputs from
-disk instead of running them again.
+the party and the cause in one line. ``run_job(resume=RUN)`` starts again like
+make: steps whose inputs did not change since they completed are kept (their
+outputs loaded from the store), the others and everything downstream of them run
+again (:mod:`atoll.jobs.resume`), and the report says which and why.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import threading
+import re
 import time
 import uuid
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -35,12 +30,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from atoll.errors import AtollError, ConfigError, DataError
-from atoll.federation import Context, Party, PartyFailed, launch
+from atoll.federation import Context, Party, PartyFailed, failure_summary, launch
 from atoll.jobs import registry
-from atoll.jobs.artifacts import Table, load_output, save_output, write_json
+from atoll.jobs.artifacts import Table
 from atoll.jobs.component import Component, TaskContext, step_seed
 from atoll.jobs.dag import ancestors, waves
+from atoll.jobs.report import build_report
+from atoll.jobs.resume import Fingerprint, ResumePlan, fingerprints, plan_resume
 from atoll.jobs.spec import JobSpec, load_job, parse_job
+from atoll.jobs.store import EventLog, PartyRun, RunFolder, RunStore, SavedOutputs, StepRecord, read_events
+
+__all__ = ["EventLog", "JobFailed", "RunResult", "SavedOutputs", "StepFailed", "party_main", "predict_job",
+           "read_events", "run_job", "run_party"]
 
 log = logging.getLogger(__name__)
 
@@ -65,68 +66,13 @@ class JobFailed(AtollError):
 
 
 # ====================================================================== party side
-class EventLog:
-    """Append-only JSON lines one party writes about its steps (read by the runner's display)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-
-    def write(self, **event: Any) -> None:
-        event.setdefault("t", time.time())
-        with self._lock, open(self.path, "a") as f:
-            f.write(json.dumps(event) + "\n")
-            f.flush()
-
-
-def read_events(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a killed process
-            continue
-    return out
-
-
-class SavedOutputs(Mapping):
-    """A step's persisted outputs at one party, loaded on first access."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        manifest = folder / "done.json"
-        self.files: dict[str, str] = (json.loads(manifest.read_text())["outputs"]
-                                      if manifest.exists() else {})
-        self._cache: dict[str, Any] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.files:
-            raise KeyError(key)
-        if key not in self._cache:
-            self._cache[key] = load_output(self.folder, self.files[key])
-        return self._cache[key]
-
-    def __iter__(self):
-        return iter(self.files)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-
-def step_complete(run_dir: Path, party: str, step: str) -> bool:
-    return (run_dir / party / step / "done.json").exists()
-
-
 def _deps(job: JobSpec) -> dict[str, list[str]]:
     return {c.id: sorted({r.partition(".")[0] for r in c.inputs.values()}) for c in job.pipeline}
 
 
-def _party_logger(run_dir: Path, party: str, processes: bool) -> tuple[logging.Logger, logging.Handler]:
-    handler = logging.FileHandler(run_dir / party / "party.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger(f"atoll.job.{party}")
+def _party_logger(run: PartyRun, processes: bool) -> tuple[logging.Logger, logging.Handler]:
+    handler = run.log_handler()
+    logger = logging.getLogger(f"atoll.job.{run.party}")
     logger.setLevel(logging.INFO)
     if processes:  # the whole process is this party: keep the algorithms' own logs too
         root = logging.getLogger()
@@ -141,18 +87,25 @@ def _party_logger(run_dir: Path, party: str, processes: bool) -> tuple[logging.L
 def party_main(ctx: Context, job_text: str, source: str, run_dir: str, skip: list[str],
                mode: str = "train", replay: list[str] | None = None, saved_dir: str | None = None,
                processes: bool = False) -> dict[str, Any]:
-    """What every party runs: its part of each step, in DAG order (see the module docstring).
-
-    ``mode="infer"`` (``atoll predict``): only the steps in ``replay`` run (their ``infer``
-    hook), reading fitted state from ``saved_dir``; other steps' outputs are loaded from there.
-    """
+    """What every party process of ``atoll run`` runs: :func:`run_party` on the run folder."""
     job = parse_job(job_text, source, check_data=False)
+    saved = RunFolder(saved_dir).party(ctx.party) if saved_dir else None
+    return run_party(ctx, job, RunFolder(run_dir).party(ctx.party), skip, mode, replay, saved, processes)
+
+
+def run_party(ctx: Context, job: JobSpec, run: PartyRun, skip: list[str], mode: str = "train",
+              replay: list[str] | None = None, saved: PartyRun | None = None,
+              processes: bool = False) -> dict[str, Any]:
+    """One party's part of a run: its part of each step, in DAG order, over ``ctx``.
+
+    Steps in ``skip`` are not run: their outputs are read from ``run``. ``mode="infer"``
+    (``atoll predict``): only the steps in ``replay`` run (their ``infer`` hook), reading
+    fitted state from ``saved``; other steps' outputs are read from there.
+    """
     party = ctx.party
-    root = Path(run_dir)
-    (root / party).mkdir(parents=True, exist_ok=True)
-    logger, handler = _party_logger(root, party, processes)
-    events = EventLog(root / party / "events.jsonl")
-    saved_root = Path(saved_dir) if saved_dir else root
+    logger, handler = _party_logger(run, processes)
+    saved = saved or run
+    prints = fingerprints(job, party) if mode == "train" else {}
     outputs: dict[str, Mapping[str, Any]] = {}
     summary: dict[str, Any] = {}
     try:
@@ -160,26 +113,26 @@ def party_main(ctx: Context, job_text: str, source: str, run_dir: str, skip: lis
             todo = []
             for step in wave:
                 if mode == "infer" and step not in (replay or []):
-                    outputs[step] = SavedOutputs(saved_root / party / step)
+                    outputs[step] = saved.outputs(step)
                 elif step in skip:
-                    outputs[step] = SavedOutputs(root / party / step)
-                    events.write(party=party, step=step, component=job.component(step).component,
-                                 event="skipped", pid=os.getpid())
+                    outputs[step] = run.outputs(step)
+                    run.event(party=party, step=step, component=job.component(step).component,
+                              event="skipped", pid=os.getpid())
                 else:
                     todo.append(step)
             if len(todo) == 1:
-                outputs[todo[0]], summary[todo[0]] = _run_step(ctx, job, todo[0], outputs, root,
-                                                               saved_root, events, logger, mode)
+                outputs[todo[0]], summary[todo[0]] = _run_step(ctx, job, todo[0], outputs, run, saved,
+                                                               logger, mode, prints.get(todo[0]))
             elif todo:
                 with ThreadPoolExecutor(len(todo), thread_name_prefix=f"atoll-{party}") as pool:
-                    futs = {s: pool.submit(_run_step, ctx, job, s, outputs, root, saved_root,
-                                           events, logger, mode) for s in todo}
+                    futs = {s: pool.submit(_run_step, ctx, job, s, outputs, run, saved, logger, mode,
+                                           prints.get(s)) for s in todo}
                     done, _ = wait(futs.values(), return_when=FIRST_EXCEPTION)
                     failed = [f.exception() for f in done if f.exception() is not None]
                     if failed:
                         # tell the peers now, so the sibling branches still waiting on them fail
                         # fast instead of holding this party until their timeout
-                        ctx.transport.abort(f"{type(failed[0]).__name__}: {failed[0]}")
+                        ctx.transport.abort(failure_summary(failed[0]))
                         raise failed[0]
                     for s, fut in futs.items():
                         outputs[s], summary[s] = fut.result()
@@ -190,25 +143,22 @@ def party_main(ctx: Context, job_text: str, source: str, run_dir: str, skip: lis
     return {"party": party, "steps": summary}
 
 
-def _run_step(ctx: Context, job: JobSpec, step: str, outputs: dict[str, Mapping[str, Any]], root: Path,
-              saved_root: Path, events: EventLog, logger: logging.Logger,
-              mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _run_step(ctx: Context, job: JobSpec, step: str, outputs: dict[str, Mapping[str, Any]], run: PartyRun,
+              saved: PartyRun, logger: logging.Logger, mode: str,
+              fingerprint: Fingerprint | None) -> tuple[dict[str, Any], dict[str, Any]]:
     spec = job.component(step)
     party = ctx.party
     cls = registry.get(spec.component)
-    folder = root / party / step
-    if folder.exists():  # a step that did not finish last time starts clean
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder = run.begin_step(step)
     inputs = {}
     for slot, ref in spec.inputs.items():
         producer, _, name = ref.partition(".")
         inputs[slot] = outputs[producer].get(name)
-    events.write(party=party, step=step, component=spec.component, event="start", pid=os.getpid())
+    run.event(party=party, step=step, component=spec.component, event="start", pid=os.getpid())
 
     def progress(fraction: float, note: str = "") -> None:
-        events.write(party=party, step=step, component=spec.component, event="progress",
-                     fraction=float(fraction), note=note)
+        run.event(party=party, step=step, component=spec.component, event="progress",
+                  fraction=float(fraction), note=note)
 
     tc = TaskContext(fed=ctx.for_task(step), party=party, role=ctx.role, step=step,
                      component=spec.component, job=job, dir=folder,
@@ -218,7 +168,7 @@ def _run_step(ctx: Context, job: JobSpec, step: str, outputs: dict[str, Mapping[
     try:
         comp: Component = cls(spec.params)
         if mode == "infer":
-            out = comp.infer(tc, inputs, SavedOutputs(saved_root / party / step))
+            out = comp.infer(tc, inputs, saved.outputs(step))
         else:
             out = comp.run(tc, inputs)
         out = {k: v for k, v in (out or {}).items() if v is not None}
@@ -229,20 +179,21 @@ def _run_step(ctx: Context, job: JobSpec, step: str, outputs: dict[str, Mapping[
             if (cls.outputs[k] == "data") != isinstance(v, Table):
                 raise DataError(f"output {k!r} of {spec.component!r} should be {cls.outputs[k]}, "
                                 f"got {type(v).__name__}")
-        files = {k: save_output(folder, k, v) for k, v in out.items()}
+        seconds = time.perf_counter() - t0
+        run.complete_step(StepRecord(step, tuple(sorted(out)), seconds, mode,
+                                     fingerprint.digest if fingerprint else None,
+                                     fingerprint.parts if fingerprint else {}, time.time()), out)
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised with where it happened
         cause = f"{type(e).__name__}: {e}"
         if isinstance(e, StepFailed):
             cause = e.cause
         logger.error("step %s failed: %s", step, cause, exc_info=True)
-        events.write(party=party, step=step, component=spec.component, event="failed", cause=cause,
-                     pid=os.getpid())
+        run.event(party=party, step=step, component=spec.component, event="failed", cause=cause,
+                  pid=os.getpid())
         raise StepFailed(step, spec.component, party, cause) from e
-    seconds = time.perf_counter() - t0
-    write_json(folder / "done.json", {"outputs": files, "seconds": seconds, "mode": mode})
-    events.write(party=party, step=step, component=spec.component, event="done", seconds=seconds,
-                 pid=os.getpid())
-    return out, {"seconds": seconds, "outputs": sorted(files)}
+    run.event(party=party, step=step, component=spec.component, event="done", seconds=seconds,
+              pid=os.getpid())
+    return out, {"seconds": seconds, "outputs": sorted(out)}
 
 
 # ====================================================================== runner side
@@ -253,13 +204,6 @@ class RunResult:
     seconds: float
 
 
-def completed_steps(job: JobSpec, run_dir: Path) -> list[str]:
-    """Steps complete at every party whose ancestors are complete too."""
-    done = {c.id for c in job.pipeline if all(step_complete(run_dir, p, c.id) for p in job.parties)}
-    deps = _deps(job)
-    return [c.id for c in job.pipeline if c.id in done and ancestors(deps, c.id) <= done]
-
-
 def _new_run_dir(job: JobSpec, base: Path | None) -> Path:
     base = Path(base) if base else Path("runs")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -268,18 +212,18 @@ def _new_run_dir(job: JobSpec, base: Path | None) -> Path:
     return d
 
 
-def _diagnose(job: JobSpec, run_dir: Path, e: PartyFailed, since: float) -> JobFailed:
+def _diagnose(job: JobSpec, store: RunStore, e: PartyFailed, since: float) -> JobFailed:
     """Turn a launch failure into step + component + party + cause, from this launch's events.
 
     The root cause is, in order: the earliest step that failed on its own (not with
     ``PeerFailed`` because another party stopped); else a party that died in a step
     without reporting (killed, out of memory); else what the launcher reported.
     """
+    run_dir = Path(str(store))
     cause = e.error if isinstance(e.error, str) else f"{type(e.error).__name__}: {e.error}"
     if cause.startswith("StepFailed: "):
         cause = cause[len("StepFailed: "):]
-    evs = {p: [ev for ev in read_events(run_dir / p / "events.jsonl") if ev.get("t", 0) >= since]
-           for p in job.parties}
+    evs = {p: [ev for ev in store.party(p).events()[0] if ev.get("t", 0) >= since] for p in job.parties}
     failed = sorted((ev for p in job.parties for ev in evs[p] if ev["event"] == "failed"), key=lambda ev: ev["t"])
     own = [ev for ev in failed if not str(ev.get("cause", "")).startswith("PeerFailed")]
     if own:
@@ -305,24 +249,25 @@ def _diagnose(job: JobSpec, run_dir: Path, e: PartyFailed, since: float) -> JobF
     return JobFailed(None, None, e.party, cause, run_dir)
 
 
-def _launch_all(job: JobSpec, run_dir: Path, mode: str, skip: list[str], display: bool,
+def _launch_all(job: JobSpec, store: RunFolder, mode: str, skip: list[str], display: bool,
                 infer: dict[str, Any] | None = None) -> dict[str, Any]:
     from atoll.jobs.progress import Monitor
 
     processes = mode == "processes"
-    kwargs = dict(job_text=job.text, source=job.source, run_dir=str(run_dir), skip=skip,
+    kwargs = dict(job_text=job.text, source=job.source, run_dir=str(store.root), skip=skip,
                   processes=processes)
     if infer:
         kwargs.update(infer)
     parties = {p: Party(s.role, party_main, dict(kwargs)) for p, s in job.parties.items()}
     steps = [c.id for c in job.pipeline] if not infer else infer["replay"]
-    monitor = Monitor(job, run_dir, steps, enabled=display)
+    monitor = Monitor(job, store, steps, enabled=display)
     monitor.start()
     since = time.time()
     try:
-        return launch(parties, mode=mode, timeout=job.timeout, job_id=f"{job.name}-{uuid.uuid4().hex[:8]}")
+        job_id = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', job.name)[:64]}-{uuid.uuid4().hex[:8]}"
+        return launch(parties, mode=mode, timeout=job.timeout, job_id=job_id)
     except PartyFailed as e:
-        raise _diagnose(job, run_dir, e, since) from None
+        raise _diagnose(job, store, e, since) from None
     finally:
         monitor.stop()
 
@@ -330,45 +275,44 @@ def _launch_all(job: JobSpec, run_dir: Path, mode: str, skip: list[str], display
 def run_job(job: JobSpec | str | Path | None = None, run_dir: str | Path | None = None,
             resume: str | Path | None = None, mode: str | None = None,
             centralized_baseline: bool = False, display: bool = False) -> RunResult:
-    """Run a job file (or resume a run folder); return the run folder and the report."""
-    from atoll.jobs.report import build_report
+    """Run a job file (or resume a run folder); return the run folder and the report.
 
+    A resume reads the run's job file again (the user may have fixed it) and runs again
+    every step whose inputs changed since it completed — data file contents, parameters,
+    upstream outputs — or that did not complete, and everything downstream of those
+    (:mod:`atoll.jobs.resume`); the report says which steps ran again and why.
+    """
     t0 = time.perf_counter()
+    plan: ResumePlan | None = None
     if resume is not None:
-        run_dir = Path(resume)
-        meta_path = run_dir / "run.json"
-        if not meta_path.exists():
-            raise ConfigError(f"{run_dir} is not a run folder (no run.json); pass the folder "
-                              "'atoll run' printed")
-        meta = json.loads(meta_path.read_text())
-        job = parse_job((run_dir / "job.yaml").read_text(), meta["source"])
+        store = RunFolder(resume)
+        meta = store.meta()
+        job = parse_job(store.job_text(), meta["source"])
         mode = mode or meta.get("mode") or job.mode
         centralized_baseline = centralized_baseline or meta.get("centralized_baseline", False)
-        skip = completed_steps(job, run_dir)
+        plan = plan_resume(job, store)
+        skip = plan.keep
     else:
         if not isinstance(job, JobSpec):
             job = load_job(job)
         mode = mode or job.mode
-        run_dir = Path(run_dir) if run_dir else _new_run_dir(job, None)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "job.yaml").write_text(job.text)
-        meta = {"source": str(Path(job.source).resolve()) if job.source != "<job>" else "<job>",
-                "mode": mode, "name": job.name, "seed": job.seed,
-                "centralized_baseline": centralized_baseline}
+        store = RunFolder(Path(run_dir) if run_dir else _new_run_dir(job, None))
+        store.create(job.text, {
+            "source": str(Path(job.source).resolve()) if job.source != "<job>" else "<job>",
+            "mode": mode, "name": job.name, "seed": job.seed,
+            "centralized_baseline": centralized_baseline})
         skip = []
-    meta.update(status="running", started=time.time(), resumed_skip=skip)
-    write_json(run_dir / "run.json", meta)
+    store.update_meta(status="running", started=time.time(), resumed_skip=skip,
+                      resumed_rerun=plan.rerun if plan else {})
     try:
-        _launch_all(job, run_dir, mode, skip, display)
+        _launch_all(job, store, mode, skip, display)
     except JobFailed as e:
-        meta.update(status="failed", error=str(e), failed_step=e.step, failed_party=e.party)
-        write_json(run_dir / "run.json", meta)
+        store.update_meta(status="failed", error=str(e), failed_step=e.step, failed_party=e.party)
         raise
-    report = build_report(job, run_dir, centralized_baseline=centralized_baseline,
-                          skipped=skip, seconds=time.perf_counter() - t0)
-    meta.update(status="done", finished=time.time())
-    write_json(run_dir / "run.json", meta)
-    return RunResult(run_dir, report, time.perf_counter() - t0)
+    report = build_report(job, store, centralized_baseline=centralized_baseline, resume=plan,
+                          seconds=time.perf_counter() - t0)
+    store.update_meta(status="done", finished=time.time())
+    return RunResult(store.root, report, time.perf_counter() - t0)
 
 
 # ====================================================================== batch prediction
@@ -387,10 +331,10 @@ def predict_job(run_dir: str | Path, out_dir: str | Path | None = None,
 
     from atoll.jobs.components.reader import label_of
 
-    run_dir = Path(run_dir)
-    meta = json.loads((run_dir / "run.json").read_text())
-    raw = yaml.safe_load((run_dir / "job.yaml").read_text())
-    original = parse_job((run_dir / "job.yaml").read_text(), meta["source"], check_data=False)
+    trained = RunFolder(run_dir)
+    meta = trained.meta()
+    raw = yaml.safe_load(trained.job_text())
+    original = parse_job(trained.job_text(), meta["source"], check_data=False)
     for party, spec in (data or {}).items():
         if party not in raw["parties"]:
             raise ConfigError(f"--data names party {party!r}, not in this job ({', '.join(raw['parties'])})")
@@ -417,21 +361,21 @@ def predict_job(run_dir: str | Path, out_dir: str | Path | None = None,
         if cls.infer is Component.infer:
             raise ConfigError(f"step {sid!r} ({cls.name}) cannot be replayed on new data")
     for c in job.pipeline:
-        if c.id not in replay and not all(step_complete(run_dir, p, c.id) for p in job.parties):
+        if c.id not in replay and not all(trained.party(p).record(c.id) for p in job.parties):
             raise ConfigError(f"step {c.id!r} is not complete in {run_dir}; finish the run first "
                               f"(atoll run --resume {run_dir})")
-    out = Path(out_dir) if out_dir else run_dir / f"predict-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "job.yaml").write_text(text)
+    out = RunFolder(Path(out_dir) if out_dir else trained.root / f"predict-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.create(text, {"source": meta["source"], "mode": mode or meta.get("mode") or job.mode,
+                      "name": job.name, "predicts": str(trained.root)})
     order = [c.id for c in job.pipeline if c.id in replay]
     _launch_all(job, out, mode or meta.get("mode") or job.mode, [], display,
-                infer={"mode": "infer", "replay": order, "saved_dir": str(run_dir)})
+                infer={"mode": "infer", "replay": order, "saved_dir": str(trained.root)})
     written: dict[str, Path] = {}
     for party in job.parties:
         for p in preds:
-            saved = SavedOutputs(out / party / p.id)
+            saved = out.party(party).outputs(p.id)
             if "scores" in saved:
-                written[party] = _write_predictions(saved["scores"], out / party / f"{p.id}.csv")
+                written[party] = _write_predictions(saved["scores"], out.root / party / f"{p.id}.csv")
     return written
 
 

@@ -2,10 +2,13 @@
 
 Two nodes (each runs its own command; certificates from ``atoll certs init``)::
 
-    atoll psi --role guest --party guest --ids guest.csv --address 0.0.0.0:50051 \\
-        --peer host_0=hostb.example:50052 --certs certs/ --out aligned.csv
-    atoll psi --role host --party host_0 --ids host.csv --address 0.0.0.0:50052 \\
-        --peer guest=hosta.example:50051 --certs certs/ --out aligned.csv
+    atoll psi --role guest --party guest --ids guest.csv --address 10.0.0.1:50051 \\
+        --peer host_0=10.0.0.2:50052 --certs certs/ --out aligned.csv
+    atoll psi --role host --party host_0 --ids host.csv --address 10.0.0.2:50052 \\
+        --peer guest=10.0.0.1:50051 --certs certs/ --out aligned.csv
+
+``--address`` is where this node listens — exactly that address, nothing else — and
+where its peers dial it (pass ``0.0.0.0:PORT`` to listen on every interface).
 
 Standalone (every party as a local process over gRPC + mutual TLS on loopback)::
 
@@ -78,20 +81,23 @@ def run_node(party: str, ids: list[str], address: str, peers: dict[str, str], ce
     """Run this node's side of a PSI over gRPC (mutual TLS when ``certs`` is given)."""
     from atoll.federation.certs import TlsConfig
     from atoll.federation.context import Context
-    from atoll.federation.grpc_transport import GrpcTransport
+    from atoll.federation.grpc_transport import GrpcEndpoint
+    from atoll.federation.transport import failure_summary
 
     addresses = {party: address, **peers}
     roles = {p: role_of(p) for p in addresses}
     tls = TlsConfig.load(certs, party) if certs else None
-    transport = GrpcTransport(party, addresses, tls, listen="[::]:" + address.rsplit(":", 1)[1])
+    endpoint = GrpcEndpoint(party, addresses, tls, listen=address)  # exactly there, nowhere else
     try:
-        ctx = Context(party, roles, transport, job_id=job_id, task="psi", timeout=timeout)
-        return run_psi(ctx, ids, params).ids
-    except BaseException as e:
-        transport.abort(f"{type(e).__name__}: {e}")
-        raise
+        transport = endpoint.open_job(job_id, roles)
+        ctx = Context(party, roles, transport, task="psi", timeout=timeout)
+        try:
+            return run_psi(ctx, ids, params).ids
+        except BaseException as e:
+            transport.abort(failure_summary(e))
+            raise
     finally:
-        transport.close()
+        endpoint.close()
 
 
 def _standalone_party(ctx: Any, path: str, column: str | None, params: dict) -> list[Any] | None:

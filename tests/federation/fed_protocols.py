@@ -102,3 +102,21 @@ def two_jobs_side_by_side(a, b, to: str, receiver: str, n: int) -> dict:
     for t in ts:
         t.join()
     return out
+
+
+def listening(pid=None):
+    """``[(ip, port)]`` of the TCP sockets a process (default: this one) listens on. An IPv6
+    socket bound to an IPv4-mapped address (``::ffff:127.0.0.1``, what gRPC binds for
+    ``127.0.0.1``) accepts that IPv4 address only, and is reported as it."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    conns = proc.net_connections("inet") if hasattr(proc, "net_connections") else proc.connections("inet")
+    return sorted((c.laddr.ip.removeprefix("::ffff:"), c.laddr.port) for c in conns
+                  if c.status == psutil.CONN_LISTEN)
+
+
+def report_listening(ctx):
+    ctx.send([p for p in ctx.parties if p != ctx.party], "hi", 1)
+    ctx.gather([p for p in ctx.parties if p != ctx.party], "hi")
+    return listening()
