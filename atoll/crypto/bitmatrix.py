@@ -50,8 +50,8 @@ def transpose(m: np.ndarray) -> np.ndarray:
     """
     m = np.asarray(m)
     if m.dtype != np.uint64 or m.ndim != 2 or m.shape[0] % 64:
-        raise CryptoError(f"transpose needs an (R, W) uint64 bit matrix with R % 64 == 0, "
-                          f"got {m.dtype} {m.shape}")
+        raise CryptoError(f"transpose needs an (R, W) uint64 bit matrix whose row count is a multiple of 64 "
+                          f"(pad with zero rows), got {m.dtype} {m.shape}")
     r, w = m.shape
     out = np.empty((w * 64, r // 64), dtype=np.uint64)
     chunk = max(1, min(w, _CHUNK_WORDS * 128 // max(r, 1)))
@@ -78,7 +78,6 @@ def bits_to_words(bits: np.ndarray) -> np.ndarray:
     nbits = bits.shape[-1]
     if nbits > 64:
         raise CryptoError(f"at most 64 bits make a word, got {nbits}")
-    flat = bits.reshape(-1, nbits)
-    if nbits < 64:
-        flat = np.concatenate([flat, np.zeros((flat.shape[0], 64 - nbits), np.uint8)], axis=1)
+    flat = np.zeros((int(np.prod(bits.shape[:-1], dtype=np.int64)), 64), dtype=np.uint8)
+    flat[:, :nbits] = bits.reshape(-1, nbits)
     return np.packbits(flat, axis=1, bitorder="little").view(np.uint64).reshape(bits.shape[:-1])
