@@ -137,12 +137,12 @@ def _word_sums(per_bit: np.ndarray, circ: Circuit) -> list[np.ndarray]:
 
 
 def _chunk(circ: Circuit) -> int:
-    return int(np.clip(_CHUNK_BYTES // (16 * builtins.max(circ.n_slots, 1)), 64, 16384))
+    return int(np.clip(_CHUNK_BYTES // (16 * builtins.max(circ.n_slots, 1)), 1, 16384))
 
 
 def _batch(circ: Circuit) -> int:
     per = 32 * circ.n_and + 48 * circ.n_inputs + 16 * circ.n_outputs
-    return int(np.clip(_BATCH_TABLE_BYTES // builtins.max(per, 1), 256, 1 << 20))
+    return int(np.clip(_BATCH_TABLE_BYTES // builtins.max(per, 1), 1, 1 << 20))
 
 
 @dataclass

@@ -71,6 +71,8 @@ VERSION = 1
 MAX_BATCH = 1 << 20
 #: the most transfers one call may ask for (bounds what a session buffers for one call)
 MAX_OTS = 1 << 28
+#: the most bytes of masked messages one 1-out-of-N call sends
+MAX_OTN_BYTES = 1 << 28
 
 
 def _hello(protocol: str, width: int) -> dict:
@@ -188,6 +190,12 @@ class _ExtSender(_Extension):
         self._nonces = (got["nonce"], nonce)
         self._ready = True
 
+    def ensure_setup(self) -> np.ndarray | None:
+        """Run the base OTs now (the peer's receiver must do the same); returns ``delta``
+        (1-out-of-2) or None (KKRT)."""
+        self._setup()
+        return self.delta
+
     def _q(self, n: int) -> tuple[np.ndarray, int, int]:
         """One batch: receive ``u``, return the rows ``q_j`` (``(n, width/64)``), batch, index."""
         self._setup()
@@ -234,6 +242,10 @@ class _ExtReceiver(_Extension):
         del self._co15
         self._ready = True
 
+    def ensure_setup(self) -> None:
+        """Run the base OTs now (the peer's sender must do the same)."""
+        self._setup()
+
     def _t(self, r: np.ndarray, n: int) -> tuple[np.ndarray, int, int]:
         """One batch: send ``u`` for choice words / codeword matrix ``r``; rows ``t_j``, batch, index."""
         self._setup()
@@ -274,11 +286,6 @@ class OTSender(_ExtSender):
             stop = min(n, start + self.max_batch)
             q, batch, index = self._q(stop - start)
             yield start, stop, q, batch, index
-
-    def ensure_setup(self) -> np.ndarray:
-        """Run the base OTs now (the peer's receiver must do the same); returns ``delta``."""
-        self._setup()
-        return self.delta
 
     def cot(self, n: int) -> np.ndarray:
         """Raw correlated OT: ``q_j`` (``(n, 2) uint64``); the receiver gets ``q_j ^ r_j*delta``.
@@ -340,10 +347,6 @@ class OTSender(_ExtSender):
 
 class OTReceiver(_ExtReceiver):
     """1-out-of-2 OT extension receiver from ``peer`` (IKNP03)."""
-
-    def ensure_setup(self) -> None:
-        """Run the base OTs now (the peer's sender must do the same)."""
-        self._setup()
 
     def start(self, choices: np.ndarray) -> PendingOT:
         """Send ``u`` for these choice bits (step 3); finish with one of the methods below."""
@@ -508,6 +511,9 @@ class OTNSender:
             raise CryptoError(f"1-out-of-N messages must be an (n, N, words<=8) uint64 array, got "
                               f"{m.dtype} {m.shape}")
         n, big_n, w = m.shape
+        if m.nbytes > MAX_OTN_BYTES:
+            raise CryptoError(f"1-out-of-N messages of {m.nbytes} bytes exceed one message's "
+                              f"{MAX_OTN_BYTES}; split the transfers into several calls")
         batch = self._oprf.expand(n)
         j = np.repeat(np.arange(n), big_n)
         x = np.zeros((n * big_n, 2), dtype=np.uint64)
@@ -526,6 +532,9 @@ class OTNReceiver:
         c = np.asarray(choices)
         if c.ndim != 1 or (c.size and (c.min() < 0 or c.max() >= n_messages)):
             raise CryptoError(f"1-out-of-N choices must be a 1-d array of integers in [0, {n_messages})")
+        if not 1 <= words <= 8 or c.size * int(n_messages) * words * 8 > MAX_OTN_BYTES:
+            raise CryptoError(f"1-out-of-N: {c.size} x {n_messages} messages of {words} words is more than "
+                              f"one call takes ({MAX_OTN_BYTES} bytes, words <= 8); split the transfers")
         x = np.zeros((c.size, 2), dtype=np.uint64)
         x[:, 0] = c.astype(np.uint64)
         pad = self._oprf.query(x, words)
