@@ -28,6 +28,8 @@ only the wires alive at once.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -256,6 +258,18 @@ class Circuit:
     @property
     def n_outputs(self) -> int:
         return int(self.out_slots.size)
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """A fingerprint of the compiled circuit: two parties check they run the same one."""
+        h = hashlib.blake2b(digest_size=16, person=b"atoll-circuit")
+        h.update(np.array([self.n_inputs, self.n_slots, self.n_and, *self.word_sizes], np.int64).tobytes())
+        for lv in self.levels:
+            for a in (lv.xa, lv.xb, lv.xo, lv.ia, lv.io, lv.aa, lv.ab, lv.ao):
+                h.update(np.int64(a.size).tobytes())
+                h.update(a.astype(np.int64).tobytes())
+        h.update(self.out_slots.astype(np.int64).tobytes())
+        return h.digest()
 
     @staticmethod
     def compile(n_in: int, gates: list[tuple[int, int, int]], outputs: list[int],

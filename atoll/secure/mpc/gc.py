@@ -78,8 +78,9 @@ from atoll.errors import CryptoError
 from atoll.federation.context import Context
 from atoll.secure.mpc.ot import ot_session
 
-__all__ = ["GARBLER", "IMPLEMENTATIONS", "GCEvaluator", "GCGarbler", "YaoShare", "a2y", "argmax",
-           "compare", "equal", "evaluate", "gc_session", "less_than_zero", "max", "relu", "y2a"]
+__all__ = ["GARBLER", "IMPLEMENTATIONS", "GCEvaluator", "GCGarbler", "PreparedCircuit", "YaoShare", "a2y",
+           "argmax", "compare", "equal", "evaluate", "gc_session", "less_than_zero", "max", "max_argmax",
+           "relu", "y2a"]
 
 VERSION = 1
 #: the party index that garbles (the other evaluates)
@@ -163,8 +164,9 @@ class YaoShare:
 
 
 @dataclass
-class _Prep:
-    """What one party keeps between the offline and the online phase of one circuit run."""
+class PreparedCircuit:
+    """What one party keeps between the offline (``prepare``) and online (``finish``) phases
+    of one circuit run; finish each exactly once, in the same order at both parties."""
 
     circ: Circuit
     n: int
@@ -174,6 +176,7 @@ class _Prep:
     outputs: str
     tweak0: int
     data: dict
+    finished: bool = False
 
 
 # ------------------------------------------------------------------------------ roles
@@ -200,7 +203,7 @@ class _GCParty:
                               f"parties party_index 0 and 1 and the same Atoll version")
         self._hello_done = True
 
-    def _start(self, circ: Circuit, n: int, n_g: int, n_e: int, n_yao: int, outputs: str) -> _Prep:
+    def _start(self, circ: Circuit, n: int, n_g: int, n_e: int, n_yao: int, outputs: str) -> PreparedCircuit:
         if outputs not in ("arith", "yao", "xor"):
             raise CryptoError(f"unknown output mode {outputs!r}; use 'arith', 'yao' or 'xor'")
         if n_yao + n_g + n_e != circ.n_inputs:
@@ -210,9 +213,9 @@ class _GCParty:
         run, tweak0 = self._runs, self._tweak
         self._runs += 1
         self._tweak += n * circ.n_and
-        return _Prep(circ, n, n_g, n_e, run, outputs, tweak0, {})
+        return PreparedCircuit(circ, n, n_g, n_e, run, outputs, tweak0, {})
 
-    def _k(self, prep: _Prep, what: str) -> str:
+    def _k(self, prep: PreparedCircuit, what: str) -> str:
         return f"gc.{prep.run}.{what}"
 
 
@@ -226,7 +229,7 @@ class GCGarbler(_GCParty):
         return self.session.sender.ensure_setup()
 
     def prepare(self, circ: Circuit, n: int, n_garbler: int, n_evaluator: int,
-                yao: np.ndarray | None = None, outputs: str = "arith") -> _Prep:
+                yao: np.ndarray | None = None, outputs: str = "arith") -> PreparedCircuit:
         """Offline steps 1-3. ``yao``: zero labels ``(n_yao, n, 2)`` of garbled inputs (first)."""
         n_yao = 0 if yao is None else yao.shape[0]
         p = self._start(circ, n, n_garbler, n_evaluator, n_yao, outputs)
@@ -241,7 +244,8 @@ class GCGarbler(_GCParty):
             stop = builtins.min(n, start + c)
             tables, oz = gb.garble(circ, np.ascontiguousarray(zero_in[:, start:stop]), delta,
                                    p.tweak0 + start * circ.n_and)
-            self.ctx.send(self.peer, self._k(p, f"tables{ci}"), tables)
+            msg = tables if ci else {"circuit": circ.digest, "n": n, "tables": tables}
+            self.ctx.send(self.peer, self._k(p, f"tables{ci}"), msg)
             out_zero[:, start:stop] = oz
         pbits = gb.point(out_zero)  # (n_out, n)
         p.data.update(w0=w0, q=q, pbits=pbits)
@@ -254,13 +258,14 @@ class GCGarbler(_GCParty):
             p.data["out_zero"] = out_zero
         return p
 
-    def finish(self, p: _Prep, bits: np.ndarray | None = None):
+    def finish(self, p: PreparedCircuit, bits: np.ndarray | None = None):
         """Online steps 4-7 with the garbler's input bits ``(n, n_garbler)``.
 
         Returns a list with one ``(n,) uint64`` share per output word (``arith``), the
         output labels as a :class:`YaoShare` per word (``yao``), or the ``(n_out, n)``
         XOR-share bits (``xor``).
         """
+        _finish_once(p)
         circ, n, delta = p.circ, p.n, self.delta
         labels = p.data["w0"].copy()
         if p.n_garbler:
@@ -298,7 +303,7 @@ class GCEvaluator(_GCParty):
     role = "evaluator"
 
     def prepare(self, circ: Circuit, n: int, n_garbler: int, n_evaluator: int,
-                yao: np.ndarray | None = None, outputs: str = "arith") -> _Prep:
+                yao: np.ndarray | None = None, outputs: str = "arith") -> PreparedCircuit:
         """Offline steps 1-3. ``yao``: this party's labels ``(n_yao, n, 2)`` of garbled inputs."""
         n_yao = 0 if yao is None else yao.shape[0]
         p = self._start(circ, n, n_garbler, n_evaluator, n_yao, outputs)
@@ -311,8 +316,13 @@ class GCEvaluator(_GCParty):
         c = _chunk(circ)
         for ci, start in enumerate(range(0, n, c)):
             stop = builtins.min(n, start + c)
-            tables.append(_expect(self.ctx.recv(self.peer, self._k(p, f"tables{ci}")),
-                                  (circ.n_and, stop - start, 2, 2), np.uint64, f"garbled tables {ci}"))
+            msg = self.ctx.recv(self.peer, self._k(p, f"tables{ci}"))
+            if ci == 0:
+                if not isinstance(msg, dict) or msg.get("circuit") != circ.digest or msg.get("n") != n:
+                    raise CryptoError("garbled circuit: the garbler runs another circuit or another number "
+                                      "of values; both parties must run the same operator on the same shapes")
+                msg = msg.get("tables")
+            tables.append(_expect(msg, (circ.n_and, stop - start, 2, 2), np.uint64, f"garbled tables {ci}"))
         p.data.update(tables=tables, yao=yao, rho=rho)
         if n_evaluator:
             p.data["t"] = rcv.cot(pend_in).reshape(n, n_evaluator, 2).transpose(1, 0, 2)
@@ -321,9 +331,10 @@ class GCEvaluator(_GCParty):
             p.data["z"] = rcv.recv_correlated(pend_out, 1).reshape(circ.n_outputs, n)
         return p
 
-    def finish(self, p: _Prep, bits: np.ndarray | None = None):
+    def finish(self, p: PreparedCircuit, bits: np.ndarray | None = None):
         """Online steps 4-7 with the evaluator's input bits ``(n, n_evaluator)``; see
         :meth:`GCGarbler.finish` for what it returns."""
+        _finish_once(p)
         circ, n = p.circ, p.n
         if p.n_evaluator:
             b = np.asarray(bits, dtype=np.uint8)
@@ -357,6 +368,12 @@ class GCEvaluator(_GCParty):
     def run(self, circ: Circuit, bits: np.ndarray | None, n: int, n_garbler: int, n_evaluator: int,
             yao: np.ndarray | None = None, outputs: str = "arith"):
         return self.finish(self.prepare(circ, n, n_garbler, n_evaluator, yao, outputs), bits)
+
+
+def _finish_once(p: PreparedCircuit) -> None:
+    if not isinstance(p, PreparedCircuit) or p.finished:
+        raise CryptoError("finish() takes a PreparedCircuit from prepare(), once")
+    p.finished = True
 
 
 def _split_yao(labels: np.ndarray, circ: Circuit, role: str) -> list[YaoShare]:

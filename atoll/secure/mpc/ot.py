@@ -167,6 +167,7 @@ class _ExtSender(_Extension):
 
     def __init__(self, ctx: Context, peer: str, width: int = otc.KAPPA, label: str = "ot"):
         super().__init__(ctx, peer, ctx.party, peer, width, label)
+        self.delta: np.ndarray | None = None  # set by the base OTs (1-out-of-2 only)
 
     def _setup(self) -> None:
         if self._ready:

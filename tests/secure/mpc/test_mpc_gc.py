@@ -164,6 +164,25 @@ def test_misuse_is_refused():
         _run(mismatched, x=xs)
     assert "same operator on the same shapes" in str(err.value) or "same transfers" in str(err.value)
 
+    def other_circuits(ctx, peer, i, x):  # same sizes and AND count, different circuits
+        return gc.less_than_zero(ctx, peer, i, x) if i == 0 else gc.equal(ctx, peer, i, x, x)
+
+    with pytest.raises(PartyFailed) as err:
+        _run(other_circuits, x=xs)
+    assert "another circuit" in str(err.value)
+
+    def twice(ctx, peer, i, x):
+        party = gc.gc_session(ctx, peer, i)
+        b = Builder()
+        u, w = b.inputs(64), b.inputs(64)
+        prep = party.prepare(b.build([b.add(u, w)]), x.size, 64, 64)
+        party.finish(prep, words_to_bits(x))
+        party.finish(prep, words_to_bits(x))
+
+    with pytest.raises(PartyFailed) as err:
+        _run(twice, x=xs)
+    assert "once" in str(err.value)
+
 
 # ------------------------------------------------------------------------------- wire audit
 def test_wire_audit_inputs_and_results_never_cross():
