@@ -33,9 +33,9 @@ import time
 
 import numpy as np
 from _common import hardware, header
+from psi import CountingTransport  # counts the payload bytes a party sends
 
 from atoll.federation import Context, Party, launch
-from atoll.federation.transport import Transport, payload_size
 
 QUOTED = {
     "libote_iknp_ot_per_s": 2**24 / 0.6, "libote_kkrt_oprf_per_s": 2**24 / 6.7,
@@ -44,24 +44,7 @@ QUOTED = {
 }
 
 
-class CountingTransport(Transport):
-    """Wraps a transport and counts the payload bytes this party sends."""
-
-    def __init__(self, inner: Transport):
-        self.inner, self.party, self.sent = inner, inner.party, 0
-
-    def send(self, receiver: str, address: str, payload) -> None:
-        self.sent += payload_size(payload)
-        self.inner.send(receiver, address, payload)
-
-    def recv(self, sender: str, address: str, timeout: float, describe: str) -> bytes:
-        return self.inner.recv(sender, address, timeout, describe)
-
-    def abort(self, reason: str) -> None:
-        self.inner.abort(reason)
-
-
-def best(ctx: Context, peer: str, counter: "CountingTransport", name: str, reps: int, fn):
+def best(ctx: Context, peer: str, counter: CountingTransport, name: str, reps: int, fn):
     """Run ``fn`` ``reps`` times, each a :class:`Phase`; the row of the fastest, and its output."""
     rows, out = [], None
     for r in range(reps):
