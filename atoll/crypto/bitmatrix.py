@@ -43,10 +43,12 @@ def _transpose_blocks(x: np.ndarray, tmp: np.ndarray) -> None:
         np.bitwise_xor(lo, t, out=lo)
 
 
-def transpose(m: np.ndarray) -> np.ndarray:
+def transpose(m: np.ndarray, xor: np.ndarray | None = None, row_mask: np.ndarray | None = None) -> np.ndarray:
     """The transpose of an ``(R, C // 64)`` bit matrix: ``(C, R // 64) uint64``.
 
-    ``R`` must be a multiple of 64 (pad rows with zeros first if not).
+    ``R`` must be a multiple of 64 (pad rows with zeros first if not). With ``xor`` (same
+    shape as ``m``) and ``row_mask`` (``(R,) uint64``, all-ones or zero per row) it returns the
+    transpose of ``m ^ (xor & row_mask)`` without building that matrix (IKNP's sender step).
     """
     m = np.asarray(m)
     if m.dtype != np.uint64 or m.ndim != 2 or m.shape[0] % 64:
@@ -58,7 +60,10 @@ def transpose(m: np.ndarray) -> np.ndarray:
     tmp = np.empty((r // 64) * 32 * chunk, dtype=np.uint64)
     for w0 in range(0, w, chunk):
         w1 = min(w, w0 + chunk)
-        x = np.array(m[:, w0:w1], dtype=np.uint64, order="C", copy=True).reshape(r // 64, 64, w1 - w0)
+        x = np.array(m[:, w0:w1], dtype=np.uint64, order="C", copy=True)
+        if xor is not None:
+            x ^= xor[:, w0:w1] & row_mask[:, None]
+        x = x.reshape(r // 64, 64, w1 - w0)
         _transpose_blocks(x, tmp)
         # block (rb, wi): row i now holds column 64 * (w0 + wi) + i, bit k = row 64 * rb + k
         out[w0 * 64: w1 * 64] = x.transpose(2, 1, 0).reshape((w1 - w0) * 64, r // 64)

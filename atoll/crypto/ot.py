@@ -146,9 +146,8 @@ def iknp_receiver(g0: np.ndarray, g1: np.ndarray, r: np.ndarray) -> tuple[np.nda
 
 def iknp_sender(gs: np.ndarray, s_bits: np.ndarray, u: np.ndarray) -> np.ndarray:
     """The sender's rows ``q_j = t_j ^ (r_j & s)``: transpose of ``G(k_{s_i}) ^ s_i * u^i``."""
-    mask = (np.uint64(0) - np.asarray(s_bits, dtype=np.uint64))[:, None]
-    q = gs ^ (u & mask)
-    return transpose(q)
+    mask = np.uint64(0) - np.asarray(s_bits, dtype=np.uint64)
+    return transpose(gs, xor=u, row_mask=mask)
 
 
 def ot_hash(rows: np.ndarray, index: np.ndarray, words: int, domain: int = DOMAIN_OT) -> np.ndarray:
@@ -177,21 +176,26 @@ def prc(x: np.ndarray, keys: list[bytes]) -> np.ndarray:
 
 
 def row_hash(rows: np.ndarray, index: np.ndarray, key: bytes, out_words: int = 2) -> np.ndarray:
-    """Random oracle on KKRT rows: ``BLAKE2b_key(row_j || j)`` truncated to ``out_words`` uint64.
+    """Random oracle on KKRT rows: ``BLAKE2b(key || row_j || j)`` truncated to ``out_words`` uint64.
 
-    ``rows``: ``(n, 8) uint64``; ``index``: ``(n,)`` tweaks (the OT index); ``out_words <= 8``.
+    ``rows``: ``(n, 8) uint64``; ``index``: ``(n,)`` tweaks (the OT index); ``key``: a 32-byte
+    session salt (public to both parties: it separates sessions, it is not a secret); ``out_words``
+    at most 8. The salt goes into the input rather than BLAKE2's key parameter: 104 bytes fit one
+    compression, where a keyed hash spends a second one on the key block.
     """
     if not 1 <= out_words <= 8:
         raise CryptoError(f"row_hash gives 1 to 8 words (64 bytes), asked for {out_words}")
-    n = rows.shape[0]
-    buf = np.empty((n, rows.shape[1] + 1), dtype=np.uint64)
-    buf[:, :-1] = rows
+    if len(key) != 32:
+        raise CryptoError("row_hash takes a 32-byte session salt")
+    n, width = rows.shape
+    buf = np.empty((n, 4 + width + 1), dtype=np.uint64)
+    buf[:, :4] = np.frombuffer(key, dtype=np.uint64)
+    buf[:, 4:4 + width] = rows
     buf[:, -1] = index
     raw = memoryview(buf.tobytes())
     step = buf.shape[1] * 8
     size = 8 * out_words
     b2 = hashlib.blake2b
-    key = key[:64]
-    out = b"".join([b2(raw[i:i + step], digest_size=size, key=key).digest()
+    out = b"".join([b2(raw[i:i + step], digest_size=size, person=b"atoll-kkrt-row").digest()
                     for i in range(0, n * step, step)])
     return np.frombuffer(out, dtype=np.uint64).reshape(n, out_words).copy()

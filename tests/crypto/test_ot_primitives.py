@@ -127,10 +127,12 @@ def test_prc_codewords_are_far_apart_and_row_hash_is_keyed():
     d = np.unpackbits((c[:, None, :] ^ c[None, :, :]).view(np.uint8), axis=-1).sum(axis=-1)
     off = d[~np.eye(200, dtype=bool)]
     assert off.min() > 180 and abs(off.mean() - 256) < 5  # >= 128 needed; ~256 expected
-    h = otc.row_hash(c, np.arange(200, dtype=np.uint64), b"k1")
+    h = otc.row_hash(c, np.arange(200, dtype=np.uint64), b"k1" * 16)
     assert h.shape == (200, 2) and len({tuple(r) for r in h.tolist()}) == 200
-    assert not (otc.row_hash(c, np.arange(200, dtype=np.uint64), b"k2") == h).all(axis=1).any()
+    assert not (otc.row_hash(c, np.arange(200, dtype=np.uint64), b"k2" * 16) == h).all(axis=1).any()
     # another output length is another function (BLAKE2's parameter block), not a prefix
-    assert not (otc.row_hash(c, np.arange(200, dtype=np.uint64), b"k1", 8)[:, :2] == h).all(axis=1).any()
+    assert not (otc.row_hash(c, np.arange(200, dtype=np.uint64), b"k1" * 16, 8)[:, :2] == h).all(axis=1).any()
     with pytest.raises(CryptoError):
-        otc.row_hash(c, np.arange(200, dtype=np.uint64), b"k", 9)
+        otc.row_hash(c, np.arange(200, dtype=np.uint64), b"k" * 32, 9)
+    with pytest.raises(CryptoError, match="32-byte"):
+        otc.row_hash(c, np.arange(200, dtype=np.uint64), b"k")

@@ -458,6 +458,15 @@ class OPRFSender(_ExtSender):
 
     ``batch = OPRFSender(ctx, peer).expand(n)`` runs one batch of ``n`` instances; then
     ``batch.eval(j, x)`` is ``F_j(x)`` for any instance ``j`` and 128-bit input ``x``.
+
+    For KKRT PSI (KKRT16 section 5): the receiver hashes its ids to 128 bits, places them in
+    ``n`` cuckoo bins (a random dummy in empty bins) and calls
+    ``OPRFReceiver.query(bins) -> F_j(bin_j)``; the sender, for each of its ids ``y`` and
+    each bin ``j in {h_1(y), h_2(y), h_3(y)}``, computes ``batch.eval(j, y)`` (vectorised:
+    ``j`` and ``y`` as arrays) and sends those values (shuffled; ``out_words`` or a truncation
+    to ``lambda + 2 log n`` bits shortens them); the receiver intersects. Inputs are
+    ``(m, 2) uint64`` arrays (128-bit values), outputs ``(m, out_words) uint64``. One
+    batch holds at most ``max_batch`` (2^18) instances; several batches may be run.
     """
 
     protocol = "atoll.kkrt"
