@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from atoll.errors import CryptoError
 
-__all__ = ["BLOCK", "FIXED_KEY", "permute", "prg_rows", "random_blocks", "random_words", "sigma", "tccr"]
+__all__ = ["BLOCK", "FIXED_KEY", "permute", "prg_rows", "random_bits", "random_blocks", "random_words", "sigma", "tccr"]
 
 BLOCK = 16
 #: the public key of the fixed-key permutation (any fixed value works; this one is
@@ -144,6 +144,11 @@ def random_words(n: int) -> np.ndarray:
     nbytes = -(-8 * n // BLOCK) * BLOCK
     seed = np.frombuffer(os.urandom(BLOCK), dtype=np.uint8).reshape(1, BLOCK)
     return prg_rows(seed, nbytes).view(np.uint64).reshape(-1)[:n].copy()
+
+
+def random_bits(n: int) -> np.ndarray:
+    """``n`` uniform bits as a ``uint8`` array of 0/1 (see :func:`random_words`)."""
+    return np.unpackbits(random_words(-(-int(n) // 64)).view(np.uint8), bitorder="little")[: int(n)]
 
 
 def random_blocks(shape: tuple[int, ...] | int) -> np.ndarray:

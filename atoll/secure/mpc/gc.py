@@ -72,7 +72,7 @@ import numpy as np
 
 from atoll.crypto import aes
 from atoll.crypto import garble as gb
-from atoll.crypto.bitmatrix import bits_to_words, words_to_bits
+from atoll.crypto.bitmatrix import words_to_bits
 from atoll.crypto.circuit import Builder, Circuit
 from atoll.errors import CryptoError
 from atoll.federation.context import Context
@@ -115,11 +115,6 @@ def _pack(bits: np.ndarray) -> np.ndarray:
 
 def _unpack(packed: np.ndarray, n: int) -> np.ndarray:
     return np.unpackbits(packed, bitorder="little", count=n)
-
-
-def _random_bits(n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(aes.random_blocks(-(-n // 128)).tobytes(), dtype=np.uint8),
-                         bitorder="little")[:n]
 
 
 def _weights(circ: Circuit) -> np.ndarray:
@@ -308,9 +303,9 @@ class GCEvaluator(_GCParty):
         n_yao = 0 if yao is None else yao.shape[0]
         p = self._start(circ, n, n_garbler, n_evaluator, n_yao, outputs)
         rcv = self.session.receiver
-        rho = _random_bits(n * n_evaluator) if n_evaluator else None
+        rho = aes.random_bits(n * n_evaluator) if n_evaluator else None
         pend_in = rcv.start(rho) if n_evaluator else None
-        rho_out = _random_bits(n * circ.n_outputs) if outputs == "arith" else None
+        rho_out = aes.random_bits(n * circ.n_outputs) if outputs == "arith" else None
         pend_out = rcv.start(rho_out) if outputs == "arith" else None
         tables = []
         c = _chunk(circ)

@@ -114,10 +114,6 @@ def _bits(choices: np.ndarray) -> np.ndarray:
     return c.astype(np.uint8)
 
 
-def _random_bits(n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(os.urandom(-(-n // 8)), dtype=np.uint8), bitorder="little")[:n]
-
-
 def _ring_dtype(a: np.ndarray) -> np.dtype:
     if a.dtype not in (np.uint64, np.uint32, np.uint16, np.uint8):
         raise CryptoError(f"correlations are unsigned ring elements (uint64, uint32, uint16 or uint8), "
@@ -178,7 +174,7 @@ class _ExtSender(_Extension):
                 or not isinstance(got.get("nonce"), bytes) or len(got["nonce"]) != 16:
             raise CryptoError("OT setup (step 1): the peer's setup message is malformed")
         _check_hello(got.get("hello"), mine)
-        s = _random_bits(self.width)
+        s = aes.random_bits(self.width)
         s[0] = 1  # lsb of Delta = 1: point-and-permute for the garbled circuits built on it
         nonce = os.urandom(16)
         tag = hashlib.blake2b(self._key.encode(), digest_size=32).digest()
@@ -382,7 +378,7 @@ class OTReceiver(_ExtReceiver):
         """Random OT: ``(choices, m_choice)``. ``choices``: an int ``n`` for random choice bits,
         or the bits themselves (random messages, chosen choices)."""
         if isinstance(choices, (int, np.integer)):
-            choices = _random_bits(_count(choices))
+            choices = aes.random_bits(_count(choices))
         p = self._pending(choices)
         out = np.empty((p.choices.size, words), dtype=np.uint64)
         for start, stop, t, _, index in p.parts:
@@ -433,7 +429,7 @@ def _blocks(x: np.ndarray, what: str) -> np.ndarray:
 class OPRFBatch:
     """The sender's side of one KKRT batch: ``F_j(x)`` for any ``j < n`` and any 128-bit ``x``."""
 
-    def __init__(self, q: np.ndarray, s_words: np.ndarray, keys: list[bytes], hkey: bytes, index: int):
+    def __init__(self, q: np.ndarray, s_words: np.ndarray, keys: list[bytes], hkey: bytes, index: np.ndarray):
         self.n = q.shape[0]
         self._q, self._s, self._keys, self._hkey, self._index = q, s_words, keys, hkey, index
 
@@ -446,7 +442,7 @@ class OPRFBatch:
         if x.shape[0] != j.shape[0]:
             raise CryptoError(f"{j.shape[0]} instance indices for {x.shape[0]} inputs")
         rows = self._q[j] ^ (otc.prc(x, self._keys) & self._s)
-        return otc.row_hash(rows, j.astype(np.uint64) + np.uint64(self._index), self._hkey, out_words)
+        return otc.row_hash(rows, self._index[j], self._hkey, out_words)
 
     def eval_all(self, x: np.ndarray, out_words: int = 2) -> np.ndarray:
         """``F_j(x[j])`` for ``j = 0 .. n-1``."""
@@ -475,13 +471,18 @@ class OPRFSender(_ExtSender):
         super().__init__(ctx, peer, otc.KKRT_WIDTH, label)
 
     def expand(self, n: int) -> OPRFBatch:
+        """One batch of ``n`` instances (sent as messages of at most ``max_batch`` each)."""
         n = _count(n)
-        if n > self.max_batch:
-            raise CryptoError(f"one OPRF batch holds at most {self.max_batch} instances; split the "
-                              f"query into several batches")
-        q, _, index = self._q(n)
+        qs, idx = [], []
+        for start in range(0, n, self.max_batch):
+            m = min(n, start + self.max_batch) - start
+            q, _, index = self._q(m)
+            qs.append(q)
+            idx.append(np.arange(index, index + m, dtype=np.uint64))
+        self._setup()
         keys, hkey = _kkrt_keys(self._nonces, self._key)
-        return OPRFBatch(q, self._s_words, keys, hkey, index)
+        q = np.concatenate(qs) if qs else np.zeros((0, otc.KKRT_WIDTH // 64), np.uint64)
+        return OPRFBatch(q, self._s_words, keys, hkey, np.concatenate(idx) if idx else np.zeros(0, np.uint64))
 
 
 class OPRFReceiver(_ExtReceiver):
@@ -493,17 +494,20 @@ class OPRFReceiver(_ExtReceiver):
         super().__init__(ctx, peer, otc.KKRT_WIDTH, label)
 
     def query(self, x: np.ndarray, out_words: int = 2) -> np.ndarray:
+        """``F_j(x[j])`` for one batch: ``x`` ``(n, 2) uint64`` -> ``(n, out_words) uint64``."""
         x = _blocks(x, "OPRF inputs")
         n = _count(x.shape[0])
-        if n > self.max_batch:
-            raise CryptoError(f"one OPRF batch holds at most {self.max_batch} instances; split the "
-                              f"query into several batches")
         self._setup()
         keys, hkey = _kkrt_keys(self._nonces, self._key)
-        code = np.zeros((_pad(n), otc.KKRT_WIDTH // 64), dtype=np.uint64)
-        code[:n] = otc.prc(x, keys)
-        t, _, index = self._t(transpose(code), n)
-        return otc.row_hash(t, np.arange(index, index + n, dtype=np.uint64), hkey, out_words)
+        out = np.empty((n, out_words), dtype=np.uint64)
+        for start in range(0, n, self.max_batch):
+            stop = min(n, start + self.max_batch)
+            code = np.zeros((_pad(stop - start), otc.KKRT_WIDTH // 64), dtype=np.uint64)
+            code[: stop - start] = otc.prc(x[start:stop], keys)
+            t, _, index = self._t(transpose(code), stop - start)
+            out[start:stop] = otc.row_hash(t, np.arange(index, index + stop - start, dtype=np.uint64),
+                                           hkey, out_words)
+        return out
 
 
 class OTNSender:

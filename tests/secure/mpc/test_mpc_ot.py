@@ -71,22 +71,27 @@ def test_random_chosen_and_correlated_ot():
 
 
 def test_large_requests_span_several_batches(monkeypatch):
-    monkeypatch.setattr(mot, "MAX_BATCH", 256)  # 256 OTs per message
+    monkeypatch.setattr(mot, "MAX_BATCH", 256)  # 256 OTs per message (64 for KKRT)
     c = _choices(1000, 2)
     m0 = np.arange(1000, dtype=np.uint64)
     m1 = m0 + np.uint64(10**6)
 
+    x = np.zeros((150, 2), np.uint64)
+    x[:, 0] = np.arange(150)
+
     def sender(ctx):
         s = ot_session(ctx, "r").sender
         s.send(m0, m1)
-        return s._batches
+        o = OPRFSender(ctx, "r")
+        return s._batches, o.expand(150).eval_all(x), o._batches
 
     def receiver(ctx):
-        return ot_session(ctx, "s").receiver.recv(c)[:, 0]
+        return ot_session(ctx, "s").receiver.recv(c)[:, 0], OPRFReceiver(ctx, "s").query(x)
 
-    batches, got = _two(sender, receiver)
-    assert batches == 4
+    (batches, f_s, kkrt_batches), (got, f_r) = _two(sender, receiver)
+    assert batches == 4 and kkrt_batches == 3
     np.testing.assert_array_equal(got, np.where(c == 1, m1, m0))
+    np.testing.assert_array_equal(f_s, f_r)
 
 
 def test_kkrt_oprf_on_arbitrary_128_bit_inputs():
