@@ -40,6 +40,21 @@ def _histories(job: JobSpec, run_dir: Path) -> dict[str, dict[str, list[float]]]
     return out
 
 
+def _tee_runs(job: JobSpec, run_dir: Path) -> list[dict[str, Any]]:
+    """Which enclave backend ran each TEE step (from the enclave host's saved model part)."""
+    from atoll.jobs.runner import SavedOutputs
+
+    out = []
+    for c in job.pipeline:
+        for p in job.parties:
+            saved = SavedOutputs(run_dir / p / c.id)
+            for key in ("model", "scores"):
+                m = saved.get(key) if key in saved else None
+                if isinstance(m, dict) and isinstance(m.get("tee"), dict) and m.get("role", "arbiter") == "arbiter":
+                    out.append({"step": c.id, "party": p, **m["tee"]})
+    return out
+
+
 def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any], plot_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -123,7 +138,7 @@ def build_report(job: JobSpec, run_dir: Path, centralized_baseline: bool = False
         "steps": _steps_table(job, run_dir), "resumed_skipped": skipped or [],
         "evaluations": [{k: v for k, v in e.items() if k != "curves"} for e in evaluations],
         "curves": {f"{e['step']}@{e['party']}": e.get("curves") for e in evaluations},
-        "histories": histories, "centralized_baseline": baseline,
+        "histories": histories, "centralized_baseline": baseline, "tee": _tee_runs(job, run_dir),
         "plots": [str(p.relative_to(run_dir)) for p in plots],
     }
     write_json(run_dir / "report.json", report)
@@ -140,6 +155,12 @@ def _html(r: dict[str, Any], plots: list[Path]) -> str:
              f"<h1>Atoll job <code>{e(r['job'])}</code></h1>",
              f"<p>seed {r['seed']} · parties: {e(', '.join(f'{p} ({q})' for p, q in r['parties'].items()))}"
              + (f" · {r['seconds']:.1f} s" if r.get("seconds") else "") + "</p>"]
+    for t in r.get("tee") or []:
+        banner = (f"<p style='color:#b00;font-weight:bold'>{e(t['mark'])}: the enclave of step "
+                  f"{e(t['step'])} was simulated; its host saw everything</p>" if t.get("simulated") else "")
+        parts.append(f"<h2>Trusted execution — {e(t['step'])}</h2>{banner}<p>backend <b>{e(t['backend'])}</b>"
+                     f" · measurement <code>{e(t['measurement'])}</code> · {t.get('rows_joined', 0)} rows joined"
+                     f" · peak enclave memory {t.get('peak_rss_mb', 0):.0f} MB</p>")
     if r["evaluations"]:
         keys = sorted({k for ev in r["evaluations"] for k in ev["metrics"]})
         parts.append("<h2>Metrics (held-out rows)</h2><table><tr><th>step</th><th>party</th><th>rows</th>"

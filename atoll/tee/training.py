@@ -81,6 +81,7 @@ class TeeTrainParams(BaseModel):
     memory_cap_mb: float | None = Field(256.0, gt=0)
     # the route around the enclave (used by the components, not inside the enclave)
     backend: str = "simulated"
+    measurement: str | None = None  # the workload measurement owners accept; default: their own Atoll's
     model_to: list[str] | None = None  # default: the label holder
     chunk_rows: int = Field(4096, ge=1)
     storage: str | None = None  # folder or s3://bucket/prefix; default: RUN/tee-storage
