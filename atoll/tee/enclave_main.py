@@ -39,9 +39,12 @@ def _runtime(args: argparse.Namespace, measurement: str) -> EnclaveRuntime:
 
 
 def _error(step: str, e: BaseException) -> dict[str, str]:
+    """What leaves the enclave about a failure: the step and the category; the message only of
+    Atoll's own errors (which name no data value). The enclave's log reaches the host too."""
     text = f"{step}: {type(e).__name__}"
     if isinstance(e, AtollError):
         text += f": {e}"
+    log.warning("%s", text)
     return {"error": text}
 
 
@@ -73,8 +76,7 @@ class Service:
                 try:
                     job = EnclaveJob(self.runtime, str(req["request"]))
                     chan.send({"key_requests": job.key_requests(list(req["nonces"]))})
-                except Exception as e:  # noqa: BLE001 - answered as a category, logged here
-                    log.warning("job refused: %s: %s", type(e).__name__, e)
+                except Exception as e:  # noqa: BLE001 - answered (and logged) as a category
                     chan.send(_error("job", e))
                     continue
                 keys = chan.recv()
@@ -84,7 +86,6 @@ class Service:
                 try:
                     chan.send({"result": job.run(list(keys["released"]))})
                 except Exception as e:  # noqa: BLE001
-                    log.warning("job failed: %s: %s", type(e).__name__, e)
                     chan.send(_error("run", e))
             elif op == "shutdown":
                 chan.send({"ok": True})

@@ -232,7 +232,8 @@ def pool(parts_per_dataset: list[Any], headers: list[dict[str, Any]]) -> tuple[n
     rows = np.flatnonzero(keep)
     m = len(rows)
     for s in range(0, m, 65536):  # compact in place (rows[i] >= i): no second full-size matrix
-        x[s:s + 65536] = x[rows[s:s + 65536]]
+        e = min(s + 65536, m)
+        x[s:e] = x[rows[s:e]]
     y = y[rows]
     ids = ids[rows] if isinstance(ids, np.ndarray) else [ids[i] for i in rows]
     return x[:m], y, ids, {"rows_per_dataset": [int(h["n_rows"]) for h in headers], "rows_joined": int(m),
