@@ -1,0 +1,189 @@
+"""The TEE route vs plain XGBoost on the joined data, on the simulated backend (SIMULATED: NO HARDWARE
+PROTECTION: the enclave is a local process; the figures measure Atoll's route, not SGX's overhead).
+
+Two owners (bank: label + its columns; shop: the other columns, 90 % of the ids, shuffled) encrypt
+their rows to the attested enclave; the enclave gets each data key through its owner's key-release
+service, decrypts the chunks, joins by id, trains XGBoost (tree_method=hist) and releases the model
+to the bank. Timed apart: enclave start, attestation, encryption (per owner), key release (challenge,
+attested request, release, opening the keys), and the enclave's training run (decrypt + join + fit +
+releasing the model) against plain XGBoost (same parameters, seed and threads) on the plaintext join,
+with the pandas join counted or not. The goal is a ratio <= 1.5 on the simulated backend. Peak memory
+of the enclave process (kernel peak RSS) with the memory cap (streamed chunks) and without it (whole
+files read and decrypted at once).
+
+    python benchmarks/tee.py --quick       # default_credit: 30,000 x (13 + 10), 10 trees, 1 repeat
+    python benchmarks/tee.py               # 500,000 x (10 + 20) synthetic, 50 trees, 3 repeats
+
+The last line of stdout is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import hardware, header
+
+
+def make_data(quick: bool, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if quick:
+        from atoll import datasets
+
+        g = datasets.load("default_credit", "hetero", "guest")
+        h = datasets.load("default_credit", "hetero", "host")
+    else:
+        from sklearn.datasets import make_classification
+
+        x, y = make_classification(n_samples=500_000, n_features=30, n_informative=15, random_state=seed)
+        ids = pd.Index(np.arange(len(y), dtype=np.int64) * 7 + 11, name="id")
+        g = pd.DataFrame(x[:, :10], index=ids, columns=[f"g{i}" for i in range(10)])
+        g.insert(0, "y", y.astype(np.float64))
+        h = pd.DataFrame(x[:, 10:], index=ids, columns=[f"h{i}" for i in range(20)])
+    return g, h.sample(frac=0.9, random_state=seed)
+
+
+class TimedKRS:
+    """An owner's key-release service, timing its two calls."""
+
+    def __init__(self, krs):
+        self.krs, self.seconds = krs, 0.0
+
+    def challenge(self):
+        t = time.perf_counter()
+        try:
+            return self.krs.challenge()
+        finally:
+            self.seconds += time.perf_counter() - t
+
+    def release(self, m):
+        t = time.perf_counter()
+        try:
+            return self.krs.release(m)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--trees", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cap-mb", type=float, default=None, help="memory cap of the capped run (default: 1.5x the pooled data)")
+    args = ap.parse_args()
+    trees = args.trees or (10 if args.quick else 50)
+    repeats = args.repeats or (1 if args.quick else 3)
+
+    from atoll.tee import datalab
+    from atoll.tee.authorisation import PartyKeys
+    from atoll.tee.keyrelease import KeyReleaseService
+    from atoll.tee.simulated import SIMULATED_MARK, SimulatedBackend, SimulatedPlatform
+    from atoll.tee.training import DatasetRef, JobRequest, TeeTrainParams
+
+    print(header("TEE route (simulated backend) vs plain XGBoost"))
+    print(SIMULATED_MARK)
+    g, h = make_data(args.quick)
+    gx = g.drop(columns="y")
+    params = TeeTrainParams(n_estimators=trees, max_depth=6, learning_rate=0.3, max_bin=256, n_jobs=args.threads)
+    pooled_mb = len(g) * (gx.shape[1] + h.shape[1] + 2) * 8 / 2**20
+    cap = args.cap_mb or max(16.0, round(1.5 * pooled_mb + 8))
+    print(f"data: bank {g.shape[0]} x {gx.shape[1]} + label, shop {h.shape[0]} x {h.shape[1]}; "
+          f"XGBoost {trees} trees, depth 6, 256 bins, {args.threads} threads, seed 7; pooled matrix "
+          f"{pooled_mb:.0f} MB, cap {cap:.0f} MB")
+
+    # plain XGBoost on the plaintext join: the reference (after one warm-up fit, as the enclave does at start)
+    params.estimator(7).fit(gx.to_numpy()[:200], g["y"].to_numpy()[:200])
+    plain, join_s = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        j = g.join(h.add_prefix("shop_"), how="inner")
+        x, y = j.drop(columns="y").to_numpy(np.float64), j["y"].to_numpy(np.float64)
+        join_s.append(time.perf_counter() - t)
+        est = params.estimator(7)
+        t = time.perf_counter()
+        est.fit(x, y)
+        plain.append(time.perf_counter() - t)
+    plain_model = bytes(est.get_booster().save_raw("json"))
+
+    tmp = Path(tempfile.mkdtemp(prefix="atoll-bench-tee-"))
+    platform = SimulatedPlatform(tmp / "platform")
+    keys = {n: PartyKeys.generate(n) for n in ("bank", "shop")}
+    krs = {n: KeyReleaseService(tmp / f"krs-{n}", keys[n], [platform.public_key.hex()]) for n in keys}
+    out: dict = {"benchmark": "tee", "simulated": True, "mark": SIMULATED_MARK, **hardware(),
+                 "rows": {"bank": len(g), "shop": len(h)}, "features": {"bank": gx.shape[1], "shop": h.shape[1]},
+                 "trees": trees, "threads": args.threads, "repeats": repeats, "pooled_mb": pooled_mb,
+                 "plain_xgboost_fit_s": statistics.median(plain), "plaintext_join_s": statistics.median(join_s)}
+    runs: dict = {}
+    for label, cap_mb in (("capped", cap), ("no_cap", None)):
+        t = time.perf_counter()
+        enclave = SimulatedBackend().launch("tee-ml", workdir=tmp / f"enclave-{label}", platform_dir=platform.folder)
+        launch_s = time.perf_counter() - t
+        try:
+            pol = platform.policy([enclave.measurement])
+            t = time.perf_counter()
+            target, _ = datalab.attest_enclave(enclave.address, pol)
+            attest_s = time.perf_counter() - t
+            enc_s, headers = {}, []
+            for name, df, yy, lab in (("bank", gx, g["y"].to_numpy(np.float64), "y"), ("shop", h, None, None)):
+                t = time.perf_counter()
+                headers.append(datalab.encrypt_table(df.index.to_numpy(), df.to_numpy(np.float64), yy, list(df.columns),
+                                                     lab, tmp / f"{name}.atd", name, name, target, krs[name]))
+                enc_s[name] = time.perf_counter() - t
+            walls, releases, reports = [], [], []
+            for r in range(repeats):
+                job = f"bench-{label}-{r}"
+                refs = []
+                for name, hd in zip(("bank", "shop"), headers):
+                    a = krs[name].authorise(hd["key_id"], name, job, [enclave.measurement],
+                                            {"bank": keys["bank"].public().box_key}, backends=["simulated"])
+                    refs.append(DatasetRef(location=str(tmp / f"{name}.atd"),
+                                           authorisation={"body": a.body.hex(), "signature": a.signature.hex()}))
+                req = JobRequest(job=job, seed=7, params=params.model_copy(update={"memory_cap_mb": cap_mb}),
+                                 datasets=refs, recipients=["bank"])
+                timed = [TimedKRS(krs["bank"]), TimedKRS(krs["shop"])]
+                with enclave.connect(pol) as chan:
+                    t = time.perf_counter()
+                    result = datalab.run_job(chan, req, timed)
+                    walls.append(time.perf_counter() - t)
+                releases.append(sum(k.seconds for k in timed) + result["report"]["seconds"]["key_open"])
+                reports.append(result["report"])
+                model = datalab.open_result(result, keys["bank"], job)
+                assert bytes(model["model"]) == plain_model, "the enclave's model differs from plain XGBoost's"
+        finally:
+            enclave.stop()
+        rep = reports[-1]
+        wall = statistics.median(walls)
+        release = statistics.median(releases)
+        train = wall - release  # decrypt + join + fit + releasing the model (channel included)
+        runs[label] = {"memory_cap_mb": cap_mb, "enclave_launch_s": launch_s, "attestation_s": attest_s,
+                       "encrypt_s": enc_s, "ciphertext_mb": {n: (tmp / f"{n}.atd").stat().st_size / 2**20
+                                                             for n in ("bank", "shop")},
+                       "job_wall_s": wall, "key_release_s": release, "enclave_training_s": train,
+                       "in_enclave_s": {k: statistics.median(r["seconds"][k] for r in reports)
+                                        for k in ("decrypt_and_join", "fit")},
+                       "peak_rss_mb": rep["peak_rss_mb"], "rss_before_data_mb": rep["rss_before_data_mb"],
+                       "data_path_peak_mb": rep["peak_rss_mb"] - rep["rss_before_data_mb"],
+                       "rows_joined": rep["rows_joined"], "model_equal_plain_xgboost": True,
+                       "ratio_vs_plain_fit": train / out["plain_xgboost_fit_s"],
+                       "ratio_vs_plain_join_and_fit": train / (out["plain_xgboost_fit_s"] + out["plaintext_join_s"])}
+        r = runs[label]
+        print(f"[{label}] launch {launch_s:.2f} s, attestation {attest_s * 1e3:.1f} ms, encryption "
+              f"bank {enc_s['bank']:.2f} s + shop {enc_s['shop']:.2f} s, key release {release * 1e3:.1f} ms; "
+              f"enclave training {train:.2f} s (decrypt+join {r['in_enclave_s']['decrypt_and_join']:.2f} s, fit "
+              f"{r['in_enclave_s']['fit']:.2f} s) vs plain XGBoost fit {out['plain_xgboost_fit_s']:.2f} s "
+              f"(+ join {out['plaintext_join_s']:.2f} s): ratio {r['ratio_vs_plain_fit']:.2f}x "
+              f"({r['ratio_vs_plain_join_and_fit']:.2f}x with the join); peak enclave RSS {r['peak_rss_mb']:.0f} MB "
+              f"({r['rss_before_data_mb']:.0f} MB before any data: +{r['data_path_peak_mb']:.0f} MB)")
+    out["runs"] = runs
+    out["goal_ratio_met"] = runs["capped"]["ratio_vs_plain_fit"] <= 1.5
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
