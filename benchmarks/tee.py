@@ -103,7 +103,8 @@ def main() -> None:
     for _ in range(repeats):
         t = time.perf_counter()
         j = g.join(h.add_prefix("shop_"), how="inner")
-        x, y = j.drop(columns="y").to_numpy(np.float64), j["y"].to_numpy(np.float64)
+        x = np.ascontiguousarray(j.drop(columns="y").to_numpy(np.float64))  # row-major, as the enclave pools
+        y = j["y"].to_numpy(np.float64)
         join_s.append(time.perf_counter() - t)
         est = params.estimator(7)
         t = time.perf_counter()

@@ -91,6 +91,10 @@ def certificate_evidence(cert_der: bytes) -> Evidence:
     return Evidence.from_wire(wire.loads(ext.value.value, max_bytes=1 << 20))
 
 
+class ChannelClosed(TeeError):
+    """The peer closed the attested channel."""
+
+
 class Framed:
     """Length-prefixed wire messages over a socket."""
 
@@ -108,7 +112,7 @@ class Framed:
         while len(buf) < n:
             part = self.sock.recv(min(n - len(buf), 1 << 20))
             if not part:
-                raise TeeError("the attested channel closed")
+                raise ChannelClosed("the attested channel closed")
             buf += part
         return bytes(buf)
 
@@ -278,6 +282,8 @@ class AttestedServer:
             else:
                 chan.send(answer)
             self.handler(chan, client)
+        except ChannelClosed:
+            log.debug("attested channel: the client closed it")
         except (TeeError, WireError, OSError) as e:
             log.info("attested channel closed: %s", type(e).__name__)
         finally:

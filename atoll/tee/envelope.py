@@ -20,8 +20,9 @@ two locks. The first opens only inside an enclave of that measurement on that pl
 (its wrap key is derived from the sealing key); the second, ``release_secret``, stays with
 the data owner's key-release service, which hands it out — wrapped to a fresh attested key
 of the enclave — only for a run its signed authorisation allows (:mod:`atoll.tee.keyrelease`).
-Neither the storage, nor the host running the enclave, nor the key-release service alone
-can open the file.
+What each party sees: the storage and the host running the enclave see the public header
+and ciphertext; neither they nor the key-release service alone can open the file. Only an
+enclave of the named measurement, given the released secret, reads the rows.
 """
 
 from __future__ import annotations

@@ -70,8 +70,8 @@ def open_read(location: str) -> IO[bytes]:
         try:
             return _s3().get_object(Bucket=bucket, Key=path)["Body"]
         except Exception as e:  # botocore's errors: say which step, not the credentials
-            raise DataError(f"cannot read s3://{bucket}/{path}: {type(e).__name__}") from None
+            raise DataError(f"cannot read an encrypted data object from S3: {type(e).__name__}") from None
     try:
         return open(path, "rb")
     except OSError as e:
-        raise DataError(f"cannot read the encrypted data at {path}: {e.strerror}") from None
+        raise DataError(f"cannot read an encrypted data file: {e.strerror}") from None

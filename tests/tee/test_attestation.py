@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
 
 from atoll import wire
-from atoll.tee.base import (SIMULATED_MARK, AttestationError, EnclavePolicy, PolicyError, SealError, TeeError,
+from atoll.tee.base import (SIMULATED_MARK, AttestationError, EnclavePolicy, PolicyError, SealError,
                             bind_report_data, verify_evidence)
 from atoll.tee.channel import AttestedServer, attested_connect, certificate_evidence
 from atoll.tee.simulated import SimulatedPlatform, SimulatedRuntime

@@ -13,12 +13,11 @@ import json
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from atoll import datasets
 from atoll.tee import datalab
-from atoll.tee.base import SIMULATED_MARK, AttestationError, EnclaveMemoryError, KeyReleaseRefused, PolicyError, TeeError
+from atoll.tee.base import SIMULATED_MARK, AttestationError, KeyReleaseRefused, PolicyError, TeeError
 from atoll.tee.channel import Framed
 from atoll.tee.keyrelease import KeyReleaseService
 from atoll.tee.simulated import SimulatedBackend, SimulatedRuntime

@@ -8,7 +8,6 @@ shared storage holds no raw value.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from atoll.jobs import parse_job, run_job
-from atoll.jobs.artifacts import Table, load_output
+from atoll.jobs.artifacts import Table
 from atoll.jobs.runner import SavedOutputs
 from atoll.tee.base import SIMULATED_MARK
 from atoll.tee.training import TeeTrainParams

@@ -106,7 +106,7 @@ def _run_route(tc: TaskContext, p: TeeTrainParams, operation: str, data: Table |
                sealed_model: str | None, recipients: list[str]) -> dict[str, Any]:
     """Steps 1-4 at every party; returns what this party keeps."""
     from atoll.tee import datalab, storage
-    from atoll.tee.base import EnclavePolicy, get_backend
+    from atoll.tee.base import get_backend
     from atoll.tee.keyrelease import KeyReleaseService
     from atoll.tee.measure import measure
 
