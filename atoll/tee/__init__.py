@@ -1,9 +1,10 @@
 """Trusted execution: the TEE route (enclaves, attestation, sealed data, the Data Lab flow).
 
+    from atoll.tee import datalab
     from atoll.tee.simulated import SimulatedBackend, SimulatedPlatform
     enclave = SimulatedBackend().launch("tee-ml", workdir="enclave/")   # SIMULATED: NO HARDWARE PROTECTION
     policy = SimulatedPlatform().policy([enclave.measurement])
-    target, attested = atoll.tee.datalab.attest_enclave(enclave.address, policy)
+    target, attested = datalab.attest_enclave(enclave.address, policy)   # then datalab.encrypt_table, run_job
 
 Modules: :mod:`~atoll.tee.base` (interface, policy, backend registry), :mod:`~atoll.tee.measure`
 (workloads and measurements), :mod:`~atoll.tee.simulated`, :mod:`~atoll.tee.dcap` (real SGX/TDX
