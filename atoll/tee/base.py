@@ -157,6 +157,8 @@ class EnclavePolicy(BaseModel):
     simulated_platform_keys: list[str] = Field(default_factory=list)
     max_age_s: float = Field(300.0, gt=0, description="oldest simulated quote accepted (seconds)")
     address: str | None = Field(None, description="HOST:PORT of the enclave's attested channel")
+    pccs_url: str | None = Field(None, description="PCCS / Intel PCS to fetch DCAP collateral from when the "
+                                 "evidence carries none (needs a network)")
 
     @field_validator("measurements", "simulated_platform_keys")
     @classmethod

@@ -30,12 +30,21 @@ def _dcap() -> Any:
     return dcap_qvl
 
 
-def verify_dcap(quote: bytes, collateral_json: str, now: float) -> dict[str, Any]:
-    """dcap-qvl's verdict as a dict: ``status``, ``advisory_ids``, ``report`` ({"SgxEnclave"|"TD10"|...: fields})."""
+def verify_dcap(quote: bytes, collateral_json: str, now: float, pccs_url: str | None = None) -> dict[str, Any]:
+    """dcap-qvl's verdict as a dict: ``status``, ``advisory_ids``, ``report`` ({"SgxEnclave"|"TD10"|...: fields}).
+
+    Without ``collateral_json`` it is fetched from ``pccs_url`` (the policy's; a network call)."""
     dcap_qvl = _dcap()
     if not collateral_json:
-        raise AttestationError("a DCAP quote needs its collateral (dcap_qvl.get_collateral from a PCCS) "
-                               "attached to the evidence")
+        if not pccs_url:
+            raise AttestationError("a DCAP quote needs its collateral: attach it to the evidence, or set the "
+                                   "policy's pccs_url (e.g. Intel's PCS) so the verifier fetches it")
+        import asyncio
+
+        try:
+            collateral_json = asyncio.run(dcap_qvl.get_collateral(pccs_url, bytes(quote))).to_json()
+        except Exception as e:  # network or PCCS errors: say which step
+            raise AttestationError(f"fetching DCAP collateral from the PCCS failed: {type(e).__name__}") from None
     try:
         collateral = dcap_qvl.QuoteCollateralV3.from_json(collateral_json)
     except ValueError:
@@ -54,7 +63,7 @@ class SgxDcapBackend(EnclaveBackend):
 
     @classmethod
     def verify_quote(cls, evidence: Evidence, policy: EnclavePolicy, now: float) -> QuoteFacts:
-        v = verify_dcap(evidence.quote, evidence.collateral, now)
+        v = verify_dcap(evidence.quote, evidence.collateral, now, policy.pccs_url if policy else None)
         rep = v["report"].get("SgxEnclave")
         if rep is None:
             raise AttestationError(f"expected an SGX enclave quote, got {', '.join(v['report'])}")
@@ -73,7 +82,7 @@ class TdxBackend(EnclaveBackend):
 
     @classmethod
     def verify_quote(cls, evidence: Evidence, policy: EnclavePolicy, now: float) -> QuoteFacts:
-        v = verify_dcap(evidence.quote, evidence.collateral, now)
+        v = verify_dcap(evidence.quote, evidence.collateral, now, policy.pccs_url if policy else None)
         kind = next((k for k in v["report"] if k.startswith("TD")), None)
         if kind is None:
             raise AttestationError(f"expected a TDX quote, got {', '.join(v['report'])}")

@@ -7,8 +7,8 @@ SHA-256, so MRENCLAVE covers Atoll's measured code) plus the interpreter and its
 libraries, signs it and starts ``gramine-sgx``. Inside, :class:`GramineRuntime` gets
 quotes from ``/dev/attestation`` (``user_report_data`` -> ``quote``; DCAP) and seals with
 ``/dev/attestation/keys/_sgx_mrenclave``. Its evidence is an ordinary ``sgx-dcap`` quote,
-verified by :class:`atoll.tee.dcap.SgxDcapBackend` (the verifier attaches collateral from
-its PCCS); policies pin MRENCLAVE, which ``gramine-sgx-sign`` prints. ``enclave_size``
+verified by :class:`atoll.tee.dcap.SgxDcapBackend` (the verifier fetches its collateral
+from the policy's ``pccs_url``); policies pin MRENCLAVE, which ``gramine-sgx-sign`` prints. ``enclave_size``
 is the EPC budget (a power of two; SGX1 machines have 128 MB of EPC in all, so keep the
 training enclave's ``memory_cap_mb`` well below it). Nothing here runs without SGX:
 the manifest and the runtime are tested against a stand-in ``/dev/attestation`` folder.

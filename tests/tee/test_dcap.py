@@ -81,7 +81,7 @@ def test_expired_collateral_wrong_kind_and_wrong_report_data_are_refused():
         verify_evidence(tdx_as_sgx, pol, report_data("tdx"), now=PINNED)
     with pytest.raises(AttestationError, match="replayed or stale"):
         verify_evidence(sample("tdx"), pol, bytes(64), now=PINNED)
-    with pytest.raises(AttestationError, match="collateral"):
+    with pytest.raises(AttestationError, match="pccs_url"):
         verify_evidence(Evidence("tdx", sample("tdx").quote), pol, report_data("tdx"), now=PINNED)
     with pytest.raises(AttestationError, match="accepts only"):
         verify_evidence(sample("tdx"), EnclavePolicy(measurements=[TDX_MRTD], backends=["simulated"]),
