@@ -82,7 +82,9 @@ def policy(measurement: list[str] = typer.Option(..., help="Allowed measurement 
 def launch(workdir: Path = typer.Option(..., help="Folder for the enclave's image and log"),
            backend: str = typer.Option("simulated", help="simulated or gramine-sgx"),
            workload: str = typer.Option("tee-ml"),
-           sim_dir: Optional[Path] = typer.Option(None, help="Simulated platform folder")) -> None:
+           sim_dir: Optional[Path] = typer.Option(None, help="Simulated platform folder"),
+           host: str = typer.Option("127.0.0.1", help="Address the simulated enclave's attested channel binds")
+           ) -> None:
     """Start an enclave and keep it running (Ctrl-C stops it); prints its address and measurement."""
     from atoll.errors import AtollError
     from atoll.tee.base import get_backend
@@ -90,7 +92,7 @@ def launch(workdir: Path = typer.Option(..., help="Folder for the enclave's imag
     try:
         opts = {"workdir": workdir}
         if backend == "simulated":
-            opts["platform_dir"] = sim_dir
+            opts.update(platform_dir=sim_dir, host=host)
         enclave = get_backend(backend)().launch(workload, **opts)
     except AtollError as e:
         _fail(e)
