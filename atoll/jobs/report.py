@@ -53,6 +53,19 @@ def evaluations(job: JobSpec, store: RunStore) -> list[dict[str, Any]]:
     return out
 
 
+def _tee_runs(job: JobSpec, store: RunStore) -> list[dict[str, Any]]:
+    """Which enclave backend ran each TEE step (from the enclave host's saved model part)."""
+    out = []
+    for c in job.pipeline:
+        for p in job.parties:
+            saved = store.party(p).outputs(c.id)
+            for key in ("model", "scores"):
+                m = saved.get(key) if key in saved else None
+                if isinstance(m, dict) and isinstance(m.get("tee"), dict) and m.get("role", "arbiter") == "arbiter":
+                    out.append({"step": c.id, "party": p, **m["tee"]})
+    return out
+
+
 def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any]) -> dict[str, bytes]:
     import matplotlib
 
@@ -134,7 +147,7 @@ def build_report(job: JobSpec, store: RunStore, centralized_baseline: bool = Fal
         "resume": {"kept": list(resume.keep), "ran_again": dict(resume.rerun)} if resume else None,
         "evaluations": [{k: v for k, v in e.items() if k != "curves"} for e in evals],
         "curves": {f"{e['step']}@{e['party']}": e.get("curves") for e in evals},
-        "histories": histories, "centralized_baseline": baseline,
+        "histories": histories, "centralized_baseline": baseline, "tee": _tee_runs(job, store),
         "plots": [f"plots/{name}" for name in plots],
     }
     report = _jsonable(report)
@@ -164,6 +177,12 @@ def _html(r: dict[str, Any], plots: dict[str, bytes]) -> str:
              f"<h1>Atoll job <code>{e(r['job'])}</code></h1>",
              f"<p>seed {r['seed']} · parties: {e(', '.join(f'{p} ({q})' for p, q in r['parties'].items()))}"
              + (f" · {r['seconds']:.1f} s" if r.get("seconds") else "") + "</p>"]
+    for t in r.get("tee") or []:
+        banner = (f"<p style='color:#b00;font-weight:bold'>{e(t['mark'])}: the enclave of step "
+                  f"{e(t['step'])} was simulated; its host saw everything</p>" if t.get("simulated") else "")
+        parts.append(f"<h2>Trusted execution — {e(t['step'])}</h2>{banner}<p>backend <b>{e(t['backend'])}</b>"
+                     f" · measurement <code>{e(t['measurement'])}</code> · {t.get('rows_joined', 0)} rows joined"
+                     f" · peak enclave memory {t.get('peak_rss_mb', 0):.0f} MB</p>")
     if r["evaluations"]:
         keys = sorted({k for ev in r["evaluations"] for k in ev["metrics"]})
         parts.append("<h2>Metrics (held-out rows)</h2><table><tr><th>step</th><th>party</th><th>rows</th>"

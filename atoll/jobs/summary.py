@@ -44,6 +44,11 @@ def print_summary(result: RunResult, console: Console | None = None,
         for k in _keys(ev["metrics"]):
             t.add_row(k, f"{ev['metrics'][k]:.4f}")
         console.print(t)
+    for tee in rep.get("tee") or []:
+        mark = f"[bold red]{tee['mark']}[/]: " if tee.get("simulated") else ""
+        console.print(f"{mark}step {tee['step']} ran in a {tee['backend']} enclave (measurement "
+                      f"{tee['measurement'][:16]}..., {tee.get('rows_joined', 0)} rows joined, peak "
+                      f"{tee.get('peak_rss_mb', 0):.0f} MB)", highlight=False)
     for t in comparison_tables(rep, metrics):
         console.print(t)
     console.print(f"run folder: {result.run_dir}  (report: {result.run_dir / 'report.html'}); "

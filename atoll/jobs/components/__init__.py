@@ -14,4 +14,5 @@ from atoll.jobs.components import (  # noqa: F401
     reader,
     scale,
     split,
+    tee,
 )
