@@ -15,8 +15,9 @@ from atoll.errors import ConfigError, DataError
 from atoll.federation import PartyFailed
 from atoll.ml.vertical import HeteroSecureBoost
 from atoll.ml.vertical.boosting_binning import BinMapper, quantile_cuts
-from atoll.ml.vertical.boosting_cipher import pack_rows, plain_histogram, unpack_values
-from atoll.ml.vertical.boosting_core import best_splits, calc_gain, quantize, quantize_bits
+from atoll.crypto import he
+from atoll.ml.vertical.boosting_cipher import plain_histogram
+from atoll.ml.vertical.boosting_core import SLOT_BITS, best_splits, calc_gain, quantize, quantize_bits
 
 xgb = pytest.importorskip("xgboost")
 
@@ -113,14 +114,16 @@ def test_best_split_equals_brute_force():
 
 
 def test_packing_round_trip_with_negative_slots_and_sums():
+    """SecureBoost's row layout: the crypto Packer with signed SLOT_BITS-bit slots (1024-bit key: capacity only)."""
     rng = np.random.default_rng(3)
     bits = (quantize_bits(1000, 1.0), quantize_bits(1000, 0.25))
     qg, qh = quantize(rng.uniform(-1, 1, (1000, 2)), rng.uniform(0, 0.25, (1000, 2)), bits)
     slots = np.stack([qg[:, 0], qh[:, 0], qg[:, 1], qh[:, 1]], axis=1)
-    packed = pack_rows(slots)
+    packer = he.Packer(he.generate_keypair("ou", KEY_BITS).public_key, value_bits=SLOT_BITS, signed=True)
+    packed = packer.pack_ints(slots.astype(np.int64)).tolist()
     assert all(v > 0 for v in packed)
-    assert np.array_equal(unpack_values(packed, 4), slots)
-    assert np.array_equal(unpack_values([sum(packed)], 4)[0], slots.sum(axis=0))
+    assert np.array_equal(packer.unpack_ints(packed, 4), slots)
+    assert np.array_equal(packer.unpack_ints([sum(packed)], 4)[0], slots.sum(axis=0))
     codes = rng.integers(0, 5, (1000, 3)).astype(np.uint8)
     h = plain_histogram(slots, codes, 5)
     assert np.array_equal(h[2, 3], slots[codes[:, 2] == 3].sum(axis=0))

@@ -1,4 +1,4 @@
-"""HE worker pools: results equal in-process ones, and workers never outlive the process that owns them."""
+"""THE worker engine: results equal in-process ones, resident values, and workers never outlive their owner."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import time
 
 import numpy as np
 
-from atoll.crypto import parallel
+from atoll.crypto import engine
 
 _OWNER = """
 import os, sys
-from atoll.crypto import he, parallel
+from atoll.crypto import engine, he
 pk, sk = he.generate_keypair("ou", key_bits=1024)
 pk.warm_up(2)
 enc = pk.encrypt([1.5] * 200, jobs=2)
 assert abs(float(sk.decrypt(enc, jobs=2).sum()) - 300.0) < 1e-6
-print(" ".join(str(p) for p in parallel._POOLS[2]._processes), flush=True)
+print(" ".join(str(p) for p in engine._ENGINES[2].pids()), flush=True)
 os.kill(os.getpid(), 9)   # dies without any clean-up: no atexit, no pool shutdown
 """
 
@@ -51,7 +51,7 @@ def _use_pool_and_return(out) -> None:
 
     pk, sk = he.generate_keypair("paillier", key_bits=1024)
     out.put(float(sk.decrypt(pk.encrypt([2.0] * 100, jobs=2), jobs=2).sum()))
-    out.put(sorted(parallel._POOLS[2]._processes))
+    out.put(sorted(engine._ENGINES[2].pids()))
 
 
 def test_process_started_by_multiprocessing_exits_after_using_a_pool():
@@ -73,9 +73,9 @@ def test_process_started_by_multiprocessing_exits_after_using_a_pool():
 
 
 def test_split_and_powmod_list_match_in_process():
-    assert parallel.split(10, 3) == [(0, 4), (4, 7), (7, 10)]
-    assert parallel.split(0, 4) == [(0, 0)] and parallel.split(2, 5) == [(0, 1), (1, 2)]
+    assert engine.split(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert engine.split(0, 4) == [(0, 0)] and engine.split(2, 5) == [(0, 1), (1, 2)]
     rng = np.random.default_rng(0)
     mod = 2 ** 521 - 1
     bases = [int(v) for v in rng.integers(2, 2 ** 62, size=40)]
-    assert parallel.powmod_list(bases, 65537, mod, jobs=2) == [pow(b, 65537, mod) for b in bases]
+    assert engine.powmod_list(bases, 65537, mod, jobs=2) == [pow(b, 65537, mod) for b in bases]
