@@ -166,6 +166,10 @@ def _check_run(resident: Resident, engine: WorkerEngine, args: Sequence[tuple]) 
         raise CryptoError(f"{len(args)} tasks for values resident on {resident.n} workers")
 
 
+def _released(resident_id: int) -> CryptoError:
+    return CryptoError(f"resident values {resident_id} were released (or never reached this worker); place them again")
+
+
 class InlineEngine(WorkerEngine):
     """One worker: this process (``jobs=1``; also the fallback inside daemonic processes)."""
 
@@ -191,6 +195,8 @@ class InlineEngine(WorkerEngine):
 
     def run(self, fn: Callable, resident: Resident, args: Sequence[tuple]) -> list:
         _check_run(resident, self, args)
+        if args and resident.rid not in self._state:
+            raise _released(resident.rid)
         return [fn(self._state[resident.rid], *a) for a in args]
 
     def release(self, resident: Resident) -> None:
@@ -213,6 +219,8 @@ def _w_drop(rid: int) -> None:
 
 
 def _w_run(fn: Callable, rid: int, args: tuple) -> Any:
+    if rid not in _STATE:
+        raise _released(rid)
     return fn(_STATE[rid], *args)
 
 

@@ -129,6 +129,36 @@ def test_packing_round_trip_with_negative_slots_and_sums():
     assert np.array_equal(h[2, 3], slots[codes[:, 2] == 3].sum(axis=0))
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_he_histograms_from_the_crypto_kernels_equal_the_plaintext_ones(jobs, monkeypatch):
+    """Guest encrypt_rows -> host rows / histograms (RowHistograms, Packer.pack, rerandomize) -> guest decode
+    gives exactly plain_histogram's sums, two outputs per row plaintext, for one and two workers."""
+    from atoll.ml.vertical import boosting_cipher
+
+    monkeypatch.setattr(boosting_cipher, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(boosting_cipher, "PARALLEL_MIN_ROWS", 0)
+    rng = np.random.default_rng(9)
+    m, d, nb = 400, 5, 17
+    bits = (quantize_bits(m, 1.0), quantize_bits(m, 0.25))
+    qg, qh = quantize(rng.uniform(-1, 1, (m, 2)), rng.uniform(0, 0.25, (m, 2)), bits)
+    slots = np.stack([qg[:, 0], qh[:, 0], qg[:, 1], qh[:, 1]], axis=1)
+    codes = rng.integers(0, nb, (m, d)).astype(np.uint8)
+    guest = boosting_cipher.make_guest_cipher("ou", KEY_BITS, jobs)
+    host = boosting_cipher.make_host_cipher("ou", wire.loads(wire.dumps(guest.public())), jobs)
+    payload = host.prepare(wire.loads(wire.dumps(guest.encrypt_rows(slots))))
+    nodes = [np.arange(m), np.sort(rng.choice(m, 90, replace=False)), np.array([7, 8])]
+    rows = host.rows(payload, codes, nb)
+    try:
+        hists = wire.loads(wire.dumps(host.histograms(rows, nodes, 4)))
+    finally:
+        rows.close()
+    got = guest.decode(hists, d, nb, 4)
+    for r, h in zip(nodes, got):
+        assert np.array_equal(h, plain_histogram(slots[r], codes[r], nb))
+    work = "parallel_histograms" if jobs > 1 else "histograms"
+    assert host.stats[work] == 3 and guest.stats["parallel_encryptions"] == (jobs > 1)
+
+
 # ----------------------------------------------------------------------------- vs XGBoost
 
 def test_plain_mode_equals_xgboost_on_breast():
