@@ -257,7 +257,9 @@ def horner_pack(values: list, per: int, shift_bits: int, modulus) -> list:
     """Pack consecutive groups of ``per`` values into one each: ``C = prod_l c_l ** (2 ** (l * shift_bits))``.
 
     Horner's rule from the top (``acc = acc ** (2 ** shift_bits) * c_l``); every group's step is one
-    ``powmod_base_list`` call, so the squarings run in gmpy2's C loop. The last group may be shorter.
+    ``powmod_base_list`` call, so the squarings run in gmpy2's C loop. Values equal to 1 (deterministic
+    encryptions of zero, e.g. empty histogram bins) cost nothing: ``1 ** k = 1`` and ``acc * 1 = acc``.
+    The last group may be shorter.
     """
     N = mpz(modulus)
     n = len(values)
@@ -268,10 +270,13 @@ def horner_pack(values: list, per: int, shift_bits: int, modulus) -> list:
     sizes = [min(per, n - s) for s in starts]
     acc = [values[s + k - 1] for s, k in zip(starts, sizes)]
     for level in range(per - 2, -1, -1):
-        idx = [j for j, k in enumerate(sizes) if k > level + 1]  # groups that have a value below the top
-        if not idx:
-            continue
-        raised = gmpy2.powmod_base_list([acc[j] for j in idx], shift, N)
-        for j, r in zip(idx, raised):
-            acc[j] = r * values[starts[j] + level] % N
+        below = [j for j, k in enumerate(sizes) if k > level + 1]  # groups that have a value below the top
+        idx = [j for j in below if acc[j] != 1]
+        if idx:
+            for j, r in zip(idx, gmpy2.powmod_base_list([acc[j] for j in idx], shift, N)):
+                acc[j] = r
+        for j in below:
+            v = values[starts[j] + level]
+            if v != 1:
+                acc[j] = v if acc[j] == 1 else acc[j] * v % N
     return acc

@@ -104,3 +104,24 @@ def test_histogram_inputs_are_checked(ou_kp, rows):
         rh.build([np.array([len(vals)])])
     with pytest.raises(CryptoError, match="slot"):
         he.Packer(ou_kp.public_key, value_bits=40, signed=True).pack(rh.build([np.arange(3)])[0].ravel(), slots=2)
+
+
+def test_horner_pack_equals_the_product_of_shifted_powers():
+    import secrets
+
+    import gmpy2
+    from gmpy2 import mpz
+
+    from atoll.crypto.multiexp import horner_pack
+
+    N = mpz(secrets.randbits(512)) | 1
+    vals = [mpz(secrets.randbelow(int(N))) for _ in range(23)]
+    vals = [mpz(1) if i % 3 == 1 else v for i, v in enumerate(vals)] + [mpz(1)] * 4  # ones (empty bins) skipped
+    for per in (1, 2, 5, 6, 30):
+        want = []
+        for s in range(0, len(vals), per):
+            acc = mpz(1)
+            for k, c in enumerate(vals[s:s + per]):
+                acc = acc * gmpy2.powmod(c, mpz(1) << (7 * k), N) % N
+            want.append(acc)
+        assert horner_pack(vals, per, 7, N) == want
