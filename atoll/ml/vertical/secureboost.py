@@ -245,9 +245,9 @@ class SecureBoostGuest:
                                         "params": {"max_bin": p.max_bin, "colsample_bytree": p.colsample_bytree,
                                                    "random_state": p.random_state,
                                                    "early_stopping_rounds": p.early_stopping_rounds}})
-        n_feats = ctx.gather("host", "n_features")
         mapper = BinMapper.fit(x, p.max_bin)
         cipher.warm()
+        n_feats = ctx.gather("host", "n_features")  # sent once each host is set up: rounds time trees only
         codes = mapper.transform(x)
         self.mapper = mapper
         nb = mapper.n_slots
@@ -506,7 +506,6 @@ class SecureBoostHost:
         if int(setup["n_rows"]) != len(x):
             raise DataError(f"host has {len(x)} rows but the guest {setup['n_rows']}; align rows with PSI first")
         cipher = make_host_cipher(setup["scheme"], setup["pk"], n_jobs)
-        ctx.send("guest", "n_features", int(x.shape[1]))
         mapper = BinMapper.fit(x, max_bin)
         codes = mapper.transform(x)
         self.mapper = mapper
@@ -518,6 +517,7 @@ class SecureBoostHost:
         r = 0
         try:
             cipher.warm()
+            ctx.send("guest", "n_features", int(x.shape[1]))
             while True:
                 with ctx.scope("round", r):
                     msg = ctx.recv("guest", "gh")
