@@ -9,8 +9,9 @@ References on the same data: XGBoost (tree_method="hist", centralised), XGBoost 
 codes (the same candidate splits: the losslessness check; XGBoost's own sketch picks other cuts on 80k
 rows) and Atoll's plaintext mode (same protocol, no encryption). Per tree = the guest's wall seconds of
 one boosting round (setup: key generation, binning, worker start, excluded); the CPU seconds of every
-process (parties and their workers, setup and prediction included) are printed too, as a figure that
-other work on a shared machine disturbs less.
+process of the fit (parties and their HE workers, setup included; sampled with psutil, so workers forked
+by a forkserver count too) are printed per tree as well, a figure that other work on a shared machine
+disturbs less.
 
     python benchmarks/secureboost.py                               # full: A and B, OU and Paillier
     python benchmarks/secureboost.py --workloads B --schemes ou    # one workload, one scheme

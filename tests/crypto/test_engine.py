@@ -198,3 +198,16 @@ def test_another_engine_plugs_in_without_touching_the_kernels(ou_kp):
     finally:
         engine.set_factory(None)
     assert isinstance(engine.get(2), engine.ProcessEngine)
+
+
+def test_keys_reach_workers_without_their_randomness_pool(ou_kp):
+    """A public key crosses to a worker as its checked public fields: the precomputed random factors stay
+    with their owner (each is used once; a copy in a worker would be used twice)."""
+    import pickle
+
+    pk, sk = ou_kp
+    pk.precompute(8)
+    copy = pickle.loads(pickle.dumps(pk))
+    assert copy == pk and copy.pool_size == 0 and pk.pool_size == 8
+    assert sk.decrypt(copy.encrypt([1.25])).tolist() == [1.25]
+    pk._take_masks(8)
