@@ -105,8 +105,8 @@ from atoll.crypto.packing import Packer
 from atoll.crypto.registry import HEBackend
 
 # ---- the HE backends: each module registers itself with atoll.crypto.registry; one line per backend
-from atoll.crypto import paillier  # noqa: E402  (registration order = scheme_names() order)
-from atoll.crypto import ou  # noqa: E402
+from atoll.crypto import paillier  # noqa: E402,F401  (registration order = scheme_names() order)
+from atoll.crypto import ou  # noqa: E402,F401
 # ----
 
 from atoll.crypto.ou import OUPrivateKey, OUPublicKey  # noqa: E402
