@@ -10,7 +10,11 @@ set of types and nothing else:
     :func:`register`.
 
 Decoding never imports, looks up or calls anything named by the payload except
-the constructors of explicitly registered message types. Every malformed,
+the constructors of explicitly registered message types. The codec imports no
+other part of Atoll (it sits below the schemes): the types above it register
+themselves -- :mod:`atoll.crypto.registry` registers every HE backend's public
+key and ``CipherArray`` when the backends are imported, and
+:mod:`atoll.federation` imports them before it decodes anything. Every malformed,
 truncated, oversized, too-deep or otherwise hostile input raises
 :class:`atoll.errors.WireError`; sizes are checked before memory is allocated,
 so a few bytes can never claim gigabytes. Types marked ``__wire_forbidden__``
@@ -23,7 +27,6 @@ body; lengths and counts are unsigned LEB128 varints (at most 10 bytes).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import struct
 from typing import Any, Callable
@@ -98,26 +101,6 @@ class _Registered:
 
 _BY_NAME: dict[str, _Registered] = {}
 _BY_CLASS: dict[type, _Registered] = {}
-
-# Modules that register the message types of a name space. A receiver may not
-# have imported the sender's module yet (a host gets a Paillier key before it
-# touched any crypto code), so decoding an unknown name of a listed name space
-# imports its provider once. The table is closed and fixed here: nothing read
-# off the wire chooses what is imported.
-_PROVIDERS: dict[str, str] = {
-    "atoll.he.": "atoll.crypto.he",
-}
-
-
-def _lookup(name: str) -> _Registered | None:
-    entry = _BY_NAME.get(name)
-    if entry is None:
-        for prefix, module in _PROVIDERS.items():
-            if name.startswith(prefix):
-                importlib.import_module(module)
-                return _BY_NAME.get(name)
-    return entry
-
 
 def register(cls: type, name: str, to_fields: Callable[[Any], dict],
              from_fields: Callable[[dict], Any]) -> type:
@@ -416,7 +399,7 @@ def _decode(r: _Reader, depth: int) -> Any:
             name_s = str(name, "ascii")
         except UnicodeDecodeError:
             raise WireError("message type name is not ASCII") from None
-        entry = _lookup(name_s)
+        entry = _BY_NAME.get(name_s)
         if entry is None:
             raise WireError(f"unknown message type {name_s[:80]!r}")
         if r.byte() != _T_DICT:

@@ -9,8 +9,9 @@ References on the same data: XGBoost (tree_method="hist", centralised), XGBoost 
 codes (the same candidate splits: the losslessness check; XGBoost's own sketch picks other cuts on 80k
 rows) and Atoll's plaintext mode (same protocol, no encryption). Per tree = the guest's wall seconds of
 one boosting round (setup: key generation, binning, worker start, excluded); the CPU seconds of every
-process (parties and their workers, setup and prediction included) are printed too, as a figure that
-other work on a shared machine disturbs less.
+process of the fit (parties and their HE workers, setup included; sampled with psutil, so workers forked
+by a forkserver count too) are printed per tree as well, a figure that other work on a shared machine
+disturbs less.
 
     python benchmarks/secureboost.py                               # full: A and B, OU and Paillier
     python benchmarks/secureboost.py --workloads B --schemes ou    # one workload, one scheme
@@ -25,11 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 
 import numpy as np
-from _common import hardware, header
+from _common import CpuMeter, hardware, header
 
 
 def make_data(n: int, d_guest: int, d_host: int, seed: int = 0):
@@ -81,14 +81,9 @@ def run_atoll(train, test, p, scheme, transport, n_jobs):
     m = HeteroSecureBoost(n_estimators=p["trees"], max_depth=p["depth"], learning_rate=p["lr"],
                           max_bin=p["bins"], scheme=scheme, key_bits=p["key_bits"], random_state=0,
                           transport=transport, n_jobs=n_jobs)
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    ru0s = resource.getrusage(resource.RUSAGE_SELF)
-    m.fit({"guest": (train[0], train[2]), "host_0": train[1]})
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    ru1s = resource.getrusage(resource.RUSAGE_SELF)
-    # CPU seconds of every party and worker process (all descendants are joined by the end of fit)
-    cpu = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
-           + ru1s.ru_utime + ru1s.ru_stime - ru0s.ru_utime - ru0s.ru_stime)
+    with CpuMeter() as meter:  # CPU seconds of every party and worker process
+        m.fit({"guest": (train[0], train[2]), "host_0": train[1]})
+    cpu = meter.seconds
     per_tree = float(np.mean(m.guest_model_.seconds_per_round))
     auc = float(roc_auc_score(test[2], m.predict_proba({"guest": test[0], "host_0": test[1]})[:, 1]))
     return {"seconds_per_tree": per_tree, "fit_seconds": m.fit_seconds_, "auc": auc,

@@ -222,8 +222,9 @@ def test_hypothesis_roundtrip(obj):
 
 
 def test_he_types_decode_in_a_process_that_never_imported_crypto():
-    """A host receives the arbiter's public key before it touched any crypto code:
-    the codec imports the provider of the closed ``atoll.he.`` name space itself."""
+    """A host receives the arbiter's public key before its own code touched any crypto: the codec imports
+    nothing (it sits below the schemes, a bare ``atoll.wire`` refuses the name and still has not imported
+    ``atoll.crypto``); the federation, the codec's user, loads the HE registry, so keys and ciphertexts decode."""
     import subprocess
     import sys
 
@@ -232,8 +233,17 @@ def test_he_types_decode_in_a_process_that_never_imported_crypto():
     pk, _ = he.generate_keypair("paillier", 1024)
     blob = wire.dumps({"pk": pk, "c": pk.encrypt([1.5, -2.0])})
     code = ("import sys, atoll.wire as w\n"
+            "from atoll.errors import WireError\n"
             "assert 'atoll.crypto' not in sys.modules\n"
-            "d = w.loads(sys.stdin.buffer.read())\n"
+            "blob = sys.stdin.buffer.read()\n"
+            "try:\n"
+            "    w.loads(blob)\n"
+            "    sys.exit('the bare codec decoded a type nobody registered')\n"
+            "except WireError as e:\n"
+            "    assert 'unknown message type' in str(e), e\n"
+            "assert 'atoll.crypto' not in sys.modules\n"
+            "import atoll.federation  # what a receiving party's code imports\n"
+            "d = w.loads(blob)\n"
             "print(type(d['pk']).__name__, type(d['c']).__name__)\n")
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr.decode()

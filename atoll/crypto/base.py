@@ -24,18 +24,17 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-from atoll import wire
-from atoll.crypto import encoding, parallel
+from atoll.crypto import encoding
+from atoll.crypto import engine as _engine
+from atoll.crypto.engine import Jobs
 from atoll.crypto.cipherarray import CipherArray
 from atoll.crypto.multiexp import FixedBaseTable
 from atoll.errors import CryptoError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PublicKeyBase", "PrivateKeyBase", "key_from_fields", "key_settings", "shared_table", "SCHEMES"]
+__all__ = ["PublicKeyBase", "PrivateKeyBase", "key_settings", "shared_table"]
 
-#: scheme name -> public key class (filled by the scheme modules)
-SCHEMES: dict[str, type] = {}
 DEFAULT_PRECISION_BITS = 40      # fractional bits of encrypted values
 DEFAULT_MUL_PRECISION_BITS = 24  # fractional bits of non-integral plaintext multipliers
 
@@ -58,27 +57,12 @@ def shared_table(base, modulus, exp_bits: int, window: int, prebuild_bits: int |
         return _TABLES.setdefault(ident, table)
 
 
-def key_from_fields(scheme: str, fields: dict) -> "PublicKeyBase":
-    """Rebuild a public key from its wire fields (validated by the scheme)."""
-    cls = SCHEMES.get(scheme)
-    if cls is None:
-        import atoll.crypto.ou  # noqa: F401  (registers the schemes)
-        import atoll.crypto.paillier  # noqa: F401
-
-        cls = SCHEMES.get(scheme)
-    if cls is None:
-        raise CryptoError(f"unknown HE scheme {scheme!r}; expected one of {sorted(SCHEMES)}")
-    return cls._from_fields(fields)
+def _encrypt_worker(pk: "PublicKeyBase", ints: list) -> tuple:
+    return _engine.ship(pk._encrypt_ints_local(ints, masks=None))
 
 
-def _encrypt_worker(scheme: str, fields: dict, ints: list) -> list:
-    pk = key_from_fields(scheme, fields)
-    return pk._encrypt_ints_local(ints, masks=None)
-
-
-def _masks_worker(scheme: str, fields: dict, count: int) -> list:
-    pk = key_from_fields(scheme, fields)
-    return pk._fresh_masks(count)
+def _masks_worker(pk: "PublicKeyBase", count: int) -> tuple:
+    return _engine.ship(pk._fresh_masks(count))
 
 
 class PublicKeyBase:
@@ -163,17 +147,22 @@ class PublicKeyBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key_bits={self.key_bits}, fingerprint={self.fingerprint})"
 
+    def __reduce__(self):
+        # to this party's own worker processes (atoll.crypto.engine): the public fields, rebuilt and checked
+        # there; never the randomness pool (each factor is used once, by its owner)
+        return (type(self)._from_fields, (self._fields(),))
+
     @property
     def cipher_bytes(self) -> int:
         """Fixed width in bytes of one ciphertext on the wire."""
         return (int(self.cipher_modulus).bit_length() + 7) // 8
 
-    def warm_up(self, jobs: int = 1) -> None:
-        """Build this key's fixed-base tables now, here and in each of ``jobs`` worker processes."""
-        parallel.warm_up(self, jobs)
+    def warm_up(self, jobs: Jobs = 1) -> None:
+        """Build this key's fixed-base tables now, here and in every worker of the engine for ``jobs``."""
+        _engine.warm_up(self, jobs)
 
     # ---- randomness pool (offline/online split) ------------------------------------
-    def precompute(self, count: int, jobs: int = 1) -> None:
+    def precompute(self, count: int, jobs: Jobs = 1) -> None:
         """Compute ``count`` random factors now (offline), so that later encryptions cost one multiplication each.
 
         Every factor is used at most once: encryption pops it from the pool.
@@ -181,11 +170,11 @@ class PublicKeyBase:
         count = int(count)
         if count <= 0:
             return
-        jobs = parallel.resolve_jobs(jobs)
-        if jobs > 1 and count >= 64:
-            chunks = parallel.split(count, jobs)
-            parts = parallel.process_map(_masks_worker, [(self.scheme, self._fields(), b - a) for a, b in chunks], jobs)
-            fresh = [m for part in parts for m in part]
+        eng = _engine.get(jobs)
+        if eng.n_workers > 1 and count >= 64:
+            chunks = _engine.split(count, eng.n_workers)
+            parts = eng.map(_masks_worker, [(self, b - a) for a, b in chunks])
+            fresh = [m for part in parts for m in _engine.unship(part)]
         else:
             fresh = self._fresh_masks(count)
         with self._pool_lock:
@@ -228,29 +217,28 @@ class PublicKeyBase:
         N = self.cipher_modulus
         return [a * b % N for a, b in zip(self._lift(ints), masks)]
 
-    def _encrypt_flat(self, ints: list, jobs: int) -> list:
-        jobs = parallel.resolve_jobs(jobs)
+    def _encrypt_flat(self, ints: list, jobs: Jobs) -> list:
+        eng = _engine.get(jobs)
         n = len(ints)
         pooled = self._take_masks(n)
         head = self._encrypt_ints_local(ints[:len(pooled)], pooled) if pooled else []
         rest = ints[len(pooled):]
         if not rest:
             return head
-        if jobs > 1 and len(rest) >= 64:
-            chunks = parallel.split(len(rest), jobs)
-            fields = self._fields()
-            parts = parallel.process_map(_encrypt_worker, [(self.scheme, fields, rest[a:b]) for a, b in chunks], jobs)
-            return head + [c for part in parts for c in part]
+        if eng.n_workers > 1 and len(rest) >= 64:
+            chunks = _engine.split(len(rest), eng.n_workers)
+            parts = eng.map(_encrypt_worker, [(self, rest[a:b]) for a, b in chunks])
+            return head + [c for part in parts for c in _engine.unship(part)]
         return head + self._encrypt_ints_local(rest, None)
 
-    def encrypt_int(self, values: Any, jobs: int = 1) -> CipherArray:
+    def encrypt_int(self, values: Any, jobs: Jobs = 1) -> CipherArray:
         """Encrypt integers exactly (exponent 0); any shape, Python ints of any size within the safe range."""
         arr = encoding.to_object_array(values)
         flat = arr.ravel().tolist()
         bound = self._check_range(flat)
         return CipherArray(self, encoding.object_array(self._encrypt_flat(flat, jobs), arr.shape), 0, bound)
 
-    def encrypt(self, x: Any, precision: int | None = None, jobs: int = 1) -> CipherArray:
+    def encrypt(self, x: Any, precision: int | None = None, jobs: Jobs = 1) -> CipherArray:
         """Encrypt a float/int array or scalar in fixed point with ``precision`` fractional bits.
 
         Integer dtypes are encrypted exactly with exponent 0. The scale travels in
@@ -267,13 +255,13 @@ class PublicKeyBase:
         bound = self._check_range(flat)
         return CipherArray(self, encoding.object_array(self._encrypt_flat(flat, jobs), a.shape), exp, bound)
 
-    def encrypt_zeros(self, shape, exp: int = 0, jobs: int = 1) -> CipherArray:
+    def encrypt_zeros(self, shape, exp: int = 0, jobs: Jobs = 1) -> CipherArray:
         """Fresh encryptions of zero (useful to re-randomise or to start an accumulator)."""
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         n = int(np.prod(shape)) if shape else 1
         return CipherArray(self, encoding.object_array(self._encrypt_flat([0] * n, jobs), shape), exp, 0)
 
-    def _rerandomize_flat(self, cs: list, jobs: int = 1) -> list:
+    def _rerandomize_flat(self, cs: list, jobs: Jobs = 1) -> list:
         N = self.cipher_modulus
         zeros = self._encrypt_flat([0] * len(cs), jobs)
         return [c * z % N for c, z in zip(cs, zeros)]
@@ -289,7 +277,7 @@ class PrivateKeyBase:
     def plain_modulus(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _raw_decrypt(self, cs: list, jobs: int = 1) -> list:  # pragma: no cover - abstract
+    def _raw_decrypt(self, cs: list, jobs: Jobs = 1) -> list:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -303,9 +291,9 @@ class PrivateKeyBase:
                               f"({enc.pk.fingerprint}, this key is {self.public_key.fingerprint}); "
                               "decrypt it with the matching private key")
 
-    def _decrypt_unsigned(self, enc: CipherArray, jobs: int = 1) -> list:
+    def _decrypt_unsigned(self, enc: CipherArray, jobs: Jobs = 1) -> list:
         self._check_key(enc)
-        return self._raw_decrypt(enc.data.ravel().tolist(), jobs=parallel.resolve_jobs(jobs))
+        return self._raw_decrypt(enc.data.ravel().tolist(), jobs=_engine.get(jobs))
 
     def _to_signed(self, ms: list) -> list:
         M = self.plain_modulus
@@ -323,27 +311,15 @@ class PrivateKeyBase:
                     "lower the precision or use a larger key")
         return out
 
-    def decrypt_int(self, enc: CipherArray, jobs: int = 1) -> np.ndarray:
+    def decrypt_int(self, enc: CipherArray, jobs: Jobs = 1) -> np.ndarray:
         """Raw signed fixed-point integers (object array of Python ints, same shape as ``enc``)."""
         signed = self._to_signed(self._decrypt_unsigned(enc, jobs))
         return encoding.object_array(signed, enc.shape)
 
-    def decrypt(self, enc: CipherArray, jobs: int = 1) -> np.ndarray:
+    def decrypt(self, enc: CipherArray, jobs: Jobs = 1) -> np.ndarray:
         """Decrypt to float64 (same shape as ``enc``), dividing by the tracked scale ``2**enc.exp``."""
         signed = self._to_signed(self._decrypt_unsigned(enc, jobs))
         return encoding.decode(signed, enc.exp).reshape(enc.shape)
-
-
-def _register_key_wire(cls: type, name: str) -> None:
-    def to_fields(pk: PublicKeyBase) -> dict:
-        return pk._fields()
-
-    def from_fields(d: dict) -> PublicKeyBase:
-        if type(d) is not dict:
-            raise ValueError("public key fields must be a dict")
-        return key_from_fields(cls.scheme, d)
-
-    wire.register(cls, name, to_fields, from_fields)
 
 
 def key_settings(scheme: str, key_bits: int, min_bits: int, precision_bits: int | None,

@@ -31,8 +31,10 @@ import numpy as np
 from gmpy2 import mpz
 
 from atoll import wire
-from atoll.crypto import encoding, parallel
-from atoll.crypto.multiexp import batch_invert, multi_exp_signed
+from atoll.crypto import encoding
+from atoll.crypto import engine as _engine
+from atoll.crypto.engine import Jobs
+from atoll.crypto.multiexp import batch_invert, grouped_products, multi_exp_signed
 from atoll.errors import CryptoError
 
 __all__ = ["CipherArray", "concatenate", "stack"]
@@ -79,20 +81,21 @@ class CipherArray:
     __array_priority__ = 1000
 
     def __init__(self, pk: Any, data: np.ndarray, exp: int = 0, bound: int = 0,
-                 packing: tuple[int, int] | None = None):
+                 packing: tuple[int, int, bool] | None = None):
         if not isinstance(data, np.ndarray) or data.dtype != object:
             data = np.array(data, dtype=object)
         self.pk = pk
         self.data = data
         self.exp = int(exp)
         self.bound = int(bound)
-        #: (slot_width_bits, per-slot value bound) for packed arrays made by atoll.crypto.packing.Packer
+        #: (slot_width_bits, per-slot bound on |value|, signed slots) for packed arrays made by
+        #: atoll.crypto.packing.Packer; unsigned slots hold [0, 2**W), signed ones (-2**(W-1), 2**(W-1))
         self.packing = packing
-        if packing is not None and packing[1] >> packing[0]:
+        if packing is not None and packing[1] >> (packing[0] - 1 if packing[2] else packing[0]):
             raise CryptoError(
-                f"packed slots could reach {packing[1].bit_length()} bits but each slot has only {packing[0]}: "
-                "the sum would spill into the next slot; create the Packer with a larger max_terms "
-                "(more headroom) or add fewer ciphertexts")
+                f"packed slots could reach {packing[1].bit_length()} bits but each slot has only {packing[0]}"
+                f"{' (signed)' if packing[2] else ''}: the sum would spill into the next slot; create the Packer "
+                "with a larger max_terms (more headroom) or add fewer ciphertexts")
 
     # ---- shape and indexing ---------------------------------------------------------
     @property
@@ -120,11 +123,20 @@ class CipherArray:
         return CipherArray(self.pk, data, self.exp if exp is None else exp,
                            self.bound if bound is None else bound, self.packing)
 
-    def _packing_scaled(self, factor: int | None) -> tuple[int, int] | None:
-        """Packing after multiplying every plaintext by a non-negative integer up to ``factor`` (None: broken)."""
+    def _packing_scaled(self, factor: int | None) -> tuple[int, int, bool] | None:
+        """Packing after multiplying every plaintext by an integer of magnitude up to ``factor`` (None: broken)."""
         if self.packing is None or factor is None:
             return None
-        return (self.packing[0], self.packing[1] * factor)
+        return (self.packing[0], self.packing[1] * factor, self.packing[2])
+
+    def _packing_by_ints(self, ints: np.ndarray, f: int, factor: int) -> tuple[int, int, bool] | None:
+        """Packing after a product with integer plaintexts ``ints`` (fractional bits ``f``) whose magnitudes
+        combine to at most ``factor``: kept for non-negative integers, and for any integers in signed slots."""
+        if self.packing is None or f != 0 or not ints.size:
+            return None
+        if self.packing[2] or min(ints.ravel().tolist()) >= 0:
+            return self._packing_scaled(factor)
+        return None
 
     def __getitem__(self, idx: Any) -> "CipherArray":
         if isinstance(idx, CipherArray):
@@ -200,8 +212,8 @@ class CipherArray:
             bound = self._check_bound(a.bound + b.bound, "this sum")
             vals = [x * y % N for x, y in zip(da.ravel().tolist(), db.ravel().tolist())]
             packing = None
-            if a.packing is not None and b.packing is not None and a.packing[0] == b.packing[0]:
-                packing = (a.packing[0], a.packing[1] + b.packing[1])
+            if a.packing is not None and b.packing is not None and a.packing[::2] == b.packing[::2]:
+                packing = (a.packing[0], a.packing[1] + b.packing[1], a.packing[2])
             return CipherArray(self.pk, encoding.object_array(vals, da.shape), exp, bound, packing)
         plain = np.asarray(other)
         if plain.dtype == object and plain.size and isinstance(plain.ravel()[0], CipherArray):
@@ -221,7 +233,8 @@ class CipherArray:
 
     def __neg__(self) -> "CipherArray":
         vals = batch_invert(_object_flat(self.data), self.pk.cipher_modulus)
-        return CipherArray(self.pk, encoding.object_array(vals, self.shape), self.exp, self.bound)
+        packing = self.packing if self.packing is not None and self.packing[2] else None  # signed slots negate
+        return CipherArray(self.pk, encoding.object_array(vals, self.shape), self.exp, self.bound, packing)
 
     def __sub__(self, other: Any) -> "CipherArray":
         if isinstance(other, CipherArray):
@@ -253,7 +266,7 @@ class CipherArray:
 
     __rmul__ = __mul__
 
-    def mul(self, other: Any, precision: int | None = None, jobs: int = 1) -> "CipherArray":
+    def mul(self, other: Any, precision: int | None = None, jobs: Jobs = 1) -> "CipherArray":
         """Elementwise product with a plaintext scalar or array (broadcasting).
 
         Non-integral plaintexts are encoded with ``precision`` fractional bits
@@ -264,8 +277,7 @@ class CipherArray:
             raise CryptoError(f"{self.exp + f} fractional bits is beyond the supported {_MAX_EXP}")
         maxabs = encoding.max_abs(ints)
         bound = self._check_bound(self.bound * maxabs, "this product")
-        nonneg = f == 0 and ints.size and min(ints.ravel().tolist()) >= 0
-        packing = self._packing_scaled(maxabs if nonneg else None)
+        packing = self._packing_by_ints(ints, f, maxabs)
         N = self.pk.cipher_modulus
         if ints.ndim == 0:
             k = int(ints[()])
@@ -280,10 +292,11 @@ class CipherArray:
             return CipherArray(self.pk, encoding.object_array(vals, self.shape), self.exp + f, bound, packing)
         da, di = np.broadcast_arrays(self.data, ints)
         cs, ks = da.ravel().tolist(), di.ravel().tolist()
-        jobs = parallel.resolve_jobs(jobs)
-        if jobs > 1 and len(cs) >= 64 * jobs:
-            chunks = parallel.split(len(cs), jobs)
-            parts = parallel.process_map(_powmod_pairs_worker, [(N, cs[a:b], ks[a:b]) for a, b in chunks], jobs)
+        eng = _engine.get(jobs)
+        n = eng.n_workers
+        if n > 1 and len(cs) >= 64 * n:
+            chunks = _engine.split(len(cs), n)
+            parts = eng.map(_powmod_pairs_worker, [(N, cs[a:b], ks[a:b]) for a, b in chunks])
             vals = [v for part in parts for v in part]
         else:
             vals = _powmod_pairs_worker(N, cs, ks)
@@ -321,8 +334,8 @@ class CipherArray:
     def bincount(self, groups: Any, n_groups: int | None = None) -> "CipherArray":
         """Sum elements (rows, for 2-d arrays) by group index: ``out[g] = sum of self[i] where groups[i] == g``.
 
-        One modular multiplication per element: the kernel of histogram building
-        (e.g. SecureBoost: ``enc_gh.bincount(bin_of_row[:, feature], n_bins)``).
+        One modular multiplication per element (:func:`~atoll.crypto.multiexp.grouped_products`, the kernel
+        of :class:`~atoll.crypto.histogram.RowHistograms`, which builds SecureBoost's histograms).
         Empty groups are deterministic encryptions of zero (see :meth:`rerandomize`).
         """
         g = np.asarray(groups)
@@ -339,19 +352,13 @@ class CipherArray:
         N = self.pk.cipher_modulus
         rows = self.data.reshape(self.shape[0], -1)
         k = rows.shape[1]
-        acc: list = [None] * (n_groups * k)
-        for gi, row in zip(g.tolist(), rows.tolist()):
-            base = gi * k
-            for j, c in enumerate(row):
-                cur = acc[base + j]
-                acc[base + j] = c if cur is None else cur * c % N
-        one = mpz(1)
-        vals = [one if a is None else a for a in acc]
+        cols = [grouped_products(rows[:, j].tolist(), g.reshape(-1, 1), n_groups, N) for j in range(k)]
+        vals = [cols[j][i] for i in range(n_groups) for j in range(k)]
         return CipherArray(self.pk, encoding.object_array(vals, (n_groups,) + self.shape[1:]), self.exp, bound,
                            self._packing_scaled(biggest))
 
     # ---- matrix products -------------------------------------------------------------
-    def matvec_t(self, X: Any, jobs: int = 1, precision: int | None = None) -> "CipherArray":
+    def matvec_t(self, X: Any, jobs: Jobs = 1, precision: int | None = None) -> "CipherArray":
         """``X.T @ self`` for a plaintext matrix ``X`` (n x d) and ``self`` of shape (n,) or (n, k)."""
         X = np.asarray(X)
         if X.ndim != 2:
@@ -377,7 +384,7 @@ class CipherArray:
             return res.T if B.ndim == 2 else res.reshape(self.shape[0])
         raise CryptoError("CipherArray @ plaintext supports 1-d and 2-d ciphertext arrays")
 
-    def _plain_matmul(self, A: np.ndarray, jobs: int = 1, precision: int | None = None) -> "CipherArray":
+    def _plain_matmul(self, A: np.ndarray, jobs: Jobs = 1, precision: int | None = None) -> "CipherArray":
         """Plaintext ``A`` (d x n) times ``self`` (n,) or (n, k), one multi-exponentiation per output."""
         if A.ndim == 1:
             A = A.reshape(1, -1)
@@ -391,26 +398,24 @@ class CipherArray:
             raise CryptoError(f"{self.exp + f} fractional bits is beyond the supported {_MAX_EXP}")
         row_l1 = max((sum(abs(v) for v in row) for row in ints.tolist()), default=0)
         bound = self._check_bound(self.bound * row_l1, "this matrix product")
-        nonneg = f == 0 and ints.size and min(ints.ravel().tolist()) >= 0
-        packing = self._packing_scaled(row_l1 if nonneg else None)
+        packing = self._packing_by_ints(ints, f, row_l1)
         maxabs = encoding.max_abs(ints)
         exps = ints.astype(np.int64) if maxabs < (1 << 62) else ints
         N = self.pk.cipher_modulus
-        jobs = parallel.resolve_jobs(jobs)
+        eng = _engine.get(jobs)
+        jobs = eng.n_workers
         cols = [self.data] if self.ndim == 1 else [self.data[:, j] for j in range(self.shape[1])]
         results = []
         for col in cols:
             bases = col.tolist()
             d = exps.shape[0]
             if jobs > 1 and d >= jobs:
-                chunks = parallel.split(d, jobs)
-                parts = parallel.process_map(_matmul_rows_worker,
-                                             [(N, bases, exps[a:b]) for a, b in chunks], jobs)
+                chunks = _engine.split(d, jobs)
+                parts = eng.map(_matmul_rows_worker, [(N, bases, exps[a:b]) for a, b in chunks])
                 res = [c for part in parts for c in part]
             elif jobs > 1 and len(bases) >= 512 * jobs:
-                chunks = parallel.split(len(bases), jobs)
-                parts = parallel.process_map(_matmul_rows_worker,
-                                             [(N, bases[a:b], exps[:, a:b]) for a, b in chunks], jobs)
+                chunks = _engine.split(len(bases), jobs)
+                parts = eng.map(_matmul_rows_worker, [(N, bases[a:b], exps[:, a:b]) for a, b in chunks])
                 res = []
                 for j in range(d):
                     acc = mpz(1)
@@ -429,7 +434,7 @@ class CipherArray:
         return out.reshape(data.shape[1:]) if squeeze else out
 
     # ---- misc ---------------------------------------------------------------------------
-    def rerandomize(self, jobs: int = 1) -> "CipherArray":
+    def rerandomize(self, jobs: Jobs = 1) -> "CipherArray":
         """Same plaintexts, fresh randomness (multiply each by a new encryption of zero)."""
         vals = self.pk._rerandomize_flat(_object_flat(self.data), jobs)
         return self._like(encoding.object_array(vals, self.shape))
@@ -469,23 +474,23 @@ def stack(arrays: Iterable[CipherArray], axis: int = 0) -> CipherArray:
     return CipherArray(arrays[0].pk, data, arrays[0].exp, max(a.bound for a in arrays), _joint_packing(arrays))
 
 
-def _joint_packing(arrays: list[CipherArray]) -> tuple[int, int] | None:
+def _joint_packing(arrays: list[CipherArray]) -> tuple[int, int, bool] | None:
     ps = [a.packing for a in arrays]
-    if any(p is None for p in ps) or len({p[0] for p in ps}) != 1:
+    if any(p is None for p in ps) or len({p[::2] for p in ps}) != 1:
         return None
-    return (ps[0][0], max(p[1] for p in ps))
+    return (ps[0][0], max(p[1] for p in ps), ps[0][2])
 
 
-# ---- wire ----------------------------------------------------------------------------------
-def _ca_to_fields(ca: CipherArray) -> dict:
+# ---- wire form (registered with the codec by atoll.crypto.registry) ------------------------------
+def to_fields(ca: CipherArray) -> dict:
+    """The wire fields of ``ca`` (its public key travels with it)."""
     return {"scheme": ca.pk.scheme, "key": ca.pk._fields(), "exp": ca.exp, "bound": ca.bound,
-            "packing": None if ca.packing is None else [int(ca.packing[0]), int(ca.packing[1])],
+            "packing": None if ca.packing is None else [int(ca.packing[0]), int(ca.packing[1]), int(ca.packing[2])],
             "data": ca.to_wire()}
 
 
-def _ca_from_fields(d: dict) -> CipherArray:
-    from atoll.crypto.base import key_from_fields
-
+def from_fields(d: dict, key_from_fields) -> CipherArray:
+    """Rebuild and validate a received CipherArray; ``key_from_fields(scheme, fields)`` rebuilds its key."""
     if set(d) != {"scheme", "key", "exp", "bound", "packing", "data"}:
         raise ValueError(f"CipherArray fields {sorted(d)} are not the expected ones")
     if not isinstance(d["scheme"], str) or type(d["key"]) is not dict:
@@ -500,15 +505,12 @@ def _ca_from_fields(d: dict) -> CipherArray:
         raise ValueError("CipherArray data must be a BigIntArray")
     packing = d["packing"]
     if packing is not None:
-        if (type(packing) is not list or len(packing) != 2 or any(type(v) is not int or v < 0 for v in packing)
-                or not 0 < packing[0] <= 8192):
+        if (type(packing) is not list or len(packing) != 3 or any(type(v) is not int or v < 0 for v in packing)
+                or not 0 < packing[0] <= 8192 or packing[2] > 1):
             raise ValueError("bad packing descriptor")
-        packing = (packing[0], packing[1])
+        packing = (packing[0], packing[1], bool(packing[2]))
     N = pk.cipher_modulus
     vals = [mpz(v) for v in data.values]
     if any(v >= N or v <= 0 for v in vals):
         raise ValueError("a ciphertext is out of range for its public key")
     return CipherArray(pk, encoding.object_array(vals, data.shape), exp, bound, packing)
-
-
-wire.register(CipherArray, "atoll.he.CipherArray", _ca_to_fields, _ca_from_fields)

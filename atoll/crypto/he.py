@@ -5,7 +5,8 @@ This docstring is the source of truth for the API that protocols code against.
 Keys::
 
     from atoll.crypto import he
-    kp = he.generate_keypair(scheme="paillier" | "ou", key_bits=2048, precision_bits=None)
+    kp = he.generate_keypair(scheme="paillier" | "ou", key_bits=None, precision_bits=None)  # key_bits:
+                                                 # the backend's default (2048; 3072 offered)
     pk, sk = kp.public_key, kp.private_key     # also: pk, sk = kp
     pk.scheme ("paillier" | "ou"), pk.key_bits, pk.precision_bits (default 40 fractional bits
     of encrypted reals), pk.mul_precision_bits (default 24 fractional bits of non-integral
@@ -51,31 +52,44 @@ masks) are used exactly with no added fractional bits. Every array tracks ``boun
 :class:`atoll.errors.CryptoError`, and decryption refuses values outside the safe range.
 A ``CipherArray`` is a registered wire type (its public key travels with it).
 
-Packing (several small non-negative ints per plaintext, headroom checked)::
+Packing (several small ints per plaintext, headroom checked; ``signed=True``: signed slots, decoded centred)::
 
-    packer = he.Packer(pk, value_bits=40, max_terms=10_000, n_slots=None)  # n_slots: max that fits
+    packer = he.Packer(pk, value_bits=40, max_terms=10_000, n_slots=None, signed=False)  # n_slots: max that fits
     packer.slot_bits, packer.n_slots
-    enc = packer.encrypt_ints(M)               # M int array (rows, k<=n_slots) -> CipherArray (rows,)
+    enc = packer.encrypt_ints(M, jobs=1)       # M int array (rows, k<=n_slots) -> CipherArray (rows,)
     ... enc + enc, enc.sum(axis=0), enc[mask], X01.T @ enc (non-negative integer X) keep packing ...
     vals = packer.decrypt_ints(sk, enc, k=None)  # -> int64 array enc.shape + (k,)
     packer.pack_ints(M) / packer.unpack_ints(ints, k)   # plaintext helpers
-    # homomorphic packing of existing signed fixed-point ciphertexts (e.g. masked gradients
-    # before the key holder decrypts them): |values| < 2**(value_bits-1) checked by bound
-    packed = packer.pack(enc_1d)                # ceil(len / n_slots) ciphertexts, exp kept
-    x = packer.decrypt_packed(sk, packed, count)  # float64 (count,); packed sums of several
-                                                  # pack() results (<= max_terms) decrypt too
+    # homomorphic packing (compression) along the last axis, Horner's rule, spread over the engine:
+    packed = packer.pack(enc_1d)                # signed fixed-point values: ceil(len / n_slots) ciphertexts, exp kept
+    x = packer.decrypt_packed(sk, packed, count)  # float64 (count,); sums of pack() results decrypt too
+    packed = packer.pack(hists, slots=2, jobs=1)  # ciphertexts packed by this Packer with 2 slots each
 
-Parallelism: ``jobs > 1`` forks a cached pool of worker processes on Linux (set
-``ATOLL_HE_START_METHOD=spawn`` to spawn instead); decryption ships only the modular
-exponentiations (secret exponent and modulus cross a local pipe to this party's own
-workers). ``jobs <= 0`` means all cores. Party processes of ``launch(mode="processes")`` may start
-workers; inside some other daemonic process no children may be started, and work then
-runs in-process with a one-time warning. Workers stop when the process that owns them ends
-(cleanly, or killed), so they never linger as orphans.
+Histograms (SecureBoost's kernel: sums of encrypted rows per (feature, bin), rows resident on the workers)::
 
-Schemes: ``"paillier"`` (:mod:`atoll.crypto.paillier`: n = pq, DJN short-exponent fast
-encryption, CRT decryption) and ``"ou"`` (:mod:`atoll.crypto.ou`: Okamoto-Uchiyama,
-n = p**2 q, plaintexts mod the secret p, faster at the same modulus size).
+    with he.RowHistograms(enc_rows, codes, n_bins, jobs=1) as rh:   # enc_rows (m,), codes (m, d) ints
+        hists = rh.build([rows_a, rows_b])   # [(d, n_bins) CipherArray]: out[f, b] = sum of enc_rows[i],
+                                             # i in rows_a with codes[i, f] == b; identical for any jobs
+
+Parallelism: every ``jobs=`` takes a worker count (1 = in-process, <= 0 = all cores) or a
+:class:`atoll.crypto.engine.WorkerEngine`; :mod:`atoll.crypto.engine` is THE worker engine of every
+algorithm (local processes, forked on Linux; ``ATOLL_HE_START_METHOD=spawn`` to spawn; a Ray engine
+later). Decryption ships only the modular exponentiations (secret exponent and modulus cross a local
+pipe to this party's own workers). Party processes of ``launch(mode="processes")`` may start workers;
+inside some other daemonic process no children may be started, and work then runs in-process with a
+one-time warning. Workers stop when the process that owns them ends (cleanly, or killed), so they never
+linger as orphans.
+
+Schemes come from one registry (:mod:`atoll.crypto.registry`)::
+
+    he.scheme_names()        # ["paillier", "ou"]: the registered backends
+    he.backend("ou")         # HEBackend(name, public_key, private_key, keygen, wire_name, min_key_bits,
+                             #           default_key_bits, summary)
+
+``"paillier"`` (:mod:`atoll.crypto.paillier`: n = pq, DJN short-exponent fast encryption, CRT decryption)
+and ``"ou"`` (:mod:`atoll.crypto.ou`: Okamoto-Uchiyama, n = p**2 q, plaintexts mod the secret p, faster at
+the same modulus size). A new backend is its own module, ending with ``registry.register(HEBackend(...))``,
+plus its import line below.
 """
 
 from __future__ import annotations
@@ -83,15 +97,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from atoll.crypto.base import SCHEMES, PrivateKeyBase, PublicKeyBase
+from atoll.crypto import registry
+from atoll.crypto.base import PrivateKeyBase, PublicKeyBase
 from atoll.crypto.cipherarray import CipherArray, concatenate, stack
+from atoll.crypto.histogram import RowHistograms
 from atoll.crypto.packing import Packer
-from atoll.crypto.ou import OUPrivateKey, OUPublicKey, generate_ou_keypair
-from atoll.crypto.paillier import PaillierPrivateKey, PaillierPublicKey, generate_paillier_keypair
-from atoll.errors import CryptoError
+from atoll.crypto.registry import HEBackend
+
+# ---- the HE backends: each module registers itself with atoll.crypto.registry; one line per backend
+from atoll.crypto import paillier  # noqa: E402,F401  (registration order = scheme_names() order)
+from atoll.crypto import ou  # noqa: E402,F401
+# ----
+
+from atoll.crypto.ou import OUPrivateKey, OUPublicKey  # noqa: E402
+from atoll.crypto.paillier import PaillierPrivateKey, PaillierPublicKey  # noqa: E402
 
 __all__ = [
     "CipherArray",
+    "HEBackend",
     "KeyPair",
     "Packer",
     "PrivateKeyBase",
@@ -100,9 +123,11 @@ __all__ = [
     "PaillierPrivateKey",
     "OUPublicKey",
     "OUPrivateKey",
-    "SCHEMES",
+    "RowHistograms",
+    "backend",
     "concatenate",
     "generate_keypair",
+    "scheme_names",
     "stack",
 ]
 
@@ -120,13 +145,20 @@ class KeyPair:
         return iter((self.public_key, self.private_key))
 
 
-def generate_keypair(scheme: str = "paillier", key_bits: int = 2048, precision_bits: int | None = None,
+def scheme_names() -> list[str]:
+    """Names of the registered HE schemes (the values a ``scheme`` parameter accepts)."""
+    return registry.names()
+
+
+def backend(name: str) -> HEBackend:
+    """The registered backend ``name`` (key generation, key classes, wire name, key sizes)."""
+    return registry.get(name)
+
+
+def generate_keypair(scheme: str = "paillier", key_bits: int | None = None, precision_bits: int | None = None,
                      mul_precision_bits: int | None = None) -> KeyPair:
-    """Generate a key pair for ``scheme`` ("paillier" or "ou") with a ``key_bits``-bit modulus."""
-    if scheme == "paillier":
-        pk, sk = generate_paillier_keypair(key_bits, precision_bits, mul_precision_bits)
-    elif scheme == "ou":
-        pk, sk = generate_ou_keypair(key_bits, precision_bits, mul_precision_bits)
-    else:
-        raise CryptoError(f"unknown HE scheme {scheme!r}: use 'paillier' or 'ou'")
+    """Generate a key pair for ``scheme`` (one of :func:`scheme_names`) with a ``key_bits``-bit modulus
+    (default: the backend's, 2048)."""
+    b = registry.get(scheme)
+    pk, sk = b.keygen(b.default_key_bits if key_bits is None else int(key_bits), precision_bits, mul_precision_bits)
     return KeyPair(pk, sk)

@@ -14,6 +14,10 @@ Pure functions of gmpy2 integers; no keys, no parties.
   per base for one powmod each.
 * :func:`multi_exp_signed` -- the same with signed exponents (split by sign, one
   modular inversion at the end).
+* :func:`grouped_products` -- per (column, group) products of many values: homomorphic
+  sums by bin (histograms), one modular multiplication per (value, column).
+* :func:`horner_pack` -- ``prod_l c_l ** (2 ** (l * shift_bits))`` for groups of values:
+  ``(per - 1) * shift_bits`` squarings per group (packing ciphertexts into one).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-__all__ = ["FixedBaseTable", "batch_invert", "multi_exp", "multi_exp_signed", "best_window"]
+__all__ = ["FixedBaseTable", "batch_invert", "multi_exp", "multi_exp_signed", "best_window", "grouped_products",
+           "horner_pack"]
 
 
 class FixedBaseTable:
@@ -226,3 +231,52 @@ def multi_exp_signed(bases: list, exps, modulus, window: int | None = None):
             return pos
         neg = multi_exp([p[0] for p in nb], [p[1] for p in nb], N, window)
     return pos * gmpy2.invert(neg, N) % N
+
+
+def grouped_products(values: list, codes: np.ndarray, n_groups: int, modulus) -> list:
+    """``out[f * n_groups + g] = prod of values[i] with codes[i, f] == g`` mod ``modulus`` (1 for empty groups).
+
+    ``codes`` is an (m, d) array of group indices in ``[0, n_groups)`` aligned with ``values`` (m,): d
+    groupings of the same values (e.g. the bins of d features), flat and column-major in the result.
+    One pass over the values per column, in order, into ``n_groups`` accumulators (measured faster than
+    sorting the values by group first: the values are read sequentially and the accumulators stay in cache).
+    """
+    N = mpz(modulus)
+    one = mpz(1)
+    out: list = []
+    for f in range(codes.shape[1]):
+        acc: list = [None] * n_groups
+        for c, g in zip(values, codes[:, f].tolist()):
+            a = acc[g]
+            acc[g] = c if a is None else a * c % N
+        out += [one if a is None else a for a in acc]
+    return out
+
+
+def horner_pack(values: list, per: int, shift_bits: int, modulus) -> list:
+    """Pack consecutive groups of ``per`` values into one each: ``C = prod_l c_l ** (2 ** (l * shift_bits))``.
+
+    Horner's rule from the top (``acc = acc ** (2 ** shift_bits) * c_l``); every group's step is one
+    ``powmod_base_list`` call, so the squarings run in gmpy2's C loop. Values equal to 1 (deterministic
+    encryptions of zero, e.g. empty histogram bins) cost nothing: ``1 ** k = 1`` and ``acc * 1 = acc``.
+    The last group may be shorter.
+    """
+    N = mpz(modulus)
+    n = len(values)
+    if n == 0:
+        return []
+    shift = mpz(1) << shift_bits
+    starts = list(range(0, n, per))
+    sizes = [min(per, n - s) for s in starts]
+    acc = [values[s + k - 1] for s, k in zip(starts, sizes)]
+    for level in range(per - 2, -1, -1):
+        below = [j for j, k in enumerate(sizes) if k > level + 1]  # groups that have a value below the top
+        idx = [j for j in below if acc[j] != 1]
+        if idx:
+            for j, r in zip(idx, gmpy2.powmod_base_list([acc[j] for j in idx], shift, N)):
+                acc[j] = r
+        for j in below:
+            v = values[starts[j] + level]
+            if v != 1:
+                acc[j] = v if acc[j] == 1 else acc[j] * v % N
+    return acc

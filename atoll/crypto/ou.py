@@ -61,8 +61,9 @@ import threading
 import gmpy2
 from gmpy2 import mpz
 
-from atoll.crypto import base, parallel
+from atoll.crypto import base, engine, registry
 from atoll.crypto.base import PrivateKeyBase, PublicKeyBase
+from atoll.crypto.engine import Jobs
 from atoll.errors import CryptoError
 
 log = logging.getLogger(__name__)
@@ -172,11 +173,11 @@ class OUPrivateKey(PrivateKeyBase):
     def plain_modulus(self) -> int:
         return int(self.p)
 
-    def _raw_decrypt(self, cs: list, jobs: int = 1) -> list:
+    def _raw_decrypt(self, cs: list, jobs: Jobs = 1) -> list:
         if not cs:
             return []
         p, p2, li = self.p, self.psquare, self.lg_inv
-        u = parallel.powmod_list([c % p2 for c in cs], self.t, p2, jobs)
+        u = engine.powmod_list([c % p2 for c in cs], self.t, p2, jobs)
         return [(x - 1) // p * li % p for x in u]
 
 
@@ -215,5 +216,7 @@ def generate_ou_keypair(key_bits: int = 2048, precision_bits: int | None = None,
     return pk, OUPrivateKey(pk, p, q, t)
 
 
-base.SCHEMES["ou"] = OUPublicKey
-base._register_key_wire(OUPublicKey, "atoll.he.OUPublicKey")
+BACKEND = registry.register(registry.HEBackend(
+    name="ou", public_key=OUPublicKey, private_key=OUPrivateKey, keygen=generate_ou_keypair,
+    wire_name="atoll.he.OUPublicKey", min_key_bits=MIN_KEY_BITS, default_key_bits=2048,
+    summary="Okamoto-Uchiyama (n = p^2 q): faster than Paillier at the same modulus; see the chosen-ciphertext note"))

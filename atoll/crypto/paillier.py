@@ -43,9 +43,10 @@ import secrets
 import gmpy2
 from gmpy2 import mpz
 
-from atoll.crypto import base, encoding, parallel
+from atoll.crypto import base, encoding, engine, registry
 from atoll.crypto.base import PrivateKeyBase, PublicKeyBase
 from atoll.crypto.cipherarray import CipherArray
+from atoll.crypto.engine import Jobs
 from atoll.crypto.multiexp import FixedBaseTable
 from atoll.errors import CryptoError
 
@@ -162,16 +163,18 @@ class PaillierPrivateKey(PrivateKeyBase):
     def plain_modulus(self) -> int:
         return int(self.public_key.n)
 
-    def _raw_decrypt(self, cs: list, jobs: int = 1) -> list:
+    def _raw_decrypt(self, cs: list, jobs: Jobs = 1) -> list:
         if not cs:
             return []
         p, q, p2, q2 = self.p, self.q, self.psquare, self.qsquare
-        if jobs > 1 and len(cs) >= 2 * jobs:
+        eng = engine.get(jobs)
+        n = eng.n_workers
+        if n > 1 and len(cs) >= 2 * n:
             # the p and q halves of every chunk as separate tasks, all in flight at once
-            chunks = parallel.split(len(cs), jobs)
-            tasks = [([c % p2 for c in cs[a:b]], p - 1, p2) for a, b in chunks]
-            tasks += [([c % q2 for c in cs[a:b]], q - 1, q2) for a, b in chunks]
-            parts = parallel.process_map(parallel._powmod_list_worker, tasks, jobs)
+            chunks = engine.split(len(cs), n)
+            tasks = [(engine.ship([c % p2 for c in cs[a:b]]), p - 1, p2) for a, b in chunks]
+            tasks += [(engine.ship([c % q2 for c in cs[a:b]]), q - 1, q2) for a, b in chunks]
+            parts = [engine.unship(part) for part in eng.map(engine._powmod_list_worker, tasks)]
             up = [v for part in parts[:len(chunks)] for v in part]
             uq = [v for part in parts[len(chunks):] for v in part]
         else:
@@ -230,5 +233,7 @@ def paillier_keypair_from_primes(p, q, precision_bits: int | None = None, mul_pr
     return pk, PaillierPrivateKey(pk, p, q)
 
 
-base.SCHEMES["paillier"] = PaillierPublicKey
-base._register_key_wire(PaillierPublicKey, "atoll.he.PaillierPublicKey")
+BACKEND = registry.register(registry.HEBackend(
+    name="paillier", public_key=PaillierPublicKey, private_key=PaillierPrivateKey, keygen=generate_paillier_keypair,
+    wire_name="atoll.he.PaillierPublicKey", min_key_bits=MIN_KEY_BITS, default_key_bits=2048,
+    summary="Paillier (n = pq) with DJN short-exponent encryption and CRT decryption"))

@@ -21,6 +21,7 @@ import logging
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from atoll import wire
+from atoll.crypto import he as _he  # noqa: F401  (registers the HE wire types before anything is decoded)
 from atoll.errors import FederationError, UnknownParty
 from atoll.federation.transport import Transport
 

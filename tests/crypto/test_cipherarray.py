@@ -216,11 +216,11 @@ def test_jobs_fall_back_in_process_inside_daemonic_parties(paillier_kp, monkeypa
     """A daemonic process (not a launch() party any more, but e.g. a user's own) may not have children."""
     from types import SimpleNamespace
 
-    from atoll.crypto import parallel
+    from atoll.crypto import engine
 
-    monkeypatch.setattr(parallel.multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))
+    monkeypatch.setattr(engine.multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))
     pk, sk = paillier_kp
     x = np.linspace(-1, 1, 300)
     enc = pk.encrypt(x, jobs=2)
     assert np.allclose(sk.decrypt(enc, jobs=2), x, atol=1e-9)
-    assert not parallel.can_fork_workers()
+    assert not engine.can_fork_workers()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from atoll import wire
-from atoll.crypto import he, parallel
+from atoll.crypto import engine, he
 from atoll.federation import Party, launch
 
 
@@ -47,9 +47,9 @@ def _evaluator(ctx, x):
 
 
 def _pool_workers() -> tuple[bool, int]:
-    """(this process is daemonic, live worker processes in its HE pool of 2)."""
-    pool = parallel._POOLS.get(2)
-    return multiprocessing.current_process().daemon, len(getattr(pool, "_processes", None) or {})
+    """(this process is daemonic, live worker processes in its HE engine of 2)."""
+    eng = engine._ENGINES.get(2)
+    return multiprocessing.current_process().daemon, len(eng.pids()) if eng is not None else 0
 
 
 def test_worker_pools_inside_party_processes():

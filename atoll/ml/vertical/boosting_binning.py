@@ -48,14 +48,16 @@ def _set_prune(values: np.ndarray, rmin: np.ndarray, rmax: np.ndarray, wmin: np.
     rng = rmin[size - 1] - rmax[0]
     n = maxsize - 1
     keep = [0]
-    i, last = 1, 0
+    last = 0
     rmin_next = rmin + wmin
     rmax_prev = rmax - wmin
-    for k in range(1, n):
-        dx2 = 2 * ((k * rng) / n + begin)
-        while i < size - 1 and dx2 >= rmax[i + 1] + rmin[i + 1]:
-            i += 1
-        if i == size - 1:
+    # XGBoost walks i forward while dx2 >= rmax[i + 1] + rmin[i + 1]; that sum is non-decreasing in i and
+    # dx2 grows with k, so each k's stop is a binary search (the same indices, no Python loop over values)
+    edge = rmax[2:] + rmin[2:]  # edge[i - 1] is the sum for index i = 1 .. size - 2
+    dx2s = [2 * ((k * rng) / n + begin) for k in range(1, n)]
+    stops = (np.searchsorted(edge, np.asarray(dx2s), side="right") + 1).tolist()
+    for dx2, i in zip(dx2s, stops):
+        if i >= size - 1:
             break
         if dx2 < rmin_next[i] + rmax_prev[i + 1]:
             if i != last:

@@ -1,48 +1,48 @@
-"""Pluggable ciphers for SecureBoost histograms: ``plain`` (identity) and HE (``ou``, ``paillier``).
+"""SecureBoost's two ciphers: ``plain`` (identity, the plaintext mode) and HE (any scheme of the registry).
 
-The protocol in :mod:`atoll.ml.vertical.secureboost` calls the same operations
-whatever the scheme (plus ``prepare``: the host's check and decoding of a round's payload):
+The protocol in :mod:`atoll.ml.vertical.secureboost` calls the same operations whatever the scheme;
+the HE cipher is a thin adapter over :mod:`atoll.crypto`'s kernels, all run on one worker engine
+(:mod:`atoll.crypto.engine`, ``n_jobs`` workers per party):
 
-1. guest ``encrypt_rows(slots)``: per-row integer slots (quantised g_k, h_k of
-   the outputs in one chunk) -> a payload for the hosts. HE packs every row's
-   slots into ONE plaintext ``sum_j v_j 2**(j*w)`` (``w`` = ``SLOT_BITS``; the top
-   slot is a hessian >= 1, so the packed row is positive) and encrypts it;
-2. host ``histogram(payload, rows, codes, n_bins)``: sums of the row values per
-   (feature, bin) over the node's rows. HE multiplies ciphertexts (homomorphic
-   addition) bin by bin, then packs ``L`` bin sums into one ciphertext by Horner's
-   rule ``C = (...(c_{L-1}^{2^W} c_{L-2})^{2^W} ...) c_0`` (cipher compression,
-   ``W = slots * w``), and re-randomises the result;
-3. guest ``decode(hist_payload, d, n_bins)`` -> float64 array (d, n_bins, slots)
-   of integer-valued sums, identical for every scheme.
+1. guest ``encrypt_rows(slots)``: per-row integer slots (quantised g_k, h_k of the outputs in one chunk)
+   -> the payload for the hosts. HE: :class:`~atoll.crypto.packing.Packer` with signed ``SLOT_BITS``-bit
+   slots packs every row into ONE plaintext ``sum_j v_j 2**(j*w)`` and encrypts it;
+2. host ``rows(payload, codes, n_bins)`` once per tree, then ``histograms(rows, row_sets, n_slots)`` once
+   per level: the sums of the row values per (feature, bin) for each node to build. HE:
+   :class:`~atoll.crypto.histogram.RowHistograms` (the round's rows resident on the workers, one
+   multiplication per (row, feature)), then ``Packer.pack`` (cipher compression: ``L`` bins of ``slots``
+   slots each into one ciphertext, Horner's rule) and re-randomisation, for all the level's nodes at once;
+3. guest ``decode(hist_payloads, d, n_bins, n_slots)`` -> one float64 array (d, n_bins, slots) of
+   integer-valued sums per node, identical for every scheme.
 
-The plaintext scheme sends the quantised slots in the clear and sums them with
-``np.bincount``: the same protocol and messages, no encryption (for exact
-comparison and for measuring what the encryption costs).
-
-With ``jobs > 1`` the guest encrypts, and each host builds, packs and
-re-randomises its histograms (one block of features per worker), in that many
-spawned worker processes started once per fit (:mod:`.boosting_worker`); the
-guest decrypts with the HE engine's own worker pool (``decrypt_int(jobs=...)``).
-This works under ``launch(mode="processes")`` too: party processes are not
-daemonic and may start workers, which exit with their party.
+The plaintext scheme sends the quantised slots in the clear and sums them with ``np.bincount``: the
+same protocol and messages, no encryption (for exact comparison and for measuring what the encryption
+costs). Levels with fewer than ``PARALLEL_MIN_WORK`` (row, feature) additions, and rounds of fewer than
+``PARALLEL_MIN_ROWS`` rows, run in-process; compression, re-randomisation and decryption always use the
+engine. This works under ``launch(mode="processes")`` too: party processes are not daemonic and may
+start workers, which exit with their party.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from atoll.crypto import he
+from atoll.crypto import engine, he, registry
 from atoll.crypto.cipherarray import CipherArray
 from atoll.errors import ConfigError, CryptoError
 from atoll.ml.vertical.boosting_core import SLOT_BITS
-from atoll.ml.vertical.boosting_worker import WorkerPool, cipher_histogram, compress
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PlainCipher", "HECipher", "make_guest_cipher", "make_host_cipher", "cipher_histogram", "plain_histogram"]
+__all__ = ["PlainCipher", "HECipher", "make_guest_cipher", "make_host_cipher", "plain_histogram"]
+
+#: below this many (row, feature) additions in a level, its histograms are built in-process
+PARALLEL_MIN_WORK = 20000
+#: below this many rows the guest encrypts in-process
+PARALLEL_MIN_ROWS = 1000
 
 
 def plain_histogram(values: np.ndarray, codes: np.ndarray, n_bins: int) -> np.ndarray:
@@ -82,99 +82,69 @@ class PlainCipher:
     def prepare(self, payload: np.ndarray) -> np.ndarray:
         return np.asarray(payload, dtype=np.float64)
 
-    def histogram(self, payload: np.ndarray, rows: np.ndarray, codes: np.ndarray, n_bins: int,
-                  n_slots: int) -> np.ndarray:
-        return plain_histogram(payload[rows], codes, n_bins)
+    def rows(self, payload: np.ndarray, codes: np.ndarray, n_bins: int) -> "_PlainRows":
+        return _PlainRows(payload, codes, n_bins)
 
-    def decode(self, hist: Any, d: int, n_bins: int, n_slots: int) -> np.ndarray:
-        return np.asarray(hist, dtype=np.float64).reshape(d, n_bins, n_slots)
+    def histograms(self, rows: "_PlainRows", row_sets: Sequence[np.ndarray], n_slots: int) -> list:
+        return [plain_histogram(rows.values[r], rows.codes[r], rows.n_bins) for r in row_sets]
 
-
-# ----------------------------------------------------------------------------- HE
-
-def pack_rows(slots: np.ndarray, w: int = SLOT_BITS) -> list[int]:
-    """Pack integer-valued rows (m, S) into Python ints ``sum_j v_j << (j*w)`` (signed slots)."""
-    ints = slots.astype(np.int64)
-    cols = [c.tolist() for c in ints.T]
-    out = cols[-1]
-    for c in reversed(cols[:-1]):
-        out = [(a << w) + b for a, b in zip(out, c)]
-    return out
+    def decode(self, hists: Sequence[Any], d: int, n_bins: int, n_slots: int) -> list[np.ndarray]:
+        return [np.asarray(h, dtype=np.float64).reshape(d, n_bins, n_slots) for h in hists]
 
 
-def unpack_values(values: list[int], n_slots: int, w: int = SLOT_BITS) -> np.ndarray:
-    """Inverse of the packing for sums (centred slots): (len(values), n_slots) float64."""
-    mask = (1 << w) - 1
-    half = 1 << (w - 1)
-    full = 1 << w
-    out = np.empty((len(values), n_slots))
-    for i, v in enumerate(values):
-        v = int(v)
-        for j in range(n_slots):
-            s = v & mask
-            if s >= half:
-                s -= full
-            out[i, j] = s
-            v = (v - s) >> w
-        if v != 0:
-            raise CryptoError("a packed histogram value has bits above its slots: the sums overflowed")
-    return out
+class _PlainRows:
+    def __init__(self, values: np.ndarray, codes: np.ndarray, n_bins: int):
+        self.values, self.codes, self.n_bins = values, codes, n_bins
+
+    def close(self) -> None:
+        return None
 
 
-class _Rows:
-    """The round's row ciphertexts as a flat list of gmpy2 integers (host side)."""
+class _HERows:
+    """A tree's encrypted rows and bin codes: in-process, and resident on the workers once a level needs them."""
 
-    __slots__ = ("flat",)
+    def __init__(self, cipher: "HECipher", payload: CipherArray, codes: np.ndarray, n_bins: int):
+        self.cipher, self.payload, self.codes, self.n_bins = cipher, payload, codes, n_bins
+        self.local = he.RowHistograms(payload, codes, n_bins, jobs=1)
+        self.workers: he.RowHistograms | None = None
 
-    def __init__(self, flat: list):
-        self.flat = flat
+    def on_workers(self) -> he.RowHistograms:
+        if self.workers is None:
+            self.workers = he.RowHistograms(self.payload, self.codes, self.n_bins, jobs=self.cipher.engine)
+        return self.workers
 
-
-#: below this many (row, feature) additions a node's histogram is built in-process
-PARALLEL_MIN_WORK = 20000
-#: below this many rows the guest encrypts in-process
-PARALLEL_MIN_ROWS = 1000
-
-
-def _cipher_array(pk, values: list, bound: int) -> CipherArray:
-    data = np.empty(len(values), dtype=object)
-    data[:] = values
-    return CipherArray(pk, data, 0, bound)
+    def close(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
 
 
 class HECipher:
-    """Packed HE histograms under an :mod:`atoll.crypto.he` key (the guest holds the private key).
+    """Packed HE histograms under a key of any registered scheme (the guest holds the private key).
 
-    ``stats`` counts the work done in worker processes (``parallel_encryptions``:
-    rounds whose rows were encrypted there; ``parallel_histograms``: node
-    histograms built there) and in this process (``histograms``).
+    ``stats`` counts the work done in worker processes (``parallel_encryptions``: rounds whose rows
+    were encrypted there; ``parallel_histograms``: node histograms summed there) and in this process
+    (``histograms``).
     """
 
     def __init__(self, pk, sk=None, jobs: int = 1):
         self.pk = pk
         self.sk = sk
         self.scheme = pk.scheme
-        self.jobs = max(int(jobs), 1)
-        self.cap_bits = int(pk.max_int).bit_length() - 1  # packed values stay < 2**cap_bits
-        self._pool: WorkerPool | None = None
+        self.engine = engine.get(jobs)
+        self.packer = he.Packer(pk, value_bits=SLOT_BITS, signed=True)  # slots of SLOT_BITS bits, signed
         self.stats = {"parallel_encryptions": 0, "parallel_histograms": 0, "histograms": 0}
 
-    def pool(self) -> WorkerPool:
-        if self._pool is None:
-            self._pool = WorkerPool(self.jobs, self.pk)
-        return self._pool
-
     def warm(self) -> None:
-        """Start the worker processes now (setup), not inside the first tree."""
-        if self.jobs > 1:
-            self.pool().warm()
+        """Start the workers and build the key's tables in each now (setup), not inside the first tree."""
+        self.pk.warm_up(self.engine)
 
     def public(self):
         return self.pk
 
     def slots_per_chunk(self, n_slots: int) -> int:
         """How many (g, h) slots fit in one row plaintext (a whole number of outputs)."""
-        per = self.cap_bits // SLOT_BITS
+        per = self.packer.n_slots
         per -= per % 2
         if per < 2:
             raise ConfigError(f"a {self.pk.key_bits}-bit {self.scheme} key cannot hold one (g, h) pair "
@@ -182,87 +152,82 @@ class HECipher:
         return min(per, n_slots)
 
     # guest
-    def encrypt_rows(self, slots: np.ndarray):
-        ints = pack_rows(slots)
-        if self.jobs == 1 or len(ints) < PARALLEL_MIN_ROWS:
-            return self.pk.encrypt_int(ints)
-        self.stats["parallel_encryptions"] += 1
-        return _cipher_array(self.pk, self.pool().encrypt(ints), max(ints))
+    def encrypt_rows(self, slots: np.ndarray) -> CipherArray:
+        ints = np.asarray(slots).astype(np.int64)
+        jobs: Any = 1
+        if self.engine.n_workers > 1 and len(ints) >= PARALLEL_MIN_ROWS:
+            jobs = self.engine
+            self.stats["parallel_encryptions"] += 1
+        return self.packer.encrypt_ints(ints, jobs=jobs)
 
     # host
-    def prepare(self, payload) -> "_Rows":
-        if getattr(payload, "pk", None) != self.pk:
-            raise CryptoError("the encrypted gradients are not under the guest's announced public key")
-        return _Rows(payload.data.ravel().tolist())
+    def prepare(self, payload) -> CipherArray:
+        if not isinstance(payload, CipherArray) or payload.pk != self.pk or payload.ndim != 1:
+            raise CryptoError("the encrypted gradients are not a vector under the guest's announced public key")
+        return payload
 
-    def histogram(self, payload, rows: np.ndarray, codes: np.ndarray, n_bins: int, n_slots: int) -> dict:
-        """Packed encrypted histogram: features in blocks (one per worker), each block's bins compressed."""
-        d = codes.shape[1]
-        W = n_slots * SLOT_BITS
-        per = max(self.cap_bits // W, 1)
-        bound = min((1 << min(per * W, self.cap_bits)) - 1, int(self.pk.max_int))
-        if self.jobs > 1 and d > 1 and len(rows) * d >= PARALLEL_MIN_WORK:
-            pool = self.pool()
-            pool.load(payload, payload.flat)
-            blocks, packed = pool.histograms(rows, codes, n_bins, W, per)  # re-randomised by the workers
-            ct = _cipher_array(self.pk, packed, bound)
-            self.stats["parallel_histograms"] += 1
+    def rows(self, payload: CipherArray, codes: np.ndarray, n_bins: int) -> _HERows:
+        return _HERows(self, payload, codes, n_bins)
+
+    def histograms(self, rows: _HERows, row_sets: Sequence[np.ndarray], n_slots: int) -> list[dict]:
+        """The packed, compressed, re-randomised histogram of every node of a level: ``{"ct": CipherArray}`` each."""
+        if not row_sets:
+            return []
+        work = sum(len(r) for r in row_sets) * rows.codes.shape[1]
+        if self.engine.n_workers > 1 and work >= PARALLEL_MIN_WORK:
+            hists = rows.on_workers().build(row_sets)
+            self.stats["parallel_histograms"] += len(row_sets)
         else:
-            N = self.pk.cipher_modulus
-            cs = payload.flat
-            flat = cipher_histogram([cs[i] for i in rows.tolist()], codes, n_bins, N)
-            blocks = [d]
-            ct = _cipher_array(self.pk, compress(flat, W, per, N), bound).rerandomize()
-            self.stats["histograms"] += 1
-        return {"blocks": [int(b) for b in blocks], "ct": ct}
+            hists = rows.local.build(row_sets)
+            self.stats["histograms"] += len(row_sets)
+        flat = he.stack([h.ravel() for h in hists])  # (nodes, d * n_bins), compressed together
+        packed = self.packer.pack(flat, slots=n_slots, jobs=self.engine).rerandomize(jobs=self.engine)
+        return [{"ct": packed[i]} for i in range(len(row_sets))]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        return None  # the engine is shared by the process and stops with it
 
     # guest
-    def decode(self, hist: dict, d: int, n_bins: int, n_slots: int) -> np.ndarray:
+    def decode(self, hists: Sequence[Any], d: int, n_bins: int, n_slots: int) -> list[np.ndarray]:
         if self.sk is None:
             raise CryptoError("only the guest (key owner) can decode histograms")
-        W = n_slots * SLOT_BITS
-        per = max(self.cap_bits // W, 1)
-        blocks = [int(b) for b in hist["blocks"]]
-        need = sum(-(-b * n_bins // per) for b in blocks)
-        if sum(blocks) != d or len(hist["ct"]) != need:
-            raise CryptoError(f"histogram layout mismatch: {blocks} features in {len(hist['ct'])} ciphertexts, "
-                              f"expected {d} features in {need}")
-        ints = self.sk.decrypt_int(hist["ct"], jobs=self.jobs).ravel().tolist()
-        mask = (1 << W) - 1
-        bins: list[int] = []
-        pos = 0
-        for b in blocks:
-            k = -(-b * n_bins // per)
-            block_bins: list[int] = []
-            for v in ints[pos:pos + k]:
-                if v < 0:
-                    raise CryptoError("a packed histogram decrypted to a negative value: the sums overflowed")
-                for _ in range(per):
-                    block_bins.append(v & mask)
-                    v >>= W
-            bins += block_bins[:b * n_bins]
-            pos += k
-        return unpack_values(bins, n_slots).reshape(d, n_bins, n_slots)
+        per = self.packer.n_slots // n_slots
+        need = -(-d * n_bins // per)
+        cts = []
+        for h in hists:
+            ct = h.get("ct") if isinstance(h, dict) and set(h) == {"ct"} else None
+            if not isinstance(ct, CipherArray) or ct.pk != self.pk or ct.shape != (need,):
+                raise CryptoError(f"histogram layout mismatch: expected {d} features x {n_bins} bins in {need} "
+                                  "ciphertexts under the guest's key")
+            cts.append(ct)
+        if not cts:
+            return []
+        slots = self.packer.decrypt_ints(self.sk, he.concatenate(cts), k=per * n_slots, jobs=self.engine)
+        out = []
+        for i in range(len(cts)):
+            block = slots[i * need:(i + 1) * need].reshape(need * per, n_slots)[:d * n_bins]
+            out.append(block.astype(np.float64).reshape(d, n_bins, n_slots))
+        return out
+
+
+def _backend(scheme: str) -> registry.HEBackend:
+    try:
+        return registry.get(scheme)
+    except CryptoError:
+        raise ConfigError(f"unknown scheme {scheme!r}; use one of {', '.join(he.scheme_names())} or 'plain'") from None
 
 
 def make_guest_cipher(scheme: str, key_bits: int, jobs: int = 1):
     """The guest's cipher: a fresh key pair for HE schemes."""
     if scheme == "plain":
         return PlainCipher()
-    if scheme not in ("ou", "paillier"):
-        raise ConfigError(f"unknown scheme {scheme!r}; use 'ou' (default), 'paillier' or 'plain'")
-    pk, sk = he.generate_keypair(scheme, key_bits)
+    pk, sk = he.generate_keypair(_backend(scheme).name, key_bits)
     return HECipher(pk, sk, jobs)
 
 
 def make_host_cipher(scheme: str, pk, jobs: int = 1):
     if scheme == "plain":
         return PlainCipher()
-    if pk is None or getattr(pk, "scheme", None) != scheme:
+    if not isinstance(pk, _backend(scheme).public_key):
         raise CryptoError(f"expected a {scheme} public key from the guest, got {type(pk).__name__}")
     return HECipher(pk, None, jobs)

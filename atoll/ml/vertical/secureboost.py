@@ -245,9 +245,9 @@ class SecureBoostGuest:
                                         "params": {"max_bin": p.max_bin, "colsample_bytree": p.colsample_bytree,
                                                    "random_state": p.random_state,
                                                    "early_stopping_rounds": p.early_stopping_rounds}})
-        n_feats = ctx.gather("host", "n_features")
         mapper = BinMapper.fit(x, p.max_bin)
         cipher.warm()
+        n_feats = ctx.gather("host", "n_features")  # sent once each host is set up: rounds time trees only
         codes = mapper.transform(x)
         self.mapper = mapper
         nb = mapper.n_slots
@@ -369,14 +369,16 @@ class SecureBoostGuest:
                         fmap += [(hname, int(j)) for j in host_h[hname]["features"]]
                     own = set(own_cols.tolist())
                     allowed = np.asarray([i for i, (q, j) in enumerate(fmap) if q != "guest" or j in own])
+                decoded = {}
+                for hname in hosts:  # one decryption per host and level
+                    hp = host_h[hname]
+                    got = cipher.decode([hp["hists"][str(node)] for node in build], len(hp["features"]), nb, n_slots)
+                    decoded[hname] = dict(zip(build, got))
                 for node in build:
                     rows = node_rows[node]
                     rows = rows[sampled[rows]]
                     parts = [plain_histogram(gh_vals[rows], codes[rows], nb)]
-                    for hname in hosts:
-                        hp = host_h[hname]
-                        full = cipher.decode(hp["hists"][str(node)], len(hp["features"]), nb, n_slots)
-                        parts.append(full[:, :, slot:slot + 2])
+                    parts += [decoded[hname][node][:, :, slot:slot + 2] for hname in hosts]
                     hists[node] = np.concatenate(parts, axis=0)
                 for node in derive:
                     hists[node] = hists[parent_of[node]] - hists[sibling_of[node]]
@@ -504,7 +506,6 @@ class SecureBoostHost:
         if int(setup["n_rows"]) != len(x):
             raise DataError(f"host has {len(x)} rows but the guest {setup['n_rows']}; align rows with PSI first")
         cipher = make_host_cipher(setup["scheme"], setup["pk"], n_jobs)
-        ctx.send("guest", "n_features", int(x.shape[1]))
         mapper = BinMapper.fit(x, max_bin)
         codes = mapper.transform(x)
         self.mapper = mapper
@@ -516,6 +517,7 @@ class SecureBoostHost:
         r = 0
         try:
             cipher.warm()
+            ctx.send("guest", "n_features", int(x.shape[1]))
             while True:
                 with ctx.scope("round", r):
                     msg = ctx.recv("guest", "gh")
@@ -550,10 +552,24 @@ class SecureBoostHost:
     def _grow(self, ctx: Context, cipher, payload, codes: np.ndarray, nb: int,
               sampled: np.ndarray, colsample: float, rng: np.random.Generator, mapper: BinMapper,
               n_slots: int, timings: dict[str, float]) -> tuple[dict, dict]:
-        n = len(codes)
         feats = _column_sample(rng, codes.shape[1], colsample)
         position = np.cumsum(sampled) - 1
         sub_codes = np.ascontiguousarray(codes[:, feats])
+        if len(sampled) != len(codes) or len(payload) != int(sampled.sum()):
+            raise DataError("the guest's encrypted rows do not match its sampled-row mask; are the parties' "
+                            "rows aligned?")
+        # the payload holds the sampled rows only, in row order: their codes stay with them for the tree
+        tree_rows = cipher.rows(payload, np.ascontiguousarray(sub_codes[sampled]), nb)
+        try:
+            return self._grow_levels(ctx, cipher, tree_rows, codes, nb, sampled, position, feats, mapper,
+                                     n_slots, timings)
+        finally:
+            tree_rows.close()
+
+    def _grow_levels(self, ctx: Context, cipher, tree_rows, codes: np.ndarray, nb: int, sampled: np.ndarray,
+                     position: np.ndarray, feats: np.ndarray, mapper: BinMapper, n_slots: int,
+                     timings: dict[str, float]) -> tuple[dict, dict]:
+        n = len(codes)
         node_rows: dict[int, np.ndarray] = {0: np.arange(n)}
         left: dict[int, int] = {}
         right: dict[int, int] = {}
@@ -565,13 +581,12 @@ class SecureBoostHost:
                 build = ctx.recv("guest", "build")
                 if build is None:
                     break
-                hists = {}
                 t0 = time.perf_counter()
+                row_sets = []
                 for node in build:
                     rows = node_rows[int(node)]
-                    rows = rows[sampled[rows]]
-                    # the payload holds the sampled rows only, in row order
-                    hists[str(node)] = cipher.histogram(payload, position[rows], sub_codes[rows], nb, n_slots)
+                    row_sets.append(position[rows[sampled[rows]]])
+                hists = {str(node): h for node, h in zip(build, cipher.histograms(tree_rows, row_sets, n_slots))}
                 ctx.send("guest", "hist", {"features": feats.astype(np.int64), "hists": hists})
                 timings["histogram"] = timings.get("histogram", 0.0) + time.perf_counter() - t0
                 sp = ctx.recv("guest", "splits")

@@ -15,8 +15,9 @@ from atoll.errors import ConfigError, DataError
 from atoll.federation import PartyFailed
 from atoll.ml.vertical import HeteroSecureBoost
 from atoll.ml.vertical.boosting_binning import BinMapper, quantile_cuts
-from atoll.ml.vertical.boosting_cipher import pack_rows, plain_histogram, unpack_values
-from atoll.ml.vertical.boosting_core import best_splits, calc_gain, quantize, quantize_bits
+from atoll.crypto import he
+from atoll.ml.vertical.boosting_cipher import plain_histogram
+from atoll.ml.vertical.boosting_core import SLOT_BITS, best_splits, calc_gain, quantize, quantize_bits
 
 xgb = pytest.importorskip("xgboost")
 
@@ -113,17 +114,49 @@ def test_best_split_equals_brute_force():
 
 
 def test_packing_round_trip_with_negative_slots_and_sums():
+    """SecureBoost's row layout: the crypto Packer with signed SLOT_BITS-bit slots (1024-bit key: capacity only)."""
     rng = np.random.default_rng(3)
     bits = (quantize_bits(1000, 1.0), quantize_bits(1000, 0.25))
     qg, qh = quantize(rng.uniform(-1, 1, (1000, 2)), rng.uniform(0, 0.25, (1000, 2)), bits)
     slots = np.stack([qg[:, 0], qh[:, 0], qg[:, 1], qh[:, 1]], axis=1)
-    packed = pack_rows(slots)
+    packer = he.Packer(he.generate_keypair("ou", KEY_BITS).public_key, value_bits=SLOT_BITS, signed=True)
+    packed = packer.pack_ints(slots.astype(np.int64)).tolist()
     assert all(v > 0 for v in packed)
-    assert np.array_equal(unpack_values(packed, 4), slots)
-    assert np.array_equal(unpack_values([sum(packed)], 4)[0], slots.sum(axis=0))
+    assert np.array_equal(packer.unpack_ints(packed, 4), slots)
+    assert np.array_equal(packer.unpack_ints([sum(packed)], 4)[0], slots.sum(axis=0))
     codes = rng.integers(0, 5, (1000, 3)).astype(np.uint8)
     h = plain_histogram(slots, codes, 5)
     assert np.array_equal(h[2, 3], slots[codes[:, 2] == 3].sum(axis=0))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_he_histograms_from_the_crypto_kernels_equal_the_plaintext_ones(jobs, monkeypatch):
+    """Guest encrypt_rows -> host rows / histograms (RowHistograms, Packer.pack, rerandomize) -> guest decode
+    gives exactly plain_histogram's sums, two outputs per row plaintext, for one and two workers."""
+    from atoll.ml.vertical import boosting_cipher
+
+    monkeypatch.setattr(boosting_cipher, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(boosting_cipher, "PARALLEL_MIN_ROWS", 0)
+    rng = np.random.default_rng(9)
+    m, d, nb = 400, 5, 17
+    bits = (quantize_bits(m, 1.0), quantize_bits(m, 0.25))
+    qg, qh = quantize(rng.uniform(-1, 1, (m, 2)), rng.uniform(0, 0.25, (m, 2)), bits)
+    slots = np.stack([qg[:, 0], qh[:, 0], qg[:, 1], qh[:, 1]], axis=1)
+    codes = rng.integers(0, nb, (m, d)).astype(np.uint8)
+    guest = boosting_cipher.make_guest_cipher("ou", KEY_BITS, jobs)
+    host = boosting_cipher.make_host_cipher("ou", wire.loads(wire.dumps(guest.public())), jobs)
+    payload = host.prepare(wire.loads(wire.dumps(guest.encrypt_rows(slots))))
+    nodes = [np.arange(m), np.sort(rng.choice(m, 90, replace=False)), np.array([7, 8])]
+    rows = host.rows(payload, codes, nb)
+    try:
+        hists = wire.loads(wire.dumps(host.histograms(rows, nodes, 4)))
+    finally:
+        rows.close()
+    got = guest.decode(hists, d, nb, 4)
+    for r, h in zip(nodes, got):
+        assert np.array_equal(h, plain_histogram(slots[r], codes[r], nb))
+    work = "parallel_histograms" if jobs > 1 else "histograms"
+    assert host.stats[work] == 3 and guest.stats["parallel_encryptions"] == (jobs > 1)
 
 
 # ----------------------------------------------------------------------------- vs XGBoost
