@@ -122,6 +122,8 @@ def new_seed() -> bytes:
 # ------------------------------------------------------------------------------ matmul
 #: below this many multiply-adds numpy's (exact, wrapping) integer matmul is faster than limbs
 LIMB_THRESHOLD = 200_000
+#: matrix-vector-like products (a side below this) stay with numpy: limb splitting costs more
+LIMB_MIN_SIDE = 32
 
 
 def limb_bits(k: int) -> int:
@@ -140,7 +142,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise CryptoError(f"matmul shapes {a.shape} and {b.shape} do not align")
     m, k = A.shape
     n = B.shape[1]
-    if m * k * n < LIMB_THRESHOLD or k >= 2 ** 40:
+    if m * k * n < LIMB_THRESHOLD or min(m, n) < LIMB_MIN_SIDE or k >= 2 ** 40:
         out = A @ B
     else:
         out = _limb_matmul(A, B)

@@ -354,11 +354,15 @@ class DealerProvider(TripleProvider):
 
     name = "dealer"
 
-    def __init__(self, ctx: Any, peer: str, party_index: int, dealer: str = "arbiter"):
+    def __init__(self, ctx: Any, peer: str, party_index: int, dealer: str = "arbiter", channel: str = ""):
         super().__init__(ctx, peer, party_index)
         self.dealer = dealer
-        with ctx.scope("mpc_dealer"):
-            seed = ctx.recv(dealer, f"seed{self.party_index}")
+        # the dealer talks on its own channel at the root of the task, whatever scope the
+        # parties' computation is in (the dealer does not follow it)
+        self._dctx = ctx.for_task(ctx.task)
+        self._channel = f"mpc_dealer{channel}"
+        with self._dctx.scope(self._channel):
+            seed = self._dctx.recv(dealer, f"seed{self.party_index}")
         if not isinstance(seed, bytes) or len(seed) != 16:
             raise CryptoError("dealer: the seed must be 16 bytes")
         self._prg = ring.PRG(seed)
@@ -367,9 +371,9 @@ class DealerProvider(TripleProvider):
     def _ask(self, keys: list[tuple]) -> list:
         """Party 1: send requests, receive corrections (one round trip)."""
         self._req += 1
-        with self.ctx.scope("mpc_dealer"):
-            self.ctx.send(self.dealer, f"req{self._req}", [list(_wire_key(k)) for k in keys])
-            out = self.ctx.recv(self.dealer, f"resp{self._req}")
+        with self._dctx.scope(self._channel):
+            self._dctx.send(self.dealer, f"req{self._req}", [list(_wire_key(k)) for k in keys])
+            out = self._dctx.recv(self.dealer, f"resp{self._req}")
         if not isinstance(out, list) or len(out) != len(keys):
             raise CryptoError("dealer: response does not match the request")
         return out
@@ -422,8 +426,8 @@ class DealerProvider(TripleProvider):
     def close(self) -> None:
         if self.party_index == 1:
             self._req += 1
-            with self.ctx.scope("mpc_dealer"):
-                self.ctx.send(self.dealer, f"req{self._req}", [["done"]])
+            with self._dctx.scope(self._channel):
+                self._dctx.send(self.dealer, f"req{self._req}", [["done"]])
 
 
 def _u64(x: Any, shape: tuple) -> np.ndarray:
@@ -442,16 +446,20 @@ def _wire_key(key: tuple) -> tuple:
     return (kind, *args)
 
 
-def run_dealer(ctx: Any, parties: Sequence[str], max_elements: int = MAX_DEALER_ELEMENTS) -> dict:
+def run_dealer(ctx: Any, parties: Sequence[str], max_elements: int = MAX_DEALER_ELEMENTS,
+               channel: str = "") -> dict:
     """The dealer's role: serve party ``parties[1]``'s requests until it says done.
 
-    ``parties`` = (party with index 0, party with index 1). Returns a small report
+    ``parties`` = (party with index 0, party with index 1); ``channel`` tells apart several
+    sessions with one dealer in one task (the parties pass the same ``channel``). Returns a small report
     (requests and elements served). The dealer holds fixed masks (their sum A) for
     ``fixed_mm`` requests, at most ``max_elements`` ring elements in all.
     """
     p0, p1 = parties
+    ctx = ctx.for_task(ctx.task)
+    chan = f"mpc_dealer{channel}"
     seeds = [ring.new_seed(), ring.new_seed()]
-    with ctx.scope("mpc_dealer"):
+    with ctx.scope(chan):
         ctx.send(p0, "seed0", seeds[0])
         ctx.send(p1, "seed1", seeds[1])
     prgs = [ring.PRG(s) for s in seeds]
@@ -461,7 +469,7 @@ def run_dealer(ctx: Any, parties: Sequence[str], max_elements: int = MAX_DEALER_
     n = 0
     while True:
         n += 1
-        with ctx.scope("mpc_dealer"):
+        with ctx.scope(chan):
             req = ctx.recv(p1, f"req{n}")
         if req == [["done"]]:
             break
@@ -511,7 +519,7 @@ def run_dealer(ctx: Any, parties: Sequence[str], max_elements: int = MAX_DEALER_
                 out.append({"c": c - d0["c"]})
         served += total
         requests += 1
-        with ctx.scope("mpc_dealer"):
+        with ctx.scope(chan):
             ctx.send(p1, f"resp{n}", out)
     return {"requests": requests, "elements": served}
 

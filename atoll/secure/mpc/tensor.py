@@ -43,6 +43,7 @@ both parties must run the same sequence of operations (as any SPMD program does)
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -459,12 +460,26 @@ class SharedTensor:
                 b = None if self.bound is None else self.bound * float(np.abs(a).max(initial=0))
                 share = self.share * ring.encode_int(a.astype(np.int64))
                 return SharedTensor(s, share, self.frac, s._bound(b, self.frac, "a product"))
-            f = s.frac_bits
-            b = None if self.bound is None else self.bound * float(np.abs(a).max(initial=0))
+            amax = float(np.abs(a).max(initial=0))
+            f = s.frac_bits + self._extra_bits(amax)
+            b = None if self.bound is None else self.bound * amax
             share = self.share * ring.encode(a, f)
             return self._finish(share, self.frac + f, b, "a product")
 
     __rmul__ = __mul__
+
+    def _extra_bits(self, amax: float) -> int:
+        """Extra fractional bits for a small public multiplier (1/n, a learning rate) so that it
+        keeps about frac_bits significant bits, as far as the ring's headroom allows."""
+        if amax <= 0 or amax >= 0.5:
+            return 0
+        s = self.session
+        extra = min(int(-math.floor(math.log2(amax))) - 1, 30)
+        if self.bound is None:
+            return max(extra, 0)
+        while extra > 0 and self.bound * amax * 2.0 ** (self.frac + s.frac_bits + extra) >= 2.0 ** ring.SAFE_BITS:
+            extra -= 1
+        return max(extra, 0)
 
     def __truediv__(self, other: Any) -> "SharedTensor":
         if isinstance(other, SharedTensor):
