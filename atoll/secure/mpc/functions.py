@@ -6,31 +6,32 @@ those show: one-time-masked openings only. Accuracies below are the maximum erro
 against numpy at ``frac_bits = 16`` over the stated domain (tests/secure/mpc/test_functions.py
 checks them on random inputs); outside the domain the result is not meaningful.
 
-==============  ===============  ====================================  ==================  ======
-operator        method           how                                   domain              error
-==============  ===============  ====================================  ==================  ======
-sigmoid         ``piecewise``    linear interpolation at 11 knots on   all reals           4e-3 abs
+==============  ===============  ====================================  ==================  ==========
+operator        method           how                                   domain              max error
+==============  ===============  ====================================  ==================  ==========
+sigmoid         ``piecewise``    linear interpolation at 11 knots on   all reals           5e-3 abs
                                  |x| (12 comparisons, 3 stages)
-sigmoid         ``poly``         clamp to [-6, 6] (2 comparisons),     all reals           7e-3 abs
+sigmoid         ``poly``         clamp to [-6, 6] (2 comparisons),     all reals           5e-3 abs
                                  odd degree-9 Chebyshev fit in x/6
-sigmoid         ``exp``          1 / (1 + exp(-|x|)) by Newton,        [-16, 16]           2e-3 abs
-                                 mirrored by the sign of x
-exp             ``taylor``       exp(x/16) by degree-4 Taylor, then    [-12, 4]            2e-2 rel
-                                 4 squarings                           (abs 2e-3 below 0)
-exp             ``limit``        (1 + x/256)^256 (8 squarings,         [-8, 3]             6e-2 rel
-                                 CrypTen's default)                    (abs 2e-3 below 0)
-log             ``householder``  CrypTen's: 3 iterations of an         [0.1, 100]          1e-2 abs
+sigmoid         ``exp``          1 / (1 + exp(-|x|)) by Newton on      all reals           2e-3 abs
+                                 [1, 2], mirrored by the sign of x
+exp             ``taylor``       exp(x/16) by degree-4 Taylor, then    [-12, 3]            1e-2 abs
+                                 4 squarings                                               (3e-2 rel)
+exp             ``limit``        (1 + x/256)^256 (8 squarings,         [-4, 2]             4e-2 rel
+                                 CrypTen's default; wide-range inits)
+log             ``householder``  CrypTen's: 3 iterations of an         [0.1, 100]          3e-3 abs
                                  order-8 Householder step
-log             ``newton``       y <- y - 1 + x exp(-y), 4 iterations  [0.1, 100]          1e-2 abs
+log             ``newton``       y <- y - 1 + x exp(-y), 4 iterations  [0.1, 100]          2e-2 abs
 reciprocal      ``newton``       y <- y (2 - x y), 10 iterations,      [0.05, 64]          2e-3 rel
                                  init 3 exp(0.5 - x) + 0.003
-reciprocal      ``goldschmidt``  y (1 + e)(1 + e^2)..., e = 1 - x y0   [0.05, 64]          2e-3 rel
-inv_sqrt        ``newton``       y <- y (3 - x y^2) / 2, 5 iterations  [0.05, 100]         5e-3 rel
-inv_sqrt        ``goldschmidt``  coupled g = x y, h = y / 2 iteration  [0.05, 100]         5e-3 rel
-sqrt            either           x * inv_sqrt(x)                       [0.05, 100]         5e-3 rel
-div             ``newton``       x * reciprocal(y)                     y in [0.05, 64]     2e-3 rel
-div             ``goldschmidt``  N, D <- N F, D F with F = 2 - D       y in [0.05, 64]     2e-3 rel
-==============  ===============  ====================================  ==================  ======
+reciprocal      ``goldschmidt``  y (1 + e)(1 + e^2)..., e = 1 - x y0,  [0.05, 64]          5e-3 rel
+                                 8 iterations, same init
+inv_sqrt        ``newton``       y <- y (3 - x y^2) / 2, 5 iterations  [0.05, 100]         2e-3 rel
+inv_sqrt        ``goldschmidt``  coupled g = x y, h = y / 2 iteration  [0.05, 100]         2e-3 rel
+sqrt            either           x * inv_sqrt(x) / Goldschmidt's g     [0.05, 100]         2e-3 rel
+div             ``newton``       x * reciprocal(y)                     y in [0.05, 64]     3e-3 rel
+div             ``goldschmidt``  N, D <- N F, D F with F = 2 - D       y in [0.05, 64]     3e-3 rel
+==============  ===============  ====================================  ==================  ==========
 
 Where two implementations exist they trade rounds for accuracy (``poly``: 2 comparisons,
 ``piecewise``: 12; ``taylor`` exp: 6 rounds, ``limit``: 8) - the seed's "one operator, several
@@ -153,7 +154,7 @@ def sigmoid_exp(x: SharedTensor) -> SharedTensor:
     sign = 1 - neg * 2
     a = sign * x
     a.bound = x.bound
-    e = exp(-a)                                                  # (0, 1]
+    e = exp_limit(-a)                                            # (0, 1]
     e.bound = 1.0 + 1e-3
     r = _recip_unit(e + 1.0)                                     # 1 / (1 + e), in [0.5, 1)
     return _bounded(sign * (r - 0.5) + 0.5, 1.0)
@@ -193,13 +194,13 @@ def exp(x: SharedTensor, method: str | None = None) -> SharedTensor:
 
 
 def _log_init(x: SharedTensor) -> SharedTensor:
-    return x * (1.0 / 120.0) - exp(x * -2.0 - 1.0) * 20.0 + 3.0
+    return x * (1.0 / 120.0) - exp_limit(x * -2.0 - 1.0) * 20.0 + 3.0
 
 
 def log_householder(x: SharedTensor, iters: int = 3, order: int = 8) -> SharedTensor:
     y = _log_init(x)
     for _ in range(iters):
-        h = 1.0 - x * exp(-y)
+        h = 1.0 - x * exp_taylor(-y)
         h.bound = 1.0
         pw = powers(h, order)
         y = y - sum((p * (1.0 / k) for k, p in enumerate(pw, 1)), start=x.session.public(np.zeros(x.shape)))
@@ -209,7 +210,7 @@ def log_householder(x: SharedTensor, iters: int = 3, order: int = 8) -> SharedTe
 def log_newton(x: SharedTensor, iters: int = 4) -> SharedTensor:
     y = _log_init(x)
     for _ in range(iters):
-        y = y - 1.0 + x * exp(-y)
+        y = y - 1.0 + x * exp_taylor(-y)
     return y
 
 
@@ -219,7 +220,7 @@ def log(x: SharedTensor, method: str | None = None) -> SharedTensor:
 
 # ------------------------------------------------------------------------------ reciprocal, sqrt, div
 def _recip_init(x: SharedTensor) -> SharedTensor:
-    return exp(0.5 - x) * 3.0 + 0.003
+    return exp_limit(0.5 - x) * 3.0 + 0.003
 
 
 def reciprocal_newton(x: SharedTensor, iters: int = 10) -> SharedTensor:
@@ -229,7 +230,7 @@ def reciprocal_newton(x: SharedTensor, iters: int = 10) -> SharedTensor:
     return y
 
 
-def reciprocal_goldschmidt(x: SharedTensor, iters: int = 5) -> SharedTensor:
+def reciprocal_goldschmidt(x: SharedTensor, iters: int = 8) -> SharedTensor:
     y = _recip_init(x)
     e = 1.0 - x * y
     for _ in range(iters):
@@ -243,7 +244,7 @@ def reciprocal(x: SharedTensor, method: str | None = None) -> SharedTensor:
 
 
 def _isqrt_init(x: SharedTensor) -> SharedTensor:
-    return exp(-(x * 0.5 + 0.2)) * 2.2 + 0.2 - x * (1.0 / 1024.0)
+    return exp_limit(-(x * 0.5 + 0.2)) * 2.2 + 0.2 - x * (1.0 / 1024.0)
 
 
 def inv_sqrt_newton(x: SharedTensor, iters: int = 5) -> SharedTensor:
@@ -288,7 +289,7 @@ def div_newton(x: SharedTensor, y: SharedTensor) -> SharedTensor:
     return x * reciprocal_newton(y)
 
 
-def div_goldschmidt(x: SharedTensor, y: SharedTensor, iters: int = 5) -> SharedTensor:
+def div_goldschmidt(x: SharedTensor, y: SharedTensor, iters: int = 8) -> SharedTensor:
     y0 = _recip_init(y)
     both = stack([x, y]) * stack([y0, y0])
     n, d = both[0], both[1]

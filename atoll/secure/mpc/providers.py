@@ -430,8 +430,22 @@ class DealerProvider(TripleProvider):
                 self._dctx.send(self.dealer, f"req{self._req}", [["done"]])
 
 
+def as_share(x: Any, shape: tuple | None = None) -> Any:
+    """A received share as a uint64 array of ``shape``: the codec sends 0-d arrays as shape (1,)
+    (and numpy scalars as ints); anything else is returned unchanged for the caller to refuse."""
+    if isinstance(x, np.generic):
+        x = np.asarray(x)
+    elif isinstance(x, int) and not isinstance(x, bool) and 0 <= x < (1 << 64):
+        x = np.asarray(x, dtype=U64)
+    if (shape is not None and isinstance(x, np.ndarray) and x.shape != tuple(shape)
+            and x.size == 1 and tuple(shape) == ()):
+        x = x.reshape(())
+    return x
+
+
 def _u64(x: Any, shape: tuple) -> np.ndarray:
     """A received share: exactly a uint64 array of the expected shape."""
+    x = as_share(x, shape)
     if not isinstance(x, np.ndarray) or x.dtype != U64 or x.shape != tuple(shape):
         raise CryptoError("dealer: a response share has the wrong type or shape")
     return x

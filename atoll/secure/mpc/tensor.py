@@ -53,7 +53,7 @@ from atoll.crypto import ring
 from atoll.crypto.ring import RingOverflow
 from atoll.errors import ConfigError, CryptoError
 from atoll.secure.mpc import beaver
-from atoll.secure.mpc.providers import FixedMask, TripleProvider, make_provider
+from atoll.secure.mpc.providers import FixedMask, TripleProvider, as_share, make_provider
 
 U64 = np.uint64
 TRUNC_METHODS = ("pair", "exact", "local")
@@ -118,11 +118,14 @@ class Session:
 
     def _swap(self, parts: list[np.ndarray], kind: str = "o") -> list[np.ndarray]:
         """Send my parts, receive the peer's (one round)."""
+        parts = [np.asarray(p, dtype=U64) for p in parts]
         key = self._key(kind)
         self.ctx.send(self.peer, key, parts)
         self.rounds += 1
         self.bytes_sent += sum(p.nbytes for p in parts)
         theirs = self.ctx.recv(self.peer, key)
+        if isinstance(theirs, list) and len(theirs) == len(parts):
+            theirs = [as_share(t, p.shape) for t, p in zip(theirs, parts)]
         if (not isinstance(theirs, list) or len(theirs) != len(parts)
                 or any(not isinstance(t, np.ndarray) or t.dtype != U64 or t.shape != p.shape
                        for t, p in zip(theirs, parts))):
@@ -172,7 +175,8 @@ class Session:
             share = np.zeros(got, dtype=U64)
             if bound is None and meta.get("bound") is not None:
                 bound = float(meta["bound"])
-        return SharedTensor(self, share, frac, None if bound is None else float(bound))
+        # the encoding rounds by up to half a unit: the bound covers the encoded value
+        return SharedTensor(self, share, frac, None if bound is None else float(bound) + 2.0 ** -(frac + 1))
 
     def public(self, x: Any, integer: bool = False) -> "SharedTensor":
         """A public value as a (trivial) sharing: party 0 holds it, party 1 zero."""
@@ -180,7 +184,7 @@ class Session:
         frac = 0 if integer else self.frac_bits
         enc = ring.encode_int(np.rint(a).astype(np.int64)) if integer else ring.encode(a, frac)
         share = enc if self.party_index == 0 else np.zeros_like(enc)
-        return SharedTensor(self, share, frac, float(np.abs(a).max(initial=0.0)))
+        return SharedTensor(self, share, frac, float(np.abs(a).max(initial=0.0)) + 2.0 ** -(frac + 1))
 
     def from_share(self, share: np.ndarray, frac: int | None = None, bound: float | None = None
                    ) -> "SharedTensor":
@@ -220,6 +224,10 @@ class Session:
     # ------------------------------------------------------------------ truncation
     def truncate(self, share: np.ndarray, bits: int, method: str | None = None) -> np.ndarray:
         """Divide a shared value by 2**bits (method: the session's ``trunc`` unless given)."""
+        with np.errstate(over="ignore"):
+            return self._truncate(np.asarray(share, dtype=U64), bits, method)
+
+    def _truncate(self, share: np.ndarray, bits: int, method: str | None) -> np.ndarray:
         method = method or self.trunc
         if bits == 0:
             return share
@@ -256,6 +264,7 @@ class Session:
         key = self._key("rv")
         if self.party_index == to:
             theirs = self.ctx.recv(self.peer, key)
+            theirs = as_share(theirs, share.shape)
             if not isinstance(theirs, np.ndarray) or theirs.dtype != U64 or theirs.shape != share.shape:
                 raise CryptoError("secret sharing: the peer's share does not match")
             return share + theirs
