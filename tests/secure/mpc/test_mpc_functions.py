@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from atoll.secure.mpc import functions as F
-from conftest import run2
+from mpc_harness import run2
 
 RNG = np.random.default_rng(11)
 

@@ -12,7 +12,7 @@ from atoll.errors import ConfigError
 from atoll.federation import PartyFailed
 from atoll.secure.mpc import RingOverflow, concatenate
 from atoll.secure.mpc.operators import OPERATORS, register_operator
-from conftest import run2
+from mpc_harness import run2
 
 RNG = np.random.default_rng(7)
 X = RNG.normal(0, 3, (30, 4))
@@ -28,7 +28,7 @@ def _shared(s, idx):
     return x, y, v
 
 
-def test_linear_algebra_matches_numpy(mpc):
+def test_linear_algebra_matches_numpy():
     def fn(s, idx):
         x, y, v = _shared(s, idx)
         return {"add": (x + 2.5 - x * 2).reveal(), "mul": (x[:, 0] * v).reveal(), "pub": (x * Y[:, 0]).reveal(),
@@ -37,7 +37,7 @@ def test_linear_algebra_matches_numpy(mpc):
                 "reshape": x.reshape(4, 30).reveal(), "idx": x[3:9, 1].reveal(),
                 "cat": concatenate([x, y.T], axis=0).reveal(), "neg": (-v).reveal(), "div": (v / 3).reveal(),
                 "to0": (x @ y).reveal(to=0)}
-    a, b = mpc(fn)
+    a, b = run2(fn)
     tol = 8 * ULP * 30
     np.testing.assert_allclose(a["add"], 2.5 - X, atol=4 * ULP)
     np.testing.assert_allclose(a["mul"], X[:, 0] * V, atol=tol)
@@ -58,14 +58,14 @@ def test_linear_algebra_matches_numpy(mpc):
 
 
 @pytest.mark.parametrize("trunc", ["pair", "exact", "local"])
-def test_truncation_error(mpc, trunc):
+def test_truncation_error(trunc):
     x = RNG.normal(0, 100, 2000)
 
     def fn(s, idx):
         t = s.share(x if idx == 0 else None, owner=0, shape=x.shape)
         return (t * t).reveal(), s.timing()
 
-    (got, timing), _ = mpc(fn, trunc=trunc)
+    (got, timing), _ = run2(fn, trunc=trunc)
     raw = ring.signed(ring.encode(x, 16)).astype(object)
     want = np.array([(r * r) >> 16 for r in raw], dtype=np.float64) / 2 ** 16  # floor of the exact product
     diff = np.round((got - want) * 2 ** 16)
@@ -76,7 +76,7 @@ def test_truncation_error(mpc, trunc):
     assert timing["rounds"] >= 1 and timing["offline_s"] >= 0 and timing["online_s"] > 0
 
 
-def test_comparisons_are_exact_including_edges(mpc):
+def test_comparisons_are_exact_including_edges():
     v = np.concatenate([RNG.normal(0, 50, 500), [0.0, -ULP, ULP, 1e6, -1e6, 2.0 ** 40, -(2.0 ** 40)]])
     w = np.round(v) + np.where(RNG.random(v.size) < 0.3, 0.0, 1.0)   # ties included
 
@@ -86,7 +86,7 @@ def test_comparisons_are_exact_including_edges(mpc):
         return {"ltz": a.ltz().reveal(), "lt": (a < b).reveal(), "ge": (a >= b).reveal(), "gt": (a > 0).reveal(),
                 "relu": a.relu().reveal(), "sign": a.sign().reveal(), "abs": a.abs().reveal()}
 
-    r, _ = mpc(fn)
+    r, _ = run2(fn)
     vq = ring.decode(ring.encode(v, 16), 16)
     assert np.array_equal(r["ltz"], (vq < 0).astype(np.int64))
     assert np.array_equal(r["lt"], (vq < w).astype(np.int64))
@@ -97,20 +97,20 @@ def test_comparisons_are_exact_including_edges(mpc):
     np.testing.assert_array_equal(r["abs"], np.abs(vq))
 
 
-def test_fixed_operand_products_and_fallback(mpc):
+def test_fixed_operand_products_and_fallback():
     def fn(s, idx):
         x, y, v = _shared(s, idx)
         f = s.fixed(x)
         return (f @ y[:, 0]).reveal(), (f @ y[:, 1]).reveal(), f.t_matmul(v).reveal(), f.mask is not None
 
-    (a, b, c, masked), _ = mpc(fn, trunc="exact")
+    (a, b, c, masked), _ = run2(fn, trunc="exact")
     assert masked
     np.testing.assert_allclose(a, X @ Y[:, 0], atol=1e-3)
     np.testing.assert_allclose(b, X @ Y[:, 1], atol=1e-3)
     np.testing.assert_allclose(c, X.T @ V, atol=1e-3)
 
 
-def test_overflow_raises_instead_of_garbage(mpc):
+def test_overflow_raises_instead_of_garbage():
     big = np.full(16, 30_000.0)
 
     def cube(s, idx):
@@ -119,7 +119,7 @@ def test_overflow_raises_instead_of_garbage(mpc):
         return (t * t * t).reveal()
 
     with pytest.raises(PartyFailed) as e:
-        mpc(cube)
+        run2(cube)
     assert isinstance(e.value.error, RingOverflow) and "overflowed" in str(e.value.error)
 
     def strict(s, idx):
@@ -127,14 +127,14 @@ def test_overflow_raises_instead_of_garbage(mpc):
         return (t * t * t).reveal()
 
     with pytest.raises(PartyFailed) as e:
-        mpc(strict, strict_bounds=True)
+        run2(strict, strict_bounds=True)
     assert isinstance(e.value.error, RingOverflow) and "does not fit" in str(e.value.error)
 
     def check(s, idx):
         t = s.share(V if idx == 0 else None, owner=0, shape=V.shape)
         return s.all_within(t, 100.0), s.all_within(t, 1.0)
 
-    (ok, bad), _ = mpc(check)
+    (ok, bad), _ = run2(check)
     assert ok and not bad
 
 
@@ -146,16 +146,16 @@ def _mixed(s, idx):
             "ltz": v[:2].ltz().reveal(), "relu": (v[:1]).relu().reveal()}
 
 
-def test_providers_swappable_identical_results(mpc):
+def test_providers_swappable_identical_results():
     """Dealer and HE triples, exact truncation: revealed results are bit-identical."""
-    dealer, _ = mpc(_mixed, provider="dealer", trunc="exact")
-    he, _ = mpc(_mixed, provider="he", trunc="exact")
+    dealer, _ = run2(_mixed, provider="dealer", trunc="exact")
+    he, _ = run2(_mixed, provider="he", trunc="exact")
     for k in dealer:
         assert np.array_equal(dealer[k], he[k]), k
     np.testing.assert_allclose(dealer["mm"], X[:2] @ Y[:, :2], atol=1e-3)
 
 
-def test_operator_registry_plugs_in_implementations(mpc):
+def test_operator_registry_plugs_in_implementations():
     calls = []
 
     def fake_gc(ctx, peer, party_index, share):          # the raw GC signature
@@ -168,13 +168,13 @@ def test_operator_registry_plugs_in_implementations(mpc):
         def fn(s, idx):
             t = s.share(V if idx == 0 else None, owner=0, shape=V.shape)
             return t.ltz(method="fake_gc").reveal(), t.ltz().reveal()
-        (fake, real), _ = mpc(fn)
+        (fake, real), _ = run2(fn)
         assert not fake.any() and np.array_equal(real, (ring.decode(ring.encode(V, 16), 16) < 0).astype(int))
         assert calls and all("op=" in c for c in calls)
     finally:
         OPERATORS["ltz"].pop("fake_gc")
     with pytest.raises(PartyFailed) as e:
-        mpc(lambda s, idx: s.share(V if idx == 0 else None, owner=0, shape=V.shape).ltz(method="nope"))
+        run2(lambda s, idx: s.share(V if idx == 0 else None, owner=0, shape=V.shape).ltz(method="nope"))
     assert isinstance(e.value.error, ConfigError) and "bitdecomp" in str(e.value.error)
 
 

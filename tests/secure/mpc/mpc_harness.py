@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import pytest
-
 from atoll.federation import Party, launch
 from atoll.secure.mpc import Session, run_dealer
 
@@ -36,7 +34,3 @@ def run2(fn: Callable, provider: str = "dealer", recorder: Any = None, **options
     out = launch(parties, recorder=recorder, timeout=60)
     return out["p0"], out["p1"]
 
-
-@pytest.fixture
-def mpc():
-    return run2
