@@ -30,7 +30,38 @@ def main() -> None:
     t = time.perf_counter()
     lt(x, y)
     t_lt = time.perf_counter() - t
-    print(json.dumps({"matmul_s": t_mm, "matmul_shape": [m, k, n], "compare_s": t_lt, "compare_n": size}))
+    out = {"matmul_s": t_mm, "matmul_shape": [m, k, n], "compare_s": t_lt, "compare_n": size}
+    if "--lr" in sys.argv:
+        out["ss_lr"] = lr(sys.argv[sys.argv.index("--lr") + 1], sim, quick)
+    print(json.dumps(out))
+
+
+def lr(npz: str, sim, quick: bool) -> dict:
+    """SecretFlow's own SS-SGD epoch kernel (secretflow.ml.linear.ss_sgd.model._batch_update_w,
+    sigmoid 't1' as SSRegression's default) run by SPU SEMI2K on the same standardised rows."""
+    import spu.utils.simulation as spsim
+    from secretflow.ml.linear.ss_sgd.model import Penalty, RegType, SigType, Strategy, _batch_update_w
+
+    d = np.load(npz)
+    x, y = d["x"], d["y"]
+    x1 = np.hstack([x, np.ones((len(x), 1))])
+    res = {}
+    for name, batch, rate in (("full", len(x), 1.0), ("1024", 1024, 0.2)):
+        total = len(x) // batch
+
+        def epochs(xx, yy, ww, n_ep=3 if quick else 5):
+            for _ in range(n_ep):
+                ww, _ = _batch_update_w(xx, yy, ww, rate, 0.0, SigType.T1, RegType.Logistic, Penalty.NONE,
+                                        total, batch, Strategy.NAIVE_SGD, None)
+            return ww
+
+        fn = spsim.sim_jax(sim, epochs)
+        w0 = np.zeros((x1.shape[1], 1))
+        t = time.perf_counter()
+        w = np.asarray(fn(x1, y.reshape(-1, 1), w0))
+        n_ep = 3 if quick else 5
+        res[name] = {"s_per_epoch": (time.perf_counter() - t) / n_ep, "w": w.ravel().tolist(), "epochs": n_ep}
+    return res
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ fractional bits as ``round(x * 2**f) mod 2**64``.
     matmul(a, b)                # exact (a @ b) mod 2**64 (BLAS float64 limbs for big products)
     trunc_local(share, f, party_index)   # SecureML's local truncation of one share (see below)
 
-``matmul`` splits both operands into ``L``-bit limbs with ``2L + ceil(log2 k) <= 53`` so every
-limb product sum is an exact float64 integer, stacks the limbs so that one BLAS call computes
-all limb products, and recombines the products whose shift is below 64 bits. For k = 1000 that is
-three 21/21/22-bit limbs and one (3m x k) @ (k x 3n) float64 matmul.
+``matmul`` reads both operands as four 16-bit limbs (a ``uint16`` view, no shifting), so every
+limb-product sum over k <= 2**21 terms is an exact float64 integer; the ten limb products whose
+shift is below 64 bits take four BLAS float64 calls, recombined mod 2**64. Small or
+matrix-vector products use numpy's exact (wrapping) integer matmul instead.
 
 Truncation by ``f`` bits of a two-party sharing ``x = x0 + x1``:
 
@@ -31,7 +31,6 @@ Truncation by ``f`` bits of a two-party sharing ``x = x0 + x1``:
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -80,11 +79,6 @@ def unsigned(i: np.ndarray) -> np.ndarray:
     return np.asarray(i, dtype=np.int64).view(np.uint64)
 
 
-def const(value: int, like: np.ndarray | None = None) -> np.uint64:
-    """A Python int as a ring scalar (mod 2**64)."""
-    return np.uint64(int(value) % (1 << RING_BITS))
-
-
 # ------------------------------------------------------------------------------ randomness
 def random_ring(shape: tuple[int, ...] | int) -> np.ndarray:
     """Uniform ring elements from OS entropy."""
@@ -126,9 +120,8 @@ LIMB_THRESHOLD = 200_000
 LIMB_MIN_SIDE = 32
 
 
-def limb_bits(k: int) -> int:
-    """Limb width that keeps k products of two limbs exact in float64 (53-bit mantissa)."""
-    return (53 - max(1, math.ceil(math.log2(max(k, 2))))) // 2
+#: float64 holds k products of two 16-bit limbs exactly while 32 + log2(k) <= 53
+LIMB_MAX_K = 1 << 21
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -142,7 +135,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise CryptoError(f"matmul shapes {a.shape} and {b.shape} do not align")
     m, k = A.shape
     n = B.shape[1]
-    if m * k * n < LIMB_THRESHOLD or min(m, n) < LIMB_MIN_SIDE or k >= 2 ** 40:
+    if m * k * n < LIMB_THRESHOLD or min(m, n) < LIMB_MIN_SIDE or k > LIMB_MAX_K:
         out = A @ B
     else:
         out = _limb_matmul(A, B)
@@ -153,30 +146,21 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _limbs(x: np.ndarray, bits: int, count: int) -> list[np.ndarray]:
-    mask = np.uint64((1 << bits) - 1)
-    return [((x >> np.uint64(bits * i)) & mask).astype(np.float64) if i < count - 1
-            else (x >> np.uint64(bits * i)).astype(np.float64) for i in range(count)]
-
-
 def _limb_matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Four 16-bit limbs per operand (a uint16 view: no shifts), the limb products whose shift is
+    below 64 bits (i + j <= 3: ten of sixteen) in four BLAS calls, recombined mod 2**64."""
     m, k = A.shape
     n = B.shape[1]
-    L = limb_bits(k)
-    count = math.ceil(RING_BITS / L)
-    # the top limb may be wider than L when 64 is not a multiple; clamp its product bound:
-    # top limb width = 64 - L*(count-1) <= L by construction of count
-    la, lb = _limbs(A, L, count), _limbs(B, L, count)
-    # pairs (i, j) whose shift L*(i+j) < 64 contribute; compute them with one BLAS call per i
+    Av = np.ascontiguousarray(A).view(np.uint16).reshape(m, k, 4)
+    Bv = np.ascontiguousarray(B).view(np.uint16).reshape(k, n, 4)
+    if np.little_endian is False:  # pragma: no cover - limbs are read little-endian
+        Av, Bv = Av[..., ::-1], Bv[..., ::-1]
+    right = np.concatenate([Bv[..., j].astype(np.float64) for j in range(4)], axis=1)  # (k, 4n)
     out = np.zeros((m, n), dtype=np.uint64)
-    for i in range(count):
-        js = [j for j in range(count) if L * (i + j) < RING_BITS]
-        if not js:
-            continue
-        prod = la[i] @ np.concatenate([lb[j] for j in js], axis=1)  # (m, len(js) * n), exact ints
-        for t, j in enumerate(js):
-            part = prod[:, t * n:(t + 1) * n].astype(np.uint64)
-            out += part << np.uint64(L * (i + j))
+    for i in range(4):
+        prod = (Av[..., i].astype(np.float64) @ right[:, :(4 - i) * n]).astype(np.uint64)
+        for j in range(4 - i):
+            out += prod[:, j * n:(j + 1) * n] << np.uint64(16 * (i + j))
     return out
 
 
@@ -189,8 +173,3 @@ def trunc_local(share: np.ndarray, frac_bits: int, party_index: int) -> np.ndarr
         return unsigned(signed(share) >> s)
     neg = np.uint64(0) - share
     return np.uint64(0) - unsigned(signed(neg) >> s)
-
-
-def max_raw(bound: float, frac_bits: int) -> float:
-    """Raw magnitude of a value bounded by ``bound`` (real units) at ``frac_bits``."""
-    return float(bound) * 2.0 ** frac_bits

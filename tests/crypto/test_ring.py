@@ -38,10 +38,12 @@ def test_matmul_is_exact_mod_2_64(shape):
     assert np.array_equal(ring._limb_matmul(a, b), want)  # the float64-limb path itself
 
 
-def test_limb_width_keeps_float64_exact():
-    for k in (2, 1000, 10 ** 6):
-        L = ring.limb_bits(k)
-        assert 2 * L + np.ceil(np.log2(k)) <= 53
+def test_limb_products_stay_exact_in_float64():
+    # k products of two 16-bit limbs each below 2^32: the sum is below 2^53 up to LIMB_MAX_K terms
+    assert 32 + np.log2(ring.LIMB_MAX_K) <= 53
+    worst = np.full((32, 8192), 2 ** 64 - 1, dtype=np.uint64)  # every limb 0xffff
+    b = np.full((worst.shape[1], 32), 2 ** 64 - 1, dtype=np.uint64)
+    assert np.array_equal(ring._limb_matmul(worst, b), worst @ b)
 
 
 def test_local_truncation_error_is_one_ulp():

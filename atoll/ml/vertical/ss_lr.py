@@ -36,6 +36,7 @@ learns the host's partial scores (as in FATE), the host nothing.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -231,7 +232,7 @@ class _SSGLMRole:
                 if plan is not None:
                     sess.offline(plan)
                 rec = sess.recording() if plan is None else None
-                with (rec if rec is not None else _null()) as recorded:
+                with (rec if rec is not None else contextlib.nullcontext()) as recorded:
                     for b, F in zip(batches, fixed):
                         z = F @ w
                         pred = _sigmoid(z, p.sigmoid) if self.family == "logistic" else z
@@ -304,14 +305,6 @@ class _SSGLMRole:
             sess.close()
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: Any) -> None:
-        return None
-
-
 class SSLRGuest(_SSGLMRole):
     """Guest (labels + its columns) of SS logistic regression."""
 
@@ -342,10 +335,6 @@ def _fit(ctx: Any, role: _SSGLMRole, x: Any, y: Any = None, ids: Any = None) -> 
 
 def _predict(ctx: Any, role: _SSGLMRole, model: SSPartyModel, x: Any, ids: Any = None) -> Any:
     return role.predict(ctx, model, x, ids)
-
-
-def fits_dealer(params: SSGLMParams) -> bool:
-    return params.provider == "dealer"
 
 
 # ============================================================================ facades

@@ -66,7 +66,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from atoll.crypto import ring
-from atoll.errors import ConfigError, CryptoError, FederationError
+from atoll.errors import ConfigError, CryptoError
 
 U64 = np.uint64
 Shape = tuple[int, ...]
@@ -152,6 +152,9 @@ class TripleProvider(abc.ABC):
         zero = np.zeros_like(mine)
         x, y = (mine, zero) if self.party_index == 0 else (zero, mine)
         peer = self._exchange("ole", np.stack([x - a, y - b]))
+        if not isinstance(peer, np.ndarray) or peer.dtype != U64 or peer.shape != (2,) + mine.shape:
+            raise CryptoError("correlated randomness: the peer's masked values do not match (shape or "
+                              "type); both parties must run the same computation")
         d = x - a + peer[0]
         e = y - b + peer[1]
         z = c + d * b + e * a
@@ -590,14 +593,16 @@ class HEProvider(TripleProvider):
         if send_u:
             self.ctx.send(self.peer, key + "u", self.pk.encrypt_int(self._ints(u_mine), jobs=self.jobs))
             enc_peer = self.ctx.recv(self.peer, key + "u")
-        if enc_peer.pk != self.peer_pk:
+            if getattr(enc_peer, "shape", None) != np.shape(u_mine):
+                raise CryptoError("HE provider: the peer's ciphertexts do not match this party's shape")
+        if getattr(enc_peer, "pk", None) != self.peer_pk:
             raise CryptoError("HE provider: the peer's ciphertexts are not under its announced key")
         res = op(enc_peer)
         R = self._mask(res.shape, prod_bits + STAT_BITS)
         masked = (res + R).rerandomize(jobs=self.jobs)
         self.ctx.send(self.peer, key + "v", masked)
         back = self.ctx.recv(self.peer, key + "v")
-        if back.pk != self.pk:
+        if getattr(back, "pk", None) != self.pk or back.shape != res.shape:
             raise CryptoError("HE provider: a reply is not under my key")
         mine = self._reduce(self.sk.decrypt_int(back, jobs=self.jobs))
         other = np.uint64(0) - self._reduce(R)
@@ -639,7 +644,7 @@ class HEProvider(TripleProvider):
         if self.party_index == 0:
             self.ctx.send(self.peer, key, self.pk.encrypt_int(self._ints(mine), jobs=self.jobs))
             back = self.ctx.recv(self.peer, key + "r")
-            if back.pk != self.pk:
+            if getattr(back, "pk", None) != self.pk or back.shape != mine.shape:
                 raise CryptoError("HE provider: a reply is not under my key")
             out = self._reduce(self.sk.decrypt_int(back, jobs=self.jobs))
         else:

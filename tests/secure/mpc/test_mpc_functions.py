@@ -4,7 +4,6 @@ documented domain, within the error documented in atoll.secure.mpc.functions."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from atoll.secure.mpc import functions as F
 from mpc_harness import run2

@@ -160,7 +160,6 @@ def test_operator_registry_plugs_in_implementations():
 
     def fake_gc(ctx, peer, party_index, share):          # the raw GC signature
         calls.append(ctx.scope_path)
-        from atoll.secure.mpc import Session  # noqa: F401  (a real one would garble here)
         return np.zeros_like(share)
 
     register_operator("ltz", "fake_gc", fake_gc, raw=True)
