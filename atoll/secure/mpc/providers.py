@@ -113,15 +113,25 @@ class TripleProvider(abc.ABC):
 
     name = ""
 
+    #: defaults at class level, so a subclass that does not call ``super().__init__`` (it only
+    #: needs ``ctx``, ``peer``, ``party_index``) still gets the generic methods
+    recording: list[tuple] | None = None
+    seconds = 0.0  # time this provider measured itself (the session times every call anyway)
+    _n = 0
+    _depth = 0
+
     def __init__(self, ctx: Any, peer: str, party_index: int):
         if party_index not in (0, 1):
             raise ConfigError("party_index is 0 or 1")
         self.ctx, self.peer, self.party_index = ctx, peer, int(party_index)
-        self._pool: dict[tuple, deque] = defaultdict(deque)
-        self._n = 0
-        self.recording: list[tuple] | None = None
-        self._masks: dict[int, FixedMask] = {}
-        self.seconds = 0.0  # time spent producing correlated randomness (offline phase)
+
+    @property
+    def _pool(self) -> dict[tuple, deque]:
+        return self.__dict__.setdefault("_pool_", defaultdict(deque))
+
+    @property
+    def _masks(self) -> dict[int, FixedMask]:
+        return self.__dict__.setdefault("_masks_", {})
 
     # ------------------------------------------------------------------ the interface
     @abc.abstractmethod
@@ -208,8 +218,6 @@ class TripleProvider(abc.ABC):
         return TruncPair(r, r_hi, arith[63].copy(), r_low, frac_bits)
 
     # ------------------------------------------------------------------ pooling / offline
-    _depth = 0
-
     def _request(self, kind: str, *args: Any) -> Any:
         """Serve an item from the pool filled by ``offline``, else make it now."""
         key = (kind,) + tuple(args)

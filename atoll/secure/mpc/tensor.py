@@ -86,6 +86,7 @@ class Session:
         self.rounds = 0
         self.bytes_sent = 0
         self._online = 0.0
+        self._offline = 0.0
         self._depth = 0
         self._t0 = 0.0
         self._p0 = 0.0
@@ -95,20 +96,28 @@ class Session:
     # ------------------------------------------------------------------ clock
     @contextlib.contextmanager
     def _clock(self) -> Iterator[None]:
-        """Online time: wall time in top-level operations minus provider (offline) time."""
+        """Online time: wall time in top-level operations minus the provider (offline) time in them."""
         if self._depth == 0:
-            self._t0, self._p0 = time.perf_counter(), self.provider.seconds
+            self._t0, self._p0 = time.perf_counter(), self._offline
         self._depth += 1
         try:
             yield
         finally:
             self._depth -= 1
             if self._depth == 0:
-                self._online += (time.perf_counter() - self._t0) - (self.provider.seconds - self._p0)
+                self._online += (time.perf_counter() - self._t0) - (self._offline - self._p0)
+
+    def _from_provider(self, method: str, *args: Any) -> Any:
+        """Call the provider, timing it as the offline phase (whatever the provider measures)."""
+        tic = time.perf_counter()
+        try:
+            return getattr(self.provider, method)(*args)
+        finally:
+            self._offline += time.perf_counter() - tic
 
     def timing(self) -> dict[str, float]:
         """Seconds spent making correlated randomness (offline) and in the protocol (online)."""
-        return {"offline_s": self.provider.seconds, "online_s": self._online, "rounds": self.rounds,
+        return {"offline_s": self._offline, "online_s": self._online, "rounds": self.rounds,
                 "bytes_sent": self.bytes_sent}
 
     # ------------------------------------------------------------------ messaging
@@ -206,20 +215,20 @@ class Session:
     # ------------------------------------------------------------------ products
     def _ole_bits(self, bits_mine: np.ndarray) -> np.ndarray:
         """Arithmetic shares of b0 xor b1 from each party's private bit (0/1 uint64)."""
-        return bits_mine - U64(2) * self.provider.ole(bits_mine)
+        return bits_mine - U64(2) * self._from_provider("ole", bits_mine)
 
     def mul_shares(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         x, y = np.broadcast_arrays(x, y)
-        return beaver.mul(np.ascontiguousarray(x), np.ascontiguousarray(y), self.provider.mul(x.shape),
+        return beaver.mul(np.ascontiguousarray(x), np.ascontiguousarray(y), self._from_provider("mul", x.shape),
                           self.party_index, self.open)
 
     def and_shares(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return beaver.and_(x, y, self.provider.and_triples(x.shape), self.party_index, self.open_xor)
+        return beaver.and_(x, y, self._from_provider("and_triples", x.shape), self.party_index, self.open_xor)
 
     def matmul_shares(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         m, k = x.shape
         n = y.shape[1]
-        return beaver.matmul(x, y, self.provider.matmul(m, k, n), self.party_index, self.open)
+        return beaver.matmul(x, y, self._from_provider("matmul", m, k, n), self.party_index, self.open)
 
     # ------------------------------------------------------------------ truncation
     def truncate(self, share: np.ndarray, bits: int, method: str | None = None) -> np.ndarray:
@@ -235,7 +244,7 @@ class Session:
             return ring.trunc_local(share, bits, self.party_index)
         if method not in ("pair", "exact"):
             raise ConfigError(f"unknown truncation {method!r}; use one of {TRUNC_METHODS}")
-        tp = self.provider.trunc_pairs(share.shape, bits)
+        tp = self._from_provider("trunc_pairs", share.shape, bits)
         x = share + (_SHIFT62 if self.party_index == 0 else U64(0))
         (c,) = self.open([x + tp.r])
         c_msb = c >> U64(63)
@@ -311,7 +320,7 @@ class Session:
 
     def offline(self, plan: Iterable[tuple]) -> float:
         """Pre-generate correlated randomness for ``plan`` (both parties, same plan)."""
-        return self.provider.offline(plan)
+        return self._from_provider("offline", plan)
 
     def close(self) -> None:
         self.provider.close()
@@ -366,6 +375,13 @@ def ltz_shares(sess: Session, share: np.ndarray) -> np.ndarray:
 def _ltz_bitdecomp(sess: Session, share: np.ndarray) -> np.ndarray:
     bit = (msb_xor(sess, share) >> U64(63)) & U64(1)
     return sess._ole_bits(bit)
+
+
+def _relu_bitdecomp(sess: Session, share: np.ndarray) -> np.ndarray:
+    """Shares of max(x, 0): [x >= 0] (the session's ltz) times x, one Beaver product."""
+    neg = ltz_shares(sess, share)
+    pos = (U64(1) if sess.party_index == 0 else U64(0)) - neg
+    return sess.mul_shares(pos, share)
 
 
 class SharedTensor:
@@ -606,12 +622,14 @@ class SharedTensor:
         return 1 - self.ltz(method) * 2
 
     def relu(self, method: str | None = None) -> "SharedTensor":
-        """max(x, 0): the comparison bit times x (one more product, no truncation)."""
-        neg = self.ltz(method)
-        pos = 1 - neg
-        out = pos * self
-        out.bound = self.bound
-        return out
+        """max(x, 0) (``bitdecomp``: the comparison bit times x, one more product; ``gc``: a
+        garbled circuit, when atoll.secure.mpc.gc is in the tree)."""
+        from atoll.secure.mpc import operators
+
+        s = self.session
+        with s._clock():
+            return SharedTensor(s, operators.call(s, "relu", s.method("relu", method), self.share),
+                                self.frac, self.bound)
 
     def abs(self, method: str | None = None) -> "SharedTensor":
         out = self.sign(method) * self
@@ -688,7 +706,7 @@ class FixedOperand:
         self.x = x
         s = x.session
         with s._clock():
-            self.mask: FixedMask | None = s.provider.fixed(*x.shape)
+            self.mask: FixedMask | None = s._from_provider("fixed", *x.shape)
             self.e = None if self.mask is None else s.open([x.share - self.mask.a])[0]
 
     @property
@@ -703,7 +721,7 @@ class FixedOperand:
             X = x.share.T if transpose else x.share
             out = s.matmul_shares(np.ascontiguousarray(X), Y)
         else:
-            b, c = s.provider.fixed_matmul(self.mask, Y.shape[1], transpose)
+            b, c = s._from_provider("fixed_matmul", self.mask, Y.shape[1], transpose)
             (f,) = s.open([Y - b])
             E = self.e.T if transpose else self.e
             A = self.mask.a.T if transpose else self.mask.a

@@ -19,14 +19,17 @@ def _party(ctx: Any, idx: int, fn: Callable, provider: str, options: dict) -> An
         opts.setdefault("dealer", "dealer")
     elif provider == "he":
         opts.setdefault("key_bits", HE_KEY_BITS)
-    sess = Session(ctx, "p1" if idx == 0 else "p0", idx, provider=provider, **opts)
+    peer = "p1" if idx == 0 else "p0"
+    if not isinstance(provider, str):  # a TripleProvider class: constructed as (ctx, peer, party_index)
+        provider = provider(ctx, peer, idx)
+    sess = Session(ctx, peer, idx, provider=provider, **opts)
     try:
         return fn(sess, idx)
     finally:
         sess.close()
 
 
-def run2(fn: Callable, provider: str = "dealer", recorder: Any = None, **options: Any) -> tuple[Any, Any]:
+def run2(fn: Callable, provider: Any = "dealer", recorder: Any = None, **options: Any) -> tuple[Any, Any]:
     parties = {"p0": Party("a", _party, {"idx": 0, "fn": fn, "provider": provider, "options": options}),
                "p1": Party("b", _party, {"idx": 1, "fn": fn, "provider": provider, "options": options})}
     if provider == "dealer":
