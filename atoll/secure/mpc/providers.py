@@ -709,9 +709,13 @@ def make_provider(name: str, ctx: Any, peer: str, party_index: int, **options: A
         try:
             import importlib
 
-            importlib.import_module("atoll.secure.mpc.ot_provider")
-        except ImportError:
-            pass
+            mod = importlib.import_module("atoll.secure.mpc.ot_provider")
+        except ModuleNotFoundError as e:
+            if not (e.name and "atoll.secure.mpc.ot_provider".startswith(e.name)):
+                raise
+        else:
+            if "ot" not in PROVIDERS and hasattr(mod, "OTTripleProvider"):
+                register_provider("ot", mod.OTTripleProvider)
     cls = PROVIDERS.get(name)
     if cls is None:
         raise ConfigError(f"unknown triple provider {name!r}; known: {sorted(PROVIDERS)}")
