@@ -6,6 +6,7 @@ A provider serves ONE party (bound at construction to its ``Context``, its peer 
 * ``mul(shape)``: Beaver triples ``a, b, c = a * b`` (elementwise, Z_2^64);
 * ``matmul(m, k, n)``: matrix triples ``A (m,k), B (k,n), C = A @ B``;
 * ``and_triples(shape)``: XOR-shared bit triples on uint64 words (64 AND gates per word);
+  ``and_pairs(shape)``: two of them sharing the first operand (None where not offered);
 * ``trunc_pairs(shape, f)``: truncation pairs ``r, r_hi = (r mod 2^63) >> f, r_msb`` (arithmetic
   shares) and ``r mod 2^f`` (XOR shares), used by pair-based truncation;
 * ``ole(u)``: shares of ``u0 * u1`` where ``u0`` is party 0's private input and ``u1`` party 1's;
@@ -174,6 +175,12 @@ class TripleProvider(abc.ABC):
         """XOR shares of uint64 words a, b, c = a & b."""
         return self._request("and", _shape(shape))
 
+    def and_pairs(self, shape: tuple[int, ...]) -> tuple[np.ndarray, ...] | None:
+        """XOR shares of a, b, b2, c = a & b, c2 = a & b2 (two AND triples sharing a: the
+        prefix adder's two ANDs with one common operand open three words instead of four), or
+        None when the provider has no such pairs (two ordinary triples are used then)."""
+        return None
+
     def random_bits(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """Shared uniform random bits: (arithmetic shares, this party's XOR share 0/1)."""
         return self._request("bits", _shape(shape))
@@ -294,11 +301,15 @@ def _draw(kind: str, args: tuple, prg: ring.PRG, party: int, correction: bool = 
         out = {"a": prg.ring((m, k)), "b": prg.ring((k, n))}
         if party == 0:
             out["c"] = prg.ring((m, n))
-    elif kind == "and":
+    elif kind in ("and", "and2"):
         (shape,) = args
         out = {"a": prg.ring(shape), "b": prg.ring(shape)}
+        if kind == "and2":
+            out["b2"] = prg.ring(shape)
         if party == 0:
             out["c"] = prg.ring(shape)
+            if kind == "and2":
+                out["c2"] = prg.ring(shape)
     elif kind == "trunc":
         shape, f = args
         out = {"r": prg.ring(shape)}
@@ -318,7 +329,7 @@ def _draw(kind: str, args: tuple, prg: ring.PRG, party: int, correction: bool = 
 
 
 def _item_size(kind: str, args: tuple) -> int:
-    if kind in ("mul", "and"):
+    if kind in ("mul", "and", "and2"):
         return _size(args[0])
     if kind == "trunc":
         return _size(args[0])
@@ -338,7 +349,7 @@ def _check_item(key: Any) -> tuple:
         raise CryptoError("dealer: malformed request")
     kind = key[0]
     try:
-        if kind in ("mul", "and"):
+        if kind in ("mul", "and", "and2"):
             args = (_shape(key[1]),)
         elif kind == "trunc":
             args = (_shape(key[1]), int(key[2]))
@@ -357,7 +368,7 @@ def _check_item(key: Any) -> tuple:
     return (kind,) + args
 
 
-_DEALER_KINDS = ("mul", "matmul", "and", "trunc", "fixed", "fixed_mm")
+_DEALER_KINDS = ("mul", "matmul", "and", "and2", "trunc", "fixed", "fixed_mm")
 
 
 class DealerProvider(TripleProvider):
@@ -403,6 +414,9 @@ class DealerProvider(TripleProvider):
     def _assemble(self, key: tuple, d: dict) -> Any:
         kind = key[0]
         try:
+            if kind == "and2":
+                sh = d["a"].shape
+                return d["a"], d["b"], d["b2"], _u64(d["c"], sh), _u64(d["c2"], sh)
             if kind in ("mul", "matmul", "and"):
                 return d["a"], d["b"], _u64(d["c"], d["a"].shape if kind != "matmul"
                                             else (key[1], key[3]))
@@ -422,6 +436,9 @@ class DealerProvider(TripleProvider):
 
     def matmul(self, m: int, k: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._request("matmul", int(m), int(k), int(n))
+
+    def and_pairs(self, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+        return self._request("and2", _shape(shape))
 
     def fixed(self, m: int, k: int) -> FixedMask:
         a = self._request("fixed", int(m), int(k))
@@ -464,7 +481,7 @@ def _u64(x: Any, shape: tuple) -> np.ndarray:
 
 def _wire_key(key: tuple) -> tuple:
     kind, *args = key
-    if kind in ("mul", "and"):
+    if kind in ("mul", "and", "and2"):
         return (kind, list(args[0]))
     if kind == "trunc":
         return (kind, list(args[0]), args[1])
@@ -510,7 +527,11 @@ def run_dealer(ctx: Any, parties: Sequence[str], max_elements: int = MAX_DEALER_
             kind, args = key[0], key[1:]
             d0 = _draw(kind, args, prgs[0], 0)
             d1 = _draw(kind, args, prgs[1], 1)
-            if kind in ("mul", "and"):
+            if kind == "and2":
+                a = d0["a"] ^ d1["a"]
+                out.append({"c": (a & (d0["b"] ^ d1["b"])) ^ d0["c"],
+                            "c2": (a & (d0["b2"] ^ d1["b2"])) ^ d0["c2"]})
+            elif kind in ("mul", "and"):
                 a, b = d0["a"] + d1["a"], d0["b"] + d1["b"]
                 if kind == "mul":
                     out.append({"c": a * b - d0["c"]})

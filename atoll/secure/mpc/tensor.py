@@ -225,6 +225,20 @@ class Session:
     def and_shares(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return beaver.and_(x, y, self._from_provider("and_triples", x.shape), self.party_index, self.open_xor)
 
+    def and2_shares(self, x: np.ndarray, y1: np.ndarray, y2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """XOR shares of x & y1 and x & y2 in one round (three words opened with an AND pair)."""
+        t = self._from_provider("and_pairs", x.shape)
+        if t is None:
+            both = self.and_shares(np.stack([x, x]), np.stack([y1, y2]))
+            return both[0], both[1]
+        a, b, b2, c, c2 = t
+        d, e, e2 = self.open_xor([x ^ a, y1 ^ b, y2 ^ b2])
+        z1 = c ^ (d & b) ^ (a & e)
+        z2 = c2 ^ (d & b2) ^ (a & e2)
+        if self.party_index == 0:
+            z1, z2 = z1 ^ (d & e), z2 ^ (d & e2)
+        return z1, z2
+
     def matmul_shares(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         m, k = x.shape
         n = y.shape[1]
@@ -346,8 +360,8 @@ def prefix_carry(sess: Session, G: np.ndarray, P: np.ndarray, width: int) -> np.
         if last:
             G = G ^ sess.and_shares(P, G << sh)
         else:
-            both = sess.and_shares(np.stack([P, P]), np.stack([G << sh, P << sh]))
-            G, P = G ^ both[0], both[1]
+            g, P = sess.and2_shares(P, G << sh, P << sh)
+            G = G ^ g
         s *= 2
     return G
 
