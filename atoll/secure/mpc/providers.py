@@ -48,7 +48,11 @@ Providers (registry :data:`PROVIDERS`; ``make_provider(name, ctx, peer, party_in
     statistically hiding the peer's input (40-bit statistical security). No third party.
 
 The OT-based provider (Gilboa multiplication on OT extension) lives in
-``atoll.secure.mpc.ot_provider`` and registers itself as ``"ot"`` when that module is imported.
+``atoll.secure.mpc.ot_provider``; ``make_provider("ot", ...)`` imports it and registers its
+``OTTripleProvider`` on first use (nothing imports it before). It implements ``mul`` and
+``matmul``; AND triples and truncation pairs then come from the generic defaults (64
+arithmetic triples per AND word, 64 ``ole`` per truncation pair), which is correct but slow
+for comparison-heavy work until it overrides ``and_triples`` / ``ole`` with OT-native ones.
 
 Timing: every provider call is attributed to the *offline* phase by the session's clock
 (:class:`atoll.secure.mpc.tensor.Session`), everything else to the *online* phase;
