@@ -75,6 +75,8 @@ class SSGLMParams(BaseModel):
     weight_limit: float = Field(1e4, gt=0.0, description="secure per-epoch check |w| <= this")
     scheme: Literal["paillier", "ou"] = "paillier"
     key_bits: int = Field(2048, ge=512)
+    shuffle: bool = Field(False, description="cut batches from one permutation of the rows drawn from "
+                          "random_state (both parties draw the same one; the order is public)")
     random_state: int | None = None
 
     def session_options(self, ctx: Any, peer: str, index: int) -> dict:
@@ -133,9 +135,18 @@ def _standardize(x: np.ndarray, on: bool) -> tuple[np.ndarray, np.ndarray, np.nd
     return (x - mu) / sd, mu, sd
 
 
-def _batches(n: int, size: int | None) -> list[slice]:
+def _batches(n: int, size: int | None, shuffle: bool = False, seed: int | None = None) -> list[Any]:
+    """Fixed batches (the same every epoch: each is masked once): slices, or index arrays of one
+    seeded permutation."""
     b = n if size is None else min(int(size), n)
-    return [slice(s, min(s + b, n)) for s in range(0, n, b)]
+    if not shuffle:
+        return [slice(s, min(s + b, n)) for s in range(0, n, b)]
+    perm = np.random.default_rng(seed).permutation(n)
+    return [np.sort(perm[s:s + b]) for s in range(0, n, b)]
+
+
+def _rows(b: Any) -> int:
+    return b.stop - b.start if isinstance(b, slice) else len(b)
 
 
 def _sigmoid(z: SharedTensor, method: str) -> SharedTensor:
@@ -218,7 +229,7 @@ class _SSGLMRole:
         X = concatenate(parts, axis=1)
         yy = sess.share(y if me == GUEST else None, owner=GUEST, shape=(n,), bound=None if me == GUEST else None)
         d = X.shape[1]
-        batches = _batches(n, p.batch_size)
+        batches = _batches(n, p.batch_size, p.shuffle, p.random_state)
         fixed = [sess.fixed(X[b]) for b in batches]
         w = sess.public(np.zeros(d))
         decay = np.full(d, 1.0 - p.learning_rate * (p.alpha if p.penalty == "l2" else 0.0))
@@ -238,7 +249,7 @@ class _SSGLMRole:
                         pred = _sigmoid(z, p.sigmoid) if self.family == "logistic" else z
                         err = pred - yy[b]
                         g = F.t_matmul(err)
-                        w = w * decay - g * (p.learning_rate / (b.stop - b.start))
+                        w = w * decay - g * (p.learning_rate / _rows(b))
                     if not sess.all_within(w, p.weight_limit):
                         raise RingOverflow(f"the weights left [-{p.weight_limit:g}, {p.weight_limit:g}] in epoch "
                                        f"{epoch}: lower learning_rate, raise alpha, or raise weight_limit")
@@ -358,8 +369,8 @@ class _SSEstimator(HeteroGLMEstimator):
                  standardize: bool = True, sigmoid: str = "poly", provider: str = "auto",
                  use_dealer: bool = True, frac_bits: int = 16, trunc: str = "pair",
                  reveal: str = "respectively", weight_limit: float = 1e4, scheme: str = "paillier",
-                 key_bits: int = 2048, random_state: int | None = None, transport: str = "inprocess",
-                 timeout: float = 600.0):
+                 key_bits: int = 2048, shuffle: bool = False, random_state: int | None = None,
+                 transport: str = "inprocess", timeout: float = 600.0):
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -376,6 +387,7 @@ class _SSEstimator(HeteroGLMEstimator):
         self.weight_limit = weight_limit
         self.scheme = scheme
         self.key_bits = key_bits
+        self.shuffle = shuffle
         self.random_state = random_state
         self.transport = transport
         self.timeout = timeout

@@ -69,7 +69,7 @@ def test_ss_linr_within_one_percent_rmse_on_motor():
 def test_shared_weights_mode_predicts_on_shares(credit):
     g, h, y, tr, te = credit
     rows, test = tr[:3000], te[:500]
-    params = dict(max_iter=5, batch_size=1024, learning_rate=0.2, trunc="exact")
+    params = dict(max_iter=5, batch_size=1024, learning_rate=0.2, trunc="exact", shuffle=True, random_state=3)
     data = {"guest": (g.iloc[rows], y[rows]), "host_0": h.iloc[rows]}
     resp = SSLogisticRegression(**params).fit(data)
     shared = SSLogisticRegression(reveal="shared", **params).fit(data)
