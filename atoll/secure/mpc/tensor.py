@@ -57,6 +57,8 @@ from atoll.secure.mpc.providers import FixedMask, TripleProvider, as_share, make
 
 U64 = np.uint64
 TRUNC_METHODS = ("pair", "exact", "local")
+#: the most elements a peer may announce for one shared tensor (2 GiB of shares)
+MAX_SHARE_ELEMENTS = 1 << 28
 _SHIFT62 = U64(1 << 62)
 
 
@@ -178,12 +180,21 @@ class Session:
             meta = self.ctx.recv(self.peer, key)
             if not isinstance(meta, dict) or "shape" not in meta:
                 raise CryptoError("secret sharing: malformed share announcement")
-            got = tuple(int(s) for s in meta["shape"])
+            try:
+                got = tuple(int(s) for s in meta["shape"])
+                announced = None if meta.get("bound") is None else float(meta["bound"])
+            except (TypeError, ValueError):
+                raise CryptoError("secret sharing: malformed share announcement") from None
             if shape is not None and tuple(shape) != got:
                 raise CryptoError(f"secret sharing: the owner shares shape {got}, expected {tuple(shape)}")
+            if any(d < 0 for d in got) or int(np.prod(got, dtype=np.float64)) > MAX_SHARE_ELEMENTS:
+                raise CryptoError(f"secret sharing: the owner announces shape {got}, beyond "
+                                  f"{MAX_SHARE_ELEMENTS} elements; share it in parts")
+            if announced is not None and not (np.isfinite(announced) and announced >= 0):
+                raise CryptoError("secret sharing: the owner announces an impossible bound")
             share = np.zeros(got, dtype=U64)
-            if bound is None and meta.get("bound") is not None:
-                bound = float(meta["bound"])
+            if bound is None and announced is not None:
+                bound = announced
         # the encoding rounds by up to half a unit: the bound covers the encoded value
         return SharedTensor(self, share, frac, None if bound is None else float(bound) + 2.0 ** -(frac + 1))
 
