@@ -34,11 +34,22 @@ $(FLOWER_VENV)/.installed: benchmarks/requirements-flower.txt
 	$(FLOWER_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements-flower.txt
 	touch $@
 
-bench: $(STAMP) $(FLOWER_VENV)/.installed
+# SecretFlow (SPU) needs Python 3.10 and pins its own jax: a venv of its own for benchmarks/mpc.py;
+# when it cannot be made the benchmark skips its SPU side and says so.
+SPU_PYTHON ?= /root/.pyenv/versions/3.10.13/bin/python
+SPU_VENV := .venv-spu
+
+$(SPU_VENV)/.installed:
+	-( test -x $(SPU_VENV)/bin/python || $(SPU_PYTHON) -m venv $(SPU_VENV) ) && \
+	  $(SPU_VENV)/bin/python -m pip install --quiet secretflow-lite==1.13.0b0 && touch $@ || \
+	  echo "make bench: SecretFlow venv not made; benchmarks/mpc.py will skip SPU" >&2
+
+bench: $(STAMP) $(FLOWER_VENV)/.installed $(SPU_VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	for b in benchmarks/[a-z]*.py; do \
 	  extra=""; [ $$b = benchmarks/horizontal.py ] && extra="--flower-python $(FLOWER_VENV)/bin/python"; \
+	  [ $$b = benchmarks/mpc.py ] && extra="--spu-python $(SPU_VENV)/bin/python"; \
 	  $(PY) $$b --quick $$extra || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(FLOWER_VENV) build *.egg-info
+	rm -rf $(VENV) $(FLOWER_VENV) $(SPU_VENV) build *.egg-info

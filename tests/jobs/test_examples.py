@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from atoll.jobs import parse_job, run_job
@@ -43,7 +44,8 @@ def comparison(report: dict) -> dict:
 def test_every_example_is_tested():
     shipped = {p.name for p in EXAMPLES.glob("*.yaml")}
     assert shipped == {"credit_scoring_hetero_lr.yaml", "credit_scoring_secureboost.yaml",
-                       "credit_scoring_homo_secagg.yaml", "credit_scoring_tee.yaml"}  # tee: tests/tee/test_job.py
+                       "credit_scoring_homo_secagg.yaml", "credit_scoring_tee.yaml",  # tee: tests/tee/test_job.py
+                       "credit_scoring_ss_lr.yaml"}
     for name in shipped:  # and each validates as shipped (bundled data, every column present)
         parse_job((EXAMPLES / name).read_text(), str(EXAMPLES / name))
 
@@ -58,6 +60,16 @@ def test_credit_scoring_hetero_lr(tmp_path):
     assert abs(auc["diff"]) < 0.02, auc
     assert abs(row["metrics"]["ks"]["diff"]) < 0.05
     assert (r.run_dir / "plots" / "loss_train.png").exists()
+
+
+def test_credit_scoring_ss_lr(tmp_path):
+    job = quick("credit_scoring_ss_lr.yaml", 3000)
+    r = run_job(job, run_dir=tmp_path / "run", centralized_baseline=True)
+    (row,) = comparison(r.report)
+    assert row["component"] == "ss_lr" and row["n_test"] == 600
+    assert abs(row["metrics"]["auc"]["diff"]) < 0.01, row["metrics"]["auc"]
+    corr = r.outputs["guest"]["pearson"]["model"]["corr"] if hasattr(r, "outputs") else None
+    assert corr is None or np.isfinite(corr).all()
 
 
 def test_credit_scoring_secureboost(tmp_path):

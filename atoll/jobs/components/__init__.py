@@ -8,6 +8,7 @@ from atoll.jobs.components import (  # noqa: F401
     evaluate,
     glm,
     homo,
+    mpc,
     predict,
     psi,
     secureboost,

@@ -6,6 +6,11 @@ scikit-learn style facade that runs every party locally):
 * :mod:`~atoll.ml.vertical.hetero_lr` — logistic regression (arbiter or two-party mode),
 * :mod:`~atoll.ml.vertical.hetero_linr` — linear regression,
 * :mod:`~atoll.ml.vertical.hetero_poisson` — Poisson regression with exposure.
+
+On two-party secret sharing (:mod:`atoll.secure.mpc`):
+
+* :mod:`~atoll.ml.vertical.ss_lr` — logistic and linear regression (SS-SGD),
+* :mod:`~atoll.ml.vertical.pearson` — Pearson correlation and VIF across the parties.
 """
 
 # Names load on first use (PEP 562), so that importing one submodule (e.g. the
@@ -16,6 +21,9 @@ _EXPORTS = {
     "hetero_lr": ["HeteroLRArbiter", "HeteroLRGuest", "HeteroLRHost", "HeteroLRParams", "HeteroLogisticRegression"],
     "hetero_poisson": ["HeteroPoissonArbiter", "HeteroPoissonGuest", "HeteroPoissonHost", "HeteroPoissonRegression"],
     "secureboost": ["HeteroSecureBoost", "SecureBoostGuest", "SecureBoostHost", "SecureBoostParams"],
+    "ss_lr": ["SSGLMParams", "SSLRGuest", "SSLRHost", "SSLinRGuest", "SSLinRHost", "SSLinearRegression",
+              "SSLogisticRegression"],
+    "pearson": ["PearsonGuest", "PearsonHost", "PearsonParams", "hetero_pearson"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -34,7 +34,6 @@ or ``c`` shares.
 
 from __future__ import annotations
 
-import abc
 
 import numpy as np
 
@@ -43,17 +42,7 @@ from atoll.errors import CryptoError
 from atoll.federation.context import Context
 from atoll.secure.mpc.ot import ot_session
 
-try:  # MERGE SHIM (lead: delete this try/except once providers.py is on main; keep the import)
-    from atoll.secure.mpc.providers import TripleProvider
-except ImportError:  # pragma: no cover - only while providers.py lives on another branch
-    class TripleProvider(abc.ABC):
-        """Stand-in for ``atoll.secure.mpc.providers.TripleProvider`` (same two methods)."""
-
-        @abc.abstractmethod
-        def mul(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-
-        @abc.abstractmethod
-        def matmul(self, m: int, k: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+from atoll.secure.mpc.providers import TripleProvider
 
 __all__ = ["OTTripleProvider"]
 
