@@ -114,6 +114,7 @@ import hmac
 import os
 import secrets
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -157,7 +158,8 @@ def _counter_blocks(rnd: int, nblocks: int) -> bytes:
 
 
 def mask_streams(ciphers: Sequence, rnd: int, length: int) -> np.ndarray:
-    """Round ``rnd``'s mask stream of each pairwise key: ``length`` uint64 words per key.
+    """Round ``rnd``'s mask stream of each pairwise key: ``length`` uint64 words per key (a view of a
+    reused buffer: valid until the next call in this thread).
 
     ``ciphers`` are AES-ECB encryptors keyed once per epoch; encrypting the counter
     blocks ``rnd * 2^64 + i`` is AES-CTR with initial block ``rnd * 2^64`` (tested against
@@ -166,12 +168,24 @@ def mask_streams(ciphers: Sequence, rnd: int, length: int) -> np.ndarray:
     nb = (length + 1) // 2
     ctr = _counter_blocks(rnd, nb)
     width = 2 * nb + 2  # update_into wants room for one more block than it writes
-    out = np.empty((len(ciphers), width), dtype=np.uint64)
+    out = _scratch(len(ciphers) * width).reshape(len(ciphers), width)
     view = memoryview(out.view(np.uint8)).cast("B")
     step = 8 * width
     for i, c in enumerate(ciphers):
         c.update_into(ctr, view[i * step:(i + 1) * step])
     return out[:, :length]
+
+
+_local = threading.local()
+
+
+def _scratch(words: int) -> np.ndarray:
+    """A reused per-thread buffer of ``words`` uint64 (a fresh one per call costs page faults on
+    every round; the streams it holds are summed right away and never kept)."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or len(buf) < words:
+        buf = _local.buf = np.empty(max(words, 1), dtype=np.uint64)
+    return buf[:words]
 
 
 def signed_sum(streams: np.ndarray, minus: int) -> np.ndarray:
