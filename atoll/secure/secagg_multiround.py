@@ -33,8 +33,8 @@ the pairwise keys they had with it and forget its old shares.
 Notation: epoch ``e`` covers rounds ``[s, s + E)``; ``C`` the cohort (the clients
 the strategy selected in round ``s``); ``N(u)`` ``u``'s neighbours in a Harary graph
 of degree ``k`` over a seeded permutation of ``C`` (``k = |C| - 1`` without
-``degree``); threshold ``t = floor(k f) + 1`` with ``f = threshold_fraction >= 1/2``,
-so ``t > k / 2``.
+``degree``); threshold ``t = floor(k f) + 1`` with ``f = threshold_fraction`` (default 1/2,
+so ``t > k / 2``); ``m = max(t, k - t + 1)`` the fewest mask partners a client uploads with.
 
 Set-up (first round of the epoch; a client that misses part of it finishes it in a
 later round of the same epoch, with the neighbours that are set up by then):
@@ -52,7 +52,7 @@ later round of the same epoch, with the neighbours that are set up by then):
 Every round ``r`` (a round's first message also carries the training instruction):
 
 3. **upload.** Server -> ``u``: its mask set ``A_u`` (neighbours taking part this round;
-   ``u`` checks ``A_u ⊆ N(u)`` and ``|A_u| >= t``), public keys and share ciphertexts
+   ``u`` checks ``A_u ⊆ N(u)`` and ``|A_u| >= m``), public keys and share ciphertexts
    from neighbours it has not had yet. ``u`` sends
    ``y_u = x_u + G(b_u^r) + sum_{v in A_u} sign(u, v) S(K_uv, r)`` (mod 2^64), where
    ``S(K, r)`` is the AES-128-CTR stream of ``K`` from counter block ``r * 2^64``
@@ -96,10 +96,14 @@ Threat model: honest-but-curious server and clients (the semi-honest model of
 Bonawitz et al.), over many rounds. Per round, an honest client ``u`` in ``F`` stays
 hidden because its masks with live partners never leave the pair; a client the
 server treats as dropped stays hidden because ``t`` of its ``k < 2t`` neighbours would
-have to reveal its seed, and every partner that sent a correction for it refuses.
-The clients enforce this themselves (``|A_u| >= t``, ``t > k/2``, never both, one reveal
-per round, only for the current round), so a server that lies about who dropped
-still cannot open one update in one round. Across rounds nothing the server holds
+have to reveal its seed, every partner that sent a correction for it refuses, and
+with ``|A_u| >= k - t + 1`` partners fewer than ``t`` other neighbours are left. The
+clients enforce this themselves (``|A_u| >= m``, never both, one reveal per round,
+only for the current round), so a server that lies about who dropped still cannot
+open one update in one round. A lower ``threshold_fraction`` makes rounds survive
+more dropouts at ``reveal`` and tolerates fewer neighbours colluding with the server
+(``t - 1``), as in the per-round protocol; SecAgg+'s degree must be chosen for the
+expected dropout rate (Bell et al.): a client's seed needs ``t`` live holders. Across rounds nothing the server holds
 is valid for another round, so the guarantee does not decay over the epoch. Not
 covered: a server that gives different clients different views *and* colludes with
 clients (that needs the signed consistency round with a PKI), and malicious clients
@@ -625,18 +629,19 @@ class MultiRoundSecAggServer:
 
         # 4. correct: live uploaders cancel their masks with partners outside F; repeat while clients vanish
         F = set(ys)
+        mask_set = {u: set(mask[u]) for u in F}
         corr: dict[str, np.ndarray] = {}
         done: dict[str, set[str]] = {u: set() for u in F}
         dropped["correct"], excluded = [], []
         passes = 0
         while True:
             while True:  # too few partners or holders left in F: out, before anyone reveals its seed
-                out = {u for u in F if sum(v in F for v in mask[u]) < t or len(ep.holders[u] & F) < t}
+                out = {u for u in F if len(mask_set[u] & F) < t or len(ep.holders[u] & F) < t}
                 if not out:
                     break
                 F -= out
                 excluded += sorted(out)
-            asks = {u: sorted(set(mask[u]) - F - done[u]) for u in F}
+            asks = {u: sorted(mask_set[u] - F - done[u]) for u in F}
             asks = {u: d for u, d in asks.items() if d}
             if not asks:
                 break

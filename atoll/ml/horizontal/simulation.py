@@ -95,8 +95,8 @@ def _copy(value: Any) -> Any:
 
 def _copy_shallow(msg: dict) -> dict:
     """A copy of a protocol message that shares no mutable container with the original: arrays
-    are copied, the lists and dicts of names, keys and shares one level down are new containers
-    of the same immutable items (about 10x cheaper than :func:`_copy` for those messages)."""
+    (top level, or a list of them: the model weights) are copied, the lists and dicts of names,
+    keys and shares one level down become new containers of the same immutable items."""
     out = {}
     for k, v in msg.items():
         t = type(v)
@@ -104,10 +104,9 @@ def _copy_shallow(msg: dict) -> dict:
             out[k] = v
         elif t is np.ndarray:
             out[k] = v.copy()
-        elif t is dict:
-            out[k] = v.copy() if all(type(x) in _IMMUTABLE for x in v.values()) else _copy(v)
-        elif t is list:
-            out[k] = v.copy() if all(type(x) in _IMMUTABLE for x in v) else _copy(v)
+        elif (t is dict or t is list) and not (v and type(next(iter(v.values() if t is dict else v)))
+                                               not in _IMMUTABLE):
+            out[k] = v.copy()  # names, keys, ciphertexts, shares (checked on the first item)
         else:
             out[k] = _copy(v)
     return out
