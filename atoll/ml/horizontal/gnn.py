@@ -168,10 +168,7 @@ class GNNModel(TorchModel):
             opt.zero_grad()
             loss = self.loss_fn(self.module(xt, adj)[idx], yt)
             total += float(loss.detach())
-            if mu:
-                loss = loss + mu / 2 * sum(((p - s) ** 2).sum() for p, s in zip(params, start))
-            loss.backward()
-            opt.step()
+            self._step(opt, loss, params, start, mu)
         return {"loss": total / max(epochs, 1)}
 
     @torch.no_grad()

@@ -13,6 +13,7 @@ from atoll import horizontal, wire
 from atoll.federation import Party, launch
 from atoll.ml.horizontal import FedAvg, FedClient, LogisticRegression, run_client, run_server
 from atoll.secure.secagg import SecAggConfig, encode_fixed
+from wire_audit import arrays
 
 
 def _flat(ws):
@@ -86,17 +87,6 @@ def test_deployment_over_a_context_with_a_wire_audit_over_rounds(monkeypatch):
     # the audit: nothing any client sent the server equals (or is close to) an update, in any round
     refs = [(a, b, encode_fixed(b, cfg.frac_bits, cfg.bound)) for a, b in truth]
     seen = 0
-
-    def arrays(obj):
-        if isinstance(obj, np.ndarray):
-            yield obj
-        elif isinstance(obj, dict):
-            for v in obj.values():
-                yield from arrays(v)
-        elif isinstance(obj, (list, tuple)):
-            for v in obj:
-                yield from arrays(v)
-
     for sender, receiver, payload in records:
         if receiver != "server":
             continue
