@@ -62,7 +62,10 @@ def simulate(model_fn: Callable[[], Model], client_data: Sequence | Callable[[in
     history). ``secure_aggregation``: ``True`` or a :class:`SecAggConfig`
     (``degree=`` for SecAgg+). ``dp``: a :class:`DPConfig`. ``backend``:
     ``inprocess`` | ``threads`` | ``processes`` | ``ray``. ``drop(round, stage,
-    client)``: simulate dropouts.
+    client)``: simulate dropouts. ``SecAggConfig(epoch_rounds=E)`` runs the multi-round
+    protocol (keys and seeds set up once per ``E`` rounds). Graph models: give each client
+    the data of :func:`atoll.ml.horizontal.graph.client_data` and ``model_fn`` a
+    :class:`atoll.ml.horizontal.gnn.GNNModel`.
     """
     init = model_fn()
     if evaluate_fn is None and test_data is not None:

@@ -9,13 +9,20 @@ classes), multinomial logistic regression, 1 local epoch, batch 10, lr 0.1,
 * **flower**: ``flwr.simulation.run_simulation`` (Ray backend), a ``NumPyClient``
   with the same numpy model, server-side evaluation; run with the Python given by
   ``--flower-python`` (default: this one if it imports ``flwr``).
-* **secagg**: Atoll with secure aggregation (SecAgg, full graph; then SecAgg+
-  with graph degree 60) at 100 clients, 30% of the clients dropping each round
-  at random stages, against the plain round time. The simulation runs every
-  client one after another in this process, so its round is the sum of all
-  clients' work; the benchmark also prints the round as it would be with each
-  client on its own machine: the server's own work plus, per stage, the slowest
-  client's (both measured; network time not included).
+* **secagg**: Atoll with secure aggregation at 100 clients, 30% of the clients
+  dropping each round at random stages of that round's protocol, against the
+  plain round time, side by side in one run: the per-round protocol (keys set up
+  every round; SecAgg, full graph, then SecAgg+ with graph degree 60) and the
+  multi-round protocol (``SecAggConfig(epoch_rounds=...)``: keys and seeds set up
+  once for all the rounds, :mod:`atoll.secure.secagg_multiround`; same two graphs).
+  The mean round includes the set-up rounds; the steady round leaves out the
+  first two (set-up, and the clients that missed it catching up). The simulation
+  runs every client one after another in this process, so its round is the sum
+  of all clients' work; the benchmark also prints the round as it would be with
+  each client on its own machine: the server's own work plus, per stage, the
+  slowest client's (both measured; network time not included). The X25519
+  backend in use is printed (``ATOLL_PSI_BACKEND=cryptography`` forces OpenSSL,
+  as on a CPU without AVX-512 IFMA).
 * **1000 clients**: Atoll simulating 1,000 clients (each 50 rows drawn from the
   digits train set, made on demand), all training every round: in-process, and
   on the Ray backend (local Ray; its start-up is inside the wall time) when Ray
@@ -111,9 +118,13 @@ def run_plain(num_clients: int, rounds: int, seed: int) -> dict:
 # --------------------------------------------------------------------------- atoll
 
 def run_atoll(num_clients: int, rounds: int, seed: int, secure: bool = False, dropout: float = 0.0,
-              lazy_clients: int = 0, degree: int | None = None, backend: str = "inprocess") -> dict:
+              lazy_clients: int = 0, degree: int | None = None, backend: str = "inprocess",
+              epoch_rounds: int = 1) -> dict:
+    import functools
+
     from atoll import horizontal
     from atoll.ml.horizontal import FedAvg, FedServer, LogisticRegression, SimulationChannel
+    from atoll.secure import secagg_multiround
     from atoll.secure.secagg import STAGES, SecAggConfig
 
     clients, test, (xtr, ytr) = digits_split(max(num_clients, 1) if not lazy_clients else 10, seed)
@@ -121,12 +132,19 @@ def run_atoll(num_clients: int, rounds: int, seed: int, secure: bool = False, dr
     if dropout:
         width = len(str(num_clients - 1))
 
-        def drop(rnd: int, stage: str, name: str) -> bool:
+        @functools.lru_cache(maxsize=None)  # one plan per round (drawing it per call cost ~25 ms a round)
+        def plan(rnd: int) -> dict:
+            # the stages a client goes through this round: the per-round protocol's four; the multi-round
+            # protocol's five in its set-up round, then upload / correct / reveal
+            stages = STAGES if epoch_rounds == 1 else (
+                secagg_multiround.STAGES if rnd % epoch_rounds == 0 else secagg_multiround.STAGES[2:])
             rng = np.random.default_rng([seed, rnd, 12345])
             gone = rng.choice(num_clients, size=int(dropout * num_clients), replace=False)
-            where = rng.integers(0, len(STAGES), size=len(gone))
-            plan = {f"client_{i:0{width}d}": STAGES[s] for i, s in zip(gone, where)}
-            return plan.get(name) == stage
+            where = rng.integers(0, len(stages), size=len(gone))
+            return {f"client_{i:0{width}d}": stages[s] for i, s in zip(gone, where)}
+
+        def drop(rnd: int, stage: str, name: str) -> bool:
+            return plan(rnd).get(name) == stage
 
     data: Any = clients
     if lazy_clients:
@@ -155,6 +173,7 @@ def run_atoll(num_clients: int, rounds: int, seed: int, secure: bool = False, dr
             return real_agree(private, publics)
 
         secagg.agree_many = counting_agree
+        secagg_multiround.agree_many = counting_agree
 
         def evaluate(weights):
             m = model_fn()
@@ -163,16 +182,24 @@ def run_atoll(num_clients: int, rounds: int, seed: int, secure: bool = False, dr
 
         t0 = time.perf_counter()
         channel = SimulationChannel(model_fn, data, num_clients, drop=drop)
-        server = FedServer(model_fn().get_weights(), rounds, FedAvg(local=dict(LOCAL)), SecAggConfig(degree=degree),
-                           None, evaluate, seed)
+        server = FedServer(model_fn().get_weights(), rounds, FedAvg(local=dict(LOCAL)),
+                           SecAggConfig(degree=degree, epoch_rounds=epoch_rounds), None, evaluate, seed)
         _, h = server.run(channel)
         channel.close()
         wall = time.perf_counter() - t0
-        secagg.agree_many = real_agree
+        secagg.agree_many = secagg_multiround.agree_many = real_agree
     out = {"wall_s": wall, "accuracy": h.rounds[-1]["server_accuracy"], "round_s": wall / rounds}
     if dropout:
         out["dropped_per_round"] = float(np.mean(h.metric("dropped")))
     if secure:
+        times = h.metric("time_s")
+        out["round_s_each"] = times
+        # without the set-up rounds of the multi-round protocol (set-up, then the clients that missed it)
+        steady = [t for r, t in zip(h.metric("round"), times) if epoch_rounds == 1 or r % epoch_rounds >= 2]
+        out["steady_round_s"] = float(np.mean(steady)) if steady else None
+        from atoll.secure.psi_group import get_backend
+
+        out["x25519_backend"] = get_backend().name
         # the server's own secure-aggregation work per round (unmasking, reconstruction), and the
         # clients' work per client per round (in simulation they run one after another in this process)
         out["server_s_per_round"] = float(np.mean(h.metric("secagg_server_s")))
@@ -382,25 +409,38 @@ def main() -> None:
 
     print(f"\n== secure aggregation: 100 clients, 30% drop each round at random stages, {sa_rounds} rounds ==")
     plain100 = figures["clients_100"]["plain"]
-    for label, degree in (("secagg", None), ("secagg+", 60)):
+    runs = (("secagg", None, 1, "secagg_100_drop30"), ("secagg+", 60, 1, "secagg_plus_100_drop30"),
+            ("mr-secagg", None, sa_rounds, "multiround_secagg_100_drop30"),
+            ("mr-secagg+", 60, sa_rounds, "multiround_secagg_plus_100_drop30"))
+    for label, degree, epoch, key in runs:
         sa = run_child(sys.executable, {"kind": "atoll", "num_clients": 100, "rounds": sa_rounds, "seed": seed,
-                                        "secure": True, "dropout": 0.3, "degree": degree}, 900)
-        print(f"  {label:7s} {fmt(sa)}" + ("" if degree is None else f"  (SecAgg+ graph degree {degree})"))
+                                        "secure": True, "dropout": 0.3, "degree": degree, "epoch_rounds": epoch}, 900)
+        what = ("keys every round" if epoch == 1 else f"keys once per {epoch} rounds") + (
+            "" if degree is None else f", graph degree {degree}")
+        print(f"  {label:10s} {fmt(sa)}  ({what})")
         if "error" not in sa and "error" not in plain100:
             sa["round_over_plain_round"] = sa["round_s"] / plain100["round_s"]
             sa["round_over_atoll_round"] = sa["round_s"] / figures["clients_100"]["atoll"]["round_s"]
-            print(f"          round / plain round: {sa['round_over_plain_round']:.1f}x; / atoll plain round "
-                  f"{sa['round_over_atoll_round']:.1f}x (dropped per round {sa['dropped_per_round']:.0f})")
-            print(f"          of a round: server's own work {1000 * sa['server_s_per_round']:.0f} ms; each client's "
+            sa["steady_over_plain_round"] = sa["steady_round_s"] / plain100["round_s"] if sa["steady_round_s"] else None
+            print(f"             mean round / plain round: {sa['round_over_plain_round']:.1f}x; / atoll plain round "
+                  f"{sa['round_over_atoll_round']:.1f}x (dropped per round {sa['dropped_per_round']:.0f})"
+                  + (f"; steady round {1000 * sa['steady_round_s']:.1f} ms = {sa['steady_over_plain_round']:.1f}x"
+                     if epoch > 1 and sa["steady_round_s"] else ""))
+            print(f"             of a round: server's own work {1000 * sa['server_s_per_round']:.0f} ms; each client's "
                   f"work (training + masking) {1000 * sa['client_s_per_client_round']:.1f} ms, run serially here")
-            print(f"          X25519 key agreements: {sa['x25519_per_round']:.0f} per round x "
+            print(f"             X25519 key agreements ({sa['x25519_backend']}): {sa['x25519_per_round']:.0f} per round x "
                   f"{sa['x25519_us']:.0f} us = {1000 * sa['x25519_s_per_round']:.0f} ms/round for the key "
-                  f"agreements alone ({sa['x25519_s_per_round'] / plain100['round_s']:.0f}x the plain round)")
+                  f"agreements alone ({sa['x25519_s_per_round'] / plain100['round_s']:.1f}x the plain round)")
             sa["parallel_over_plain_round"] = sa["parallel_clients_round_s"] / plain100["round_s"]
-            print(f"          clients in parallel (server work + slowest client per stage, no network): "
+            print(f"             clients in parallel (server work + slowest client per stage, no network): "
                   f"{1000 * sa['parallel_clients_round_s']:.0f} ms/round = {sa['parallel_over_plain_round']:.1f}x "
                   f"the plain round (all 100 clients serial)")
-        figures["secagg_100_drop30" if degree is None else "secagg_plus_100_drop30"] = sa
+        figures[key] = sa
+    mr_, per = figures["multiround_secagg_plus_100_drop30"], figures["secagg_plus_100_drop30"]
+    if "error" not in mr_ and "error" not in per:
+        figures["multiround_speedup_secagg_plus"] = per["round_s"] / mr_["round_s"]
+        print(f"  multi-round SecAgg+ is {figures['multiround_speedup_secagg_plus']:.1f}x faster per round than "
+              f"per-round SecAgg+ (goal: <= 5x a plain round, moonshot <= 3x)")
 
     print(f"\n== 1,000 clients (50 rows each, made on demand), {big_rounds} rounds ==")
     big = run_child(sys.executable, {"kind": "atoll", "num_clients": 1000, "rounds": big_rounds, "seed": seed,

@@ -115,6 +115,7 @@ class SecAggConfig:
     bound: float = 2.0 ** 16
     frac_bits: int = 24
     stage_timeout: float = 60.0
+    epoch_rounds: int = 1
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold_fraction < 1:
@@ -123,6 +124,8 @@ class SecAggConfig:
             raise ConfigError("SecAgg+ degree must be at least 2")
         if not 0 <= self.frac_bits <= 52:
             raise ConfigError("frac_bits must be between 0 and 52")
+        if self.epoch_rounds < 1:
+            raise ConfigError("epoch_rounds must be at least 1 (1 = a fresh key set-up every round)")
 
 
 # --------------------------------------------------------------------------- pure helpers

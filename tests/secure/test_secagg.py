@@ -9,6 +9,7 @@ from atoll import wire
 from atoll.federation import Party, PartyFailed, launch
 from atoll.secure import secagg
 from atoll.secure.secagg import SecAggAborted, SecAggConfig, simulate_secagg
+from wire_audit import arrays
 
 D = 650  # digits logistic regression: 64 x 10 + 10
 
@@ -143,17 +144,6 @@ def test_client_refuses_out_of_order_and_double_unmask():
 
 # ------------------------------------------------------------------ deployment wire audit
 
-def _arrays(obj):
-    if isinstance(obj, np.ndarray):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _arrays(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _arrays(v)
-
-
 def _fed_setup(n=6, d_feat=8, seed=0):
     from atoll.ml.horizontal import LogisticRegression
 
@@ -200,7 +190,7 @@ def _leaks(records, truth):
     for sender, receiver, _, payload in records:
         if receiver != "server":
             continue
-        for a in _arrays(wire.loads(payload)):
+        for a in arrays(wire.loads(payload)):
             for name, (upd, vec) in truth.items():
                 for ref in (upd, vec, secagg.encode_fixed(vec, 24, 2.0 ** 16)):
                     if a.shape == ref.shape and (np.array_equal(a, ref) or

@@ -8,7 +8,7 @@ Roles (:mod:`.roles`) run unchanged over a federation ``Context`` (deployment)
 or the simulation engine (:mod:`.simulation`).
 """
 
-from atoll.ml.horizontal import partition
+from atoll.ml.horizontal import graph, partition
 from atoll.ml.horizontal.models import LinearRegression, LogisticRegression, Model, flatten, unflatten
 from atoll.ml.horizontal.roles import (ClientData, ContextChannel, DPConfig, FedClient, FedServer, History,
                                        client_rng, run_client, run_server)
@@ -19,4 +19,4 @@ from atoll.ml.horizontal.strategies import (FedAdagrad, FedAdam, FedAvg, FedMedi
 __all__ = ["ClientData", "ContextChannel", "DPConfig", "FedAdagrad", "FedAdam", "FedAvg", "FedClient",
            "FedMedian", "FedOpt", "FedProx", "FedServer", "FedTrimmedMean", "FedYogi", "History", "Krum",
            "LinearRegression", "LogisticRegression", "Model", "SimulationChannel", "client_rng", "flatten",
-           "partition", "run_client", "run_server", "unflatten"]
+           "graph", "partition", "run_client", "run_server", "unflatten"]

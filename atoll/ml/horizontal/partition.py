@@ -9,6 +9,15 @@ row exactly once unless stated) and is a pure function of its inputs and seed.
 * :func:`k_classes`: pathological split, each client gets rows of only ``k``
   classes (McMahan et al. 2017's shards).
 * :func:`quantity_skew`: client sizes ~ Dirichlet(alpha), labels IID.
+
+Graphs (node sets of one :class:`~atoll.ml.horizontal.graph.Graph`; each client then keeps the
+subgraph its nodes induce, :func:`~atoll.ml.horizontal.graph.client_data`):
+
+* :func:`graph_communities`: community detection (Louvain, greedy modularity or label
+  propagation from networkx), communities dealt to clients to balance their sizes, a community
+  larger than a client's share cut along a breadth-first order (so its pieces stay connected
+  where they can): few edges are lost between clients.
+* :func:`graph_random`: nodes split uniformly at random (most edges cross clients).
 """
 
 from __future__ import annotations
@@ -93,3 +102,53 @@ def quantity_skew(n_rows: int, num_clients: int, alpha: float = 1.0, seed: int =
     sizes += min_size
     order = rng.permutation(n_rows)
     return [np.sort(c) for c in np.split(order, np.cumsum(sizes)[:-1])]
+
+
+def graph_random(graph, num_clients: int, seed: int = 0) -> list[np.ndarray]:
+    """Nodes of ``graph`` split uniformly at random into equal parts."""
+    return iid(graph.num_nodes, num_clients, seed)
+
+
+def graph_communities(graph, num_clients: int, method: str = "louvain", seed: int = 0) -> list[np.ndarray]:
+    """Nodes of ``graph`` (a :class:`~atoll.ml.horizontal.graph.Graph`) in ``num_clients`` parts along its communities.
+
+    ``method``: ``"louvain"`` (Blondel et al. 2008), ``"greedy"`` (Clauset-Newman-Moore greedy
+    modularity) or ``"label_propagation"`` (asynchronous, Raghavan et al. 2007), all from networkx.
+    Communities go, largest first, to the client with the fewest nodes; one larger than
+    ``ceil(n / num_clients)`` is first cut into pieces of that size in breadth-first order.
+    """
+    import networkx as nx
+    from networkx.algorithms import community as nxc
+
+    n = graph.num_nodes
+    _check(n, num_clients)
+    g = graph.to_networkx()
+    if method == "louvain":
+        comms = nxc.louvain_communities(g, seed=seed)
+    elif method == "greedy":
+        comms = nxc.greedy_modularity_communities(g)
+    elif method == "label_propagation":
+        comms = nxc.asyn_lpa_communities(g, seed=seed)
+    else:
+        raise ConfigError(f"unknown community method {method!r}; use louvain, greedy or label_propagation")
+    cap = -(-n // num_clients)
+    pieces: list[list[int]] = []
+    for c in sorted((sorted(c) for c in comms), key=lambda c: (-len(c), c[0])):
+        if len(c) <= cap:
+            pieces.append(c)
+            continue
+        sub = g.subgraph(c)
+        order: list[int] = []
+        for comp in sorted(nx.connected_components(sub), key=min):  # breadth-first, from the smallest id
+            order += list(nx.bfs_tree(sub, min(comp)))
+        pieces += [order[i:i + cap] for i in range(0, len(order), cap)]
+    sizes = np.zeros(num_clients, dtype=np.int64)
+    parts: list[list[int]] = [[] for _ in range(num_clients)]
+    for piece in sorted(pieces, key=lambda c: (-len(c), min(c))):
+        i = int(np.argmin(sizes))  # the lightest client (lowest index on ties)
+        parts[i] += piece
+        sizes[i] += len(piece)
+    if min(sizes) == 0:
+        raise ConfigError(f"the graph has too few communities for {num_clients} clients with {method}; "
+                          "use fewer clients or graph_random")
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]

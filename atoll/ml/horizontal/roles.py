@@ -11,7 +11,9 @@ deep networks from decentralized data", AISTATS 2017, with the options below):
    client-side noise it adds its share of Gaussian noise.
 4. Plain: the client sends ``(d, n, loss)``. Secure aggregation: the client
    sends nothing in the clear; the vector ``[n d, n, n loss, bit]`` goes through
-   :mod:`atoll.secure.secagg` and the server gets only the sum over clients.
+   :mod:`atoll.secure.secagg` (keys set up every round) or, with
+   ``SecAggConfig(epoch_rounds=E)``, :mod:`atoll.secure.secagg_multiround` (keys and
+   seeds set up once per ``E`` rounds), and the server gets only the sum over clients.
 5. The server's strategy turns ``sum n d`` and ``sum n`` (linear strategies) or
    the single updates (robust strategies, plain mode only) into the next ``w``;
    with DP the server adds Gaussian noise to the sum (unless the clients did;
@@ -46,6 +48,7 @@ from atoll.errors import ConfigError, DataError, FederationError, FederationTime
 from atoll.federation import Context
 from atoll.ml.horizontal.models import Model, flatten, unflatten
 from atoll.ml.horizontal.strategies import FedAvg
+from atoll.secure import secagg_multiround as mr
 from atoll.secure.secagg import SecAggClient, SecAggConfig, SecAggServer
 
 log = logging.getLogger(__name__)
@@ -129,6 +132,7 @@ class FedClient:
         self.model = model
         self.data = ClientData.of(data)
         self._sa: SecAggClient | None = None
+        self._mr: mr.MultiRoundSecAggClient | None = None  # multi-round secure aggregation: kept all run
 
     def train(self, msg: Mapping) -> dict[str, Any]:
         """Local training for a ``fit`` message; returns the update and what goes with it."""
@@ -168,6 +172,12 @@ class FedClient:
         return SecAggClient(name, cls.secure_vector(trained),
                             SecAggConfig(bound=float(advertise["bound"]), frac_bits=int(advertise["frac_bits"])))
 
+    def multiround_client(self) -> mr.MultiRoundSecAggClient:
+        """This client's multi-round secure-aggregation state (keys, seeds, held shares), made once."""
+        if self._mr is None:
+            self._mr = mr.MultiRoundSecAggClient(self.name)
+        return self._mr
+
     def handle(self, msg: Mapping) -> dict[str, Any]:
         kind = msg.get("type")
         if kind == "fit":
@@ -175,12 +185,16 @@ class FedClient:
             if msg.get("stage") == "advertise":  # secure aggregation: nothing leaves in the clear
                 self._sa = self.secagg_client(self.name, trained, msg)
                 return self._sa.handle(msg)
+            if msg.get("stage") in mr.FIRST_STAGES:  # multi-round secure aggregation
+                return self.multiround_client().handle(msg, self.secure_vector(trained))
             return trained
         if kind == "evaluate":
             self.model.set_weights([np.asarray(w) for w in msg["weights"]])
             d = self.data
             x, y = (d.x_test, d.y_test) if d.x_test is not None else (d.x, d.y)
             return {"num_examples": float(len(y)), "metrics": self.model.evaluate(x, y)}
+        if msg.get("stage") in mr.STAGES and "epoch" in msg:
+            return self.multiround_client().handle(msg)
         if "stage" in msg:
             if self._sa is None:
                 raise FederationError(f"{self.name}: secure-aggregation stage {msg['stage']!r} before fit")
@@ -300,6 +314,8 @@ class FedServer:
         clip = self.dp.clip_norm if self.dp else 0.0
         accountant = dpm.PrivacyAccountant(self.dp.delta) if self.dp and self.dp.noise_multiplier > 0 else None
         server_noise = dpm.noise_rng(self.dp.seed) if self.dp else None
+        # the multi-round protocol keeps its epoch (keys, who holds whose shares) from round to round
+        multiround = mr.MultiRoundSecAggServer(self.secagg) if self.secagg and self.secagg.epoch_rounds > 1 else None
         for rnd in range(self.rounds):
             t0 = time.perf_counter()
             selected, cfg = self.strategy.configure_fit(rnd, channel.clients, rng)
@@ -323,8 +339,8 @@ class FedServer:
                 msg["dp"] = dpmsg
 
             if self.secagg:
-                res = SecAggServer(self.secagg).aggregate(channel.call, selected, len(w) + 3, rnd,
-                                                          first={c: msg for c in selected})
+                res = (multiround or SecAggServer(self.secagg)).aggregate(channel.call, selected, len(w) + 3, rnd,
+                                                                          first={c: msg for c in selected})
                 s = res.sum
                 update_sum, weight_sum, loss_sum, bits = s[:-3], float(s[-3]), float(s[-2]), float(s[-1])
                 record["dropped"] = sum(len(v) for v in res.dropped.values())

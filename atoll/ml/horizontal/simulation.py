@@ -25,7 +25,8 @@ Backends:
 
 Training and evaluation run on the backend; the secure-aggregation stages after
 training (key agreement, masking) run in this process on the small per-client
-state they need. In simulation this process plays every role, so it does hold
+state they need (for the multi-round protocol that state is kept from round to
+round: each client's pairwise keys and the shares it holds). In simulation this process plays every role, so it does hold
 each client's update for a moment; the server object still only ever receives
 masked vectors (the deployment wire audit in the tests checks the real path).
 """
@@ -44,6 +45,7 @@ from atoll import wire
 from atoll.errors import ConfigError
 from atoll.ml.horizontal.models import Model
 from atoll.ml.horizontal.roles import FedClient
+from atoll.secure import secagg_multiround as mr
 from atoll.secure.secagg import SecAggClient
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,25 @@ def _copy(value: Any) -> Any:
     return value
 
 
+def _copy_shallow(msg: dict) -> dict:
+    """A copy of a protocol message that shares no mutable container with the original: arrays
+    (top level, or a list of them: the model weights) are copied, the lists and dicts of names,
+    keys and shares one level down become new containers of the same immutable items."""
+    out = {}
+    for k, v in msg.items():
+        t = type(v)
+        if t in _IMMUTABLE:
+            out[k] = v
+        elif t is np.ndarray:
+            out[k] = v.copy()
+        elif (t is dict or t is list) and not (v and type(next(iter(v.values() if t is dict else v)))
+                                               not in _IMMUTABLE):
+            out[k] = v.copy()  # names, keys, ciphertexts, shares (checked on the first item)
+        else:
+            out[k] = _copy(v)
+    return out
+
+
 class SimulationChannel:
     """Channel to simulated clients ``client_0..client_{n-1}``."""
 
@@ -121,6 +142,8 @@ class SimulationChannel:
         elif backend != "inprocess":
             raise ConfigError(f"unknown simulation backend {backend!r}; use inprocess, threads, processes or ray")
         self._secagg: dict[str, SecAggClient] = {}
+        # multi-round secure aggregation: each client's epoch state lives as long as the channel
+        self._multiround: dict[str, mr.MultiRoundSecAggClient] = {}
         self._round = -1
         self._gone: set[str] = set()
         self._stage = ""
@@ -189,6 +212,8 @@ class SimulationChannel:
                 self._timed(stage, time.perf_counter() - t0)
                 out[c] = _roundtrip(reply) if j == 0 else reply
             return out
+        if stage in mr.STAGES:
+            return self._multiround_stage(stage, names, msgs)
         if stage in ("share", "masked", "unmask"):
             out = {}
             for j, c in enumerate(names):
@@ -202,8 +227,33 @@ class SimulationChannel:
             return out
         return dict(zip(names, self._map(names, msgs, train_only=False)))
 
+    def _multiround_stage(self, stage: str, names: list[str], msgs: dict[str, dict]) -> dict[str, dict]:
+        """A stage of the multi-round protocol: clients whose message opens their round train first
+        (on the backend); the protocol step runs on the client's kept state in this process."""
+        fit = [c for c in names if msgs[c].get("type") == "fit"]
+        trained = {}
+        if fit:
+            views: dict[int, dict] = {}  # the training part of the message, one object per distinct model
+            for c in fit:
+                m = msgs[c]
+                if id(m["weights"]) not in views:
+                    views[id(m["weights"])] = {k: m[k] for k in ("type", "round", "weights", "config", "dp") if k in m}
+            trained = dict(zip(fit, self._map(fit, {c: views[id(msgs[c]["weights"])] for c in fit}, train_only=True)))
+        out = {}
+        for j, c in enumerate(names):
+            m = _roundtrip(msgs[c]) if j == 0 else _copy_shallow(msgs[c])
+            state = self._multiround.get(c)
+            if state is None:
+                state = self._multiround[c] = mr.MultiRoundSecAggClient(c)
+            t0 = time.perf_counter()
+            reply = state.handle(m, FedClient.secure_vector(trained[c]) if c in trained else None)
+            self._timed(stage, time.perf_counter() - t0)
+            out[c] = _roundtrip(reply) if j == 0 else _copy_shallow(reply)
+        return out
+
     def close(self) -> None:
         self._secagg.clear()
+        self._multiround.clear()
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None

@@ -78,11 +78,16 @@ class TorchModel:
                 loss = self.loss_fn(self.module(xt[idx_t]), yt[idx_t])
                 total += float(loss.detach()) * len(idx)
                 seen += len(idx)
-                if mu:
-                    loss = loss + mu / 2 * sum(((p - s) ** 2).sum() for p, s in zip(params, start))
-                loss.backward()
-                opt.step()
+                self._step(opt, loss, params, start, mu)
         return {"loss": total / max(seen, 1)}
+
+    @staticmethod
+    def _step(opt: "torch.optim.Optimizer", loss: "torch.Tensor", params: list, start: list, mu: float) -> None:
+        """One optimiser step on ``loss`` plus FedProx's ``mu/2 ||w - w_start||^2`` when ``mu`` is set."""
+        if mu:
+            loss = loss + mu / 2 * sum(((p - s) ** 2).sum() for p, s in zip(params, start))
+        loss.backward()
+        opt.step()
 
     @torch.no_grad()
     def evaluate(self, x, y) -> dict[str, float]:
