@@ -755,7 +755,10 @@ class DialInClient(Endpoint):
                              f"(or the reverse) ({detail})")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNKNOWN,
                     grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED):
-            return _Retry(FederationError(f"could not reach the server at {self.server}: {code.name}: {detail}"))
+            hint = (" (if the server is up: a token client dials the server's token port, a certificate "
+                    "client its certificate port)") if code == grpc.StatusCode.UNAVAILABLE else ""
+            return _Retry(FederationError(f"could not reach the server at {self.server}: {code.name}: "
+                                          f"{detail}{hint}"))
         return FederationError(f"the server at {self.server} refused the connection: {code.name}: {detail}")
 
     def close(self) -> None:
