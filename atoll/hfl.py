@@ -20,7 +20,8 @@ The server runs :class:`~atoll.ml.horizontal.roles.FedServer` and each client
 :func:`~atoll.ml.horizontal.roles.run_client`, unchanged, over the dial-in transport
 (:mod:`atoll.federation.dialin`: what crosses the wire and what each party sees is stated
 there and in :mod:`atoll.ml.horizontal.roles`). The job's ``info`` tells a joining client the
-model to build — a kind from the closed list :data:`MODELS`, never code. A client that drops
+model to build — a kind from the closed list :data:`MODELS`, never code. The roster is fixed when
+the job starts (a token issued later lets its client into the next job). A client that drops
 or loses its connection reconnects and rejoins at a later round; after the last round the
 server sends the final weights to the clients still connected.
 """
@@ -273,7 +274,7 @@ class HflClient:
         from atoll.ml.horizontal.roles import ClientData, run_client
 
         result = HflResult()
-        lost_since: float | None = None
+        lost_since = time.monotonic()  # also before the first session: the server may start later
         delay = 0.2
         try:
             while True:
@@ -285,14 +286,13 @@ class HflClient:
                 except AuthError:
                     raise
                 except FederationError:
-                    if not self.reconnect or result.sessions == 0 or \
-                            time.monotonic() - (lost_since or time.monotonic()) > self.retry_for:
+                    if not self.reconnect or time.monotonic() - lost_since > self.retry_for:
                         raise
                     time.sleep(delay)
                     delay = min(2 * delay, 5.0)
                     continue
                 result.sessions += 1
-                lost_since, delay = None, 0.2
+                delay = 0.2
                 ctx = Context(self.party, transport.parties_map, transport, timeout=self.idle_timeout)
                 try:
                     spec = self._spec(transport.info)

@@ -71,7 +71,8 @@ def client_cmd(server: str = typer.Option(..., "--server", help="HOST:PORT of th
                server_name: str = typer.Option("server", help="The party the server's certificate names"),
                job: str = typer.Option("hfl", help="Job id (the server's config says it)"),
                out: Optional[Path] = typer.Option(None, help="Save the final model here (.npz)"),
-               retry_for: float = typer.Option(600.0, help="Seconds to keep reconnecting after a lost connection"),
+               retry_for: float = typer.Option(600.0, help="Seconds to keep trying to reach the server (at the start, "
+                                                           "and after a lost connection)"),
                ) -> None:
     """Join a dial-in job: connect out to the server, train when asked, until the job ends."""
     from atoll.errors import AtollError

@@ -252,6 +252,28 @@ def test_a_client_that_does_not_read_is_dropped_and_the_server_buffers_a_bounded
         ep.stop(grace=0)
 
 
+def test_a_connection_that_says_no_hello_is_cut_off(certdir):
+    ep = DialInServer(TlsConfig.load(certdir, "server"), listen="127.0.0.1:0", hello_timeout=0.3).start()
+    try:
+        tls = TlsConfig.load(certdir, "alice")
+        ch = grpc.secure_channel(f"127.0.0.1:{ep.port}", grpc.ssl_channel_credentials(tls.ca_cert, tls.key, tls.cert),
+                                 options=[("grpc.ssl_target_name_override", "server")])
+        silent = threading.Event()
+
+        def requests():
+            silent.wait(10)
+            yield b""
+
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError):
+            next(ch.stream_stream(METHOD)(requests()))
+        assert time.monotonic() - t0 < 5  # it does not hold a server thread for ever
+        silent.set()
+        ch.close()
+    finally:
+        ep.stop(grace=0)
+
+
 def test_a_server_needs_an_address_and_tokens_need_a_store(certdir):
     tls = TlsConfig.load(certdir, "server")
     with pytest.raises(FederationError, match="give the server an address"):
