@@ -9,12 +9,14 @@ import typer
 
 import atoll
 from atoll.tee.cli import app as tee_app
+from atoll.hfl_cli import app as hfl_app
 
 app = typer.Typer(help="Atoll: federated learning where every party's raw data stays where it is.",
                   no_args_is_help=True, add_completion=False)
 certs_app = typer.Typer(help="Certificates for mutual TLS between parties.", no_args_is_help=True)
 app.add_typer(certs_app, name="certs")
 app.add_typer(tee_app, name="tee")
+app.add_typer(hfl_app, name="hfl")
 
 
 @app.command()

@@ -28,6 +28,17 @@ classes), multinomial logistic regression, 1 local epoch, batch 10, lr 0.1,
   on the Ray backend (local Ray; its start-up is inside the wall time) when Ray
   is installed.
 
+* **dial-in**: 20 rounds with every client a separate OS process that dials out to
+  the server over TLS on 127.0.0.1 and keeps one bidirectional gRPC stream open:
+  Atoll's dial-in server (``atoll.hfl``, clients authenticated by certificates) against
+  Flower's client-initiated gRPC bidi transport (``flwr.compat`` ``start_server`` /
+  ``start_client``, server TLS), 10 and 100 client processes (``--quick``: 10), the same
+  numpy model, all clients every round. The round time is the time between the
+  server's evaluations after consecutive rounds (both sides; so waiting for clients to
+  connect is outside it); start-up (launching the client processes until the first
+  round is done) is printed apart. Memory is the peak of the summed resident memory of
+  the server and every client process.
+
 Each configuration runs in its own child process; peak memory is the peak of
 the summed resident memory of the child's whole process tree (Ray workers
 included), sampled every 50 ms. Wall time is measured inside the child around
@@ -38,6 +49,7 @@ times are in the JSON); Flower, secure aggregation and 1,000 clients run once.
 
     python benchmarks/horizontal.py --quick
     python benchmarks/horizontal.py --flower-python /path/to/venv-with-flwr/bin/python
+    python benchmarks/horizontal.py --only dialin --flower-python .venv-flower/bin/python
 
 The last line of stdout is one JSON object with every figure.
 """
@@ -273,12 +285,176 @@ def run_flower(num_clients: int, rounds: int, seed: int) -> dict:
     return {"wall_s": wall, "accuracy": final.get("accuracy"), "round_s": wall / rounds, "version": flwr.__version__}
 
 
+
+# --------------------------------------------------------------------------- dial-in: client processes
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _round_times(stamps: list[float]) -> dict:
+    """Per-round seconds from the times of the server's evaluations after consecutive rounds."""
+    gaps = np.diff(np.asarray(stamps))
+    return {"round_s": float(np.mean(gaps)), "round_s_median": float(np.median(gaps)),
+            "round_s_all": [float(g) for g in gaps], "rounds_timed": len(gaps)}
+
+
+def _start_clients(argv_of, n: int, logdir: str) -> list:
+    procs = []
+    for i in range(n):
+        log = open(os.path.join(logdir, f"client_{i}.log"), "w")
+        procs.append(subprocess.Popen(argv_of(i), stdout=log, stderr=subprocess.STDOUT,
+                                      env={**os.environ, "PYTHONWARNINGS": "ignore"}))
+        log.close()
+    return procs
+
+
+def _finish_clients(procs: list, logdir: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    bad = [i for i, p in enumerate(procs) if p.returncode != 0]
+    out: dict = {"client_failures": len(bad)}
+    if bad:
+        with open(os.path.join(logdir, f"client_{bad[0]}.log")) as f:
+            out["client_error"] = f.read()[-400:]
+    return out
+
+
+def _write_parts(num_clients: int, seed: int, d: str) -> tuple:
+    clients, test, _ = digits_split(num_clients, seed)
+    for i, (x, y) in enumerate(clients):
+        np.savez(os.path.join(d, f"part_{i}.npz"), x=x, y=y)
+    return clients, test
+
+
+def run_dialin_atoll(num_clients: int, rounds: int, seed: int) -> dict:
+    import tempfile
+
+    from atoll.federation.certs import TlsConfig, init_certs
+    from atoll.federation.dialin import DialInServer
+    from atoll.hfl import HflServer, ModelSpec
+    from atoll.ml.horizontal import FedAvg
+
+    width = len(str(num_clients - 1))
+    names = [f"client_{i:0{width}d}" for i in range(num_clients)]
+    with tempfile.TemporaryDirectory(prefix="atoll-dialin-bench-") as d:
+        _, (xte, yte) = _write_parts(num_clients, seed, d)
+        init_certs(["server", *names], d, days=1)
+        endpoint = DialInServer(TlsConfig.load(d, "server"), listen="127.0.0.1:0").start()
+        spec = ModelSpec(kind="logistic_regression", n_features=64, n_classes=10)
+        stamps: list[float] = []
+        final: dict = {}
+
+        def evaluate(weights):
+            stamps.append(time.perf_counter())
+            m = spec.build()
+            m.set_weights(weights)
+            final.update(m.evaluate(xte, yte))
+            return final
+
+        t0 = time.perf_counter()
+        procs = _start_clients(lambda i: [sys.executable, os.path.abspath(__file__), "--dialin-client", json.dumps(
+            {"side": "atoll", "server": f"127.0.0.1:{endpoint.port}", "dir": d, "name": names[i], "part": i})],
+            num_clients, d)
+        try:
+            server = HflServer(endpoint, spec, names, rounds, seed=seed, evaluate_fn=evaluate,
+                               strategy=FedAvg(min_fit_clients=num_clients, local=dict(LOCAL)),
+                               round_timeout=600, wait_timeout=1200)
+            server.run()
+        finally:
+            endpoint.stop()
+            done = _finish_clients(procs, d)
+    return {**_round_times(stamps), "wall_s": stamps[-1] - stamps[0], "startup_s": stamps[0] - t0,
+            "accuracy": final["accuracy"], **done}
+
+
+def run_dialin_flower(num_clients: int, rounds: int, seed: int, certs: str) -> dict:
+    import logging
+    import tempfile
+
+    import flwr
+    from flwr.common import ndarrays_to_parameters
+    from flwr.compat.server.app import start_server
+    from flwr.server import ServerConfig
+    from flwr.server.strategy import FedAvg
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    stamps: list[float] = []
+    final: dict = {}
+    with tempfile.TemporaryDirectory(prefix="flower-dialin-bench-") as d:
+        _, (xte, yte) = _write_parts(num_clients, seed, d)
+
+        def evaluate(server_round, parameters, config):
+            if server_round > 0:  # round 0 is the initial model, before the clients are waited for
+                stamps.append(time.perf_counter())
+            final["accuracy"] = accuracy(parameters[0], parameters[1], xte, yte)
+            return 0.0, {"accuracy": final["accuracy"]}
+
+        port = _free_port()
+        t0 = time.perf_counter()
+        procs = _start_clients(lambda i: [sys.executable, os.path.abspath(__file__), "--dialin-client", json.dumps(
+            {"side": "flower", "server": f"127.0.0.1:{port}", "dir": d, "certs": certs, "part": i,
+             "seed": seed})], num_clients, d)
+        try:
+            strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=num_clients,
+                              min_available_clients=num_clients, evaluate_fn=evaluate,
+                              on_fit_config_fn=lambda r: {"round": r},
+                              initial_parameters=ndarrays_to_parameters([np.zeros((64, 10)), np.zeros(10)]))
+            with open(os.path.join(certs, "ca.pem"), "rb") as ca, open(os.path.join(certs, "server.pem"), "rb") as c, \
+                    open(os.path.join(certs, "server.key"), "rb") as k:
+                pem = (ca.read(), c.read(), k.read())
+            start_server(server_address=f"127.0.0.1:{port}", config=ServerConfig(num_rounds=rounds), strategy=strategy,
+                         certificates=pem)
+        finally:
+            done = _finish_clients(procs, d)
+    return {**_round_times(stamps), "wall_s": stamps[-1] - stamps[0], "startup_s": stamps[0] - t0,
+            "accuracy": final.get("accuracy"), "version": flwr.__version__, **done}
+
+
+def dialin_client(spec: dict) -> None:
+    """One client process of the dial-in runs (Atoll or Flower)."""
+    part = np.load(os.path.join(spec["dir"], f"part_{spec['part']}.npz"))
+    x, y = part["x"], part["y"]
+    if spec["side"] == "atoll":
+        from atoll.federation.certs import TlsConfig
+        from atoll.hfl import HflClient
+
+        HflClient(spec["server"], (x, y), tls=TlsConfig.load(spec["dir"], spec["name"]), connect_timeout=600).run()
+        return
+    from flwr.client import NumPyClient
+    from flwr.compat.client.app import start_client
+
+    seed, cid = int(spec["seed"]), int(spec["part"])
+
+    class Client(NumPyClient):
+        def fit(self, parameters, config):
+            rnd = int(config.get("round", 0))
+            rng = np.random.default_rng([seed, rnd, zlib.crc32(f"client_{cid}".encode())])
+            c, b = sgd_epochs(parameters[0].copy(), parameters[1].copy(), x, y, rng,
+                              LOCAL["epochs"], LOCAL["batch_size"], LOCAL["lr"])
+            return [c, b], len(x), {}
+
+    with open(os.path.join(spec["certs"], "ca.pem"), "rb") as f:
+        ca = f.read()
+    start_client(server_address=spec["server"], client=Client().to_client(), root_certificates=ca,
+                 max_wait_time=600)
+
 # --------------------------------------------------------------------------- child processes
 
 def child_main(spec: dict) -> None:
     kind = spec.pop("kind")
     repeats = int(spec.pop("repeats", 1))
-    fn = {"plain": run_plain, "atoll": run_atoll, "flower": run_flower}[kind]
+    fn = {"plain": run_plain, "atoll": run_atoll, "flower": run_flower, "dialin_atoll": run_dialin_atoll,
+          "dialin_flower": run_dialin_flower}[kind]
     runs = [fn(**spec) for _ in range(repeats)]
     best = min(runs, key=lambda r: r["wall_s"])  # best of n: the machine is shared and noisy
     best["repeats"] = repeats
@@ -358,6 +534,38 @@ def fmt(r: dict) -> str:
             f"{1000 * r['round_s']:8.1f} ms/round")
 
 
+def dialin_section(args: argparse.Namespace, flower_py: str | None, seed: int, rounds: int) -> dict:
+    import tempfile
+
+    from atoll.federation.certs import init_certs
+
+    sizes = (10,) if args.quick else (10, 100)
+    out: dict[str, Any] = {}
+    print(f"\n== dial-in: every client its own process, TLS to 127.0.0.1, one gRPC stream each; {rounds} rounds ==")
+    with tempfile.TemporaryDirectory(prefix="flower-certs-") as certs:
+        init_certs(["server"], certs, days=1)  # Flower's server certificate (names 127.0.0.1 and localhost)
+        for n in sizes:
+            row: dict[str, Any] = {}
+            spec = {"num_clients": n, "rounds": rounds, "seed": seed}
+            row["atoll"] = run_child(sys.executable, {"kind": "dialin_atoll", **spec}, 1800)
+            row["flower"] = (run_child(flower_py, {"kind": "dialin_flower", "certs": certs, **spec}, 1800)
+                             if flower_py else {"error": "flwr not installed here; pass --flower-python"})
+            for k in ("atoll", "flower"):
+                r = row[k]
+                line = fmt(r)
+                if "error" not in r:
+                    line += (f"  median {1000 * r['round_s_median']:.1f} ms/round; start-up {r['startup_s']:.1f} s; "
+                             f"{r['peak_mem_mb'] / (n + 1):.0f} MB/process; client failures {r['client_failures']}")
+                print(f"  {n:3d} clients  {k:6s} {line}")
+            if "error" not in row["atoll"] and "error" not in row["flower"]:
+                row["flower_round_over_atoll"] = row["flower"]["round_s"] / row["atoll"]["round_s"]
+                row["flower_mem_over_atoll"] = row["flower"]["peak_mem_mb"] / row["atoll"]["peak_mem_mb"]
+                print(f"  {n:3d} clients  flower / atoll round time {row['flower_round_over_atoll']:.1f}x; "
+                      f"memory {row['flower_mem_over_atoll']:.1f}x")
+            out[f"clients_{n}"] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds for the secagg and 1,000-client runs")
@@ -365,10 +573,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--flower-python", default=os.environ.get("ATOLL_FLOWER_PYTHON"),
                     help="a Python with flwr[simulation] installed (default: this one if it has flwr)")
+    ap.add_argument("--only", choices=("all", "dialin"), default="all",
+                    help="dialin: only the dial-in runs (client processes over TLS) against Flower")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--dialin-client", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child_main(json.loads(args.child))
+        return
+    if args.dialin_client:
+        dialin_client(json.loads(args.dialin_client))
         return
 
     import psutil
@@ -383,6 +597,12 @@ def main() -> None:
     print(f"seed {seed}; task: digits 1347x64 train / 450 test, 10 classes, logistic regression; "
           f"local {LOCAL}; rounds {rounds}; all clients every round")
     figures: dict[str, Any] = {"seed": seed, "rounds": rounds, "quick": args.quick, "hardware": hardware()}
+
+    if args.only in ("all", "dialin"):
+        figures["dialin"] = dialin_section(args, flower_py, seed, rounds)
+    if args.only == "dialin":
+        print(json.dumps(figures))
+        return
 
     for n in (10, 100):
         print(f"\n== {n} clients ==")

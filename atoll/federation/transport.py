@@ -132,6 +132,7 @@ class Mailbox:
         self._failed: dict[str, str] = {}
         self._closed = False
         self._bytes = 0
+        self._by_sender: collections.Counter[str] = collections.Counter()
 
     def deliver(self, sender: str, address: str, payload: bytes | bytearray,
                 msg_id: str | None = None) -> bool:
@@ -147,8 +148,24 @@ class Mailbox:
                     self._seen.popitem(last=False)
             self._queues[(sender, address)].append(payload)
             self._bytes += len(payload)
+            self._by_sender[sender] += len(payload)
             self._cond.notify_all()
             return True
+
+    def pending(self, sender: str) -> int:
+        """Bytes from ``sender`` waiting to be taken (a transport bounds what one peer may queue)."""
+        with self._cond:
+            return self._by_sender[sender]
+
+    def forget(self, sender: str) -> None:
+        """Drop what ``sender`` queued and its failure mark: it starts again (a client that
+        reconnected to a dial-in server is a new session; its old messages must not be read)."""
+        with self._cond:
+            for key in [k for k in self._queues if k[0] == sender]:
+                self._bytes -= sum(len(p) for p in self._queues.pop(key))
+            self._by_sender.pop(sender, None)
+            self._failed.pop(sender, None)
+            self._cond.notify_all()
 
     def mark_failed(self, party: str, reason: str) -> None:
         """Record that ``party`` failed in this job; receives waiting on it raise ``PeerFailed``."""
@@ -174,6 +191,7 @@ class Mailbox:
             self._seen.clear()
             self._failed.clear()
             self._bytes = 0
+            self._by_sender.clear()
             self._cond.notify_all()
 
     @property
@@ -195,6 +213,7 @@ class Mailbox:
                 if q:
                     payload = q.popleft()
                     self._bytes -= len(payload)
+                    self._by_sender[sender] -= len(payload)
                     if not q:
                         del self._queues[key]
                     return payload

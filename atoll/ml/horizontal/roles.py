@@ -218,22 +218,52 @@ class Channel(Protocol):
 
 
 class ContextChannel:
-    """Channel over a federation :class:`Context` (deployment, or launch(mode='threads'))."""
+    """Channel over a federation :class:`Context` (deployment, or launch(mode='threads')).
+
+    Over a transport that knows who is connected (the dial-in server,
+    :mod:`atoll.federation.dialin`), :meth:`available` gives the clients connected now and
+    restarts the exchange with a client that reconnected; a client that is gone when it is
+    sent to, or does not answer within ``stage_timeout`` (the round timeout), is a dropout.
+    """
 
     def __init__(self, ctx: Context, stage_timeout: float = 60.0):
         self.ctx = ctx
         self.clients = ctx.parties_of("client")
         self.stage_timeout = stage_timeout
         self._seq = {c: 0 for c in self.clients}
+        self._session: dict[str, int] = {}
+
+    def available(self, minimum: int, timeout: float) -> list[str]:
+        """The clients to sample from this round: all of the job's, or over a dial-in transport
+        those connected now, once at least ``minimum`` are (waiting up to ``timeout`` s)."""
+        transport = self.ctx.transport
+        wait = getattr(transport, "wait_sessions", None)
+        if wait is None:
+            return self.clients
+        present = {c: s for c, s in wait(minimum, timeout).items() if c in self._seq}
+        if len(present) < minimum:
+            raise FederationError(f"only {len(present)} clients were connected after {timeout:g} s; a round "
+                                  f"needs {minimum} (min_clients / the strategy's min_fit_clients)")
+        for c, session in present.items():
+            if self._session.get(c) != session:  # joined, or came back: its exchange starts again
+                self._session[c], self._seq[c] = session, 0
+                transport.begin_session(c, session)
+        return sorted(present)
 
     def call(self, stage: str, msgs: dict[str, dict]) -> dict[str, dict]:
         ctx = self.ctx
+        sent = []
         for c, m in msgs.items():
-            with ctx.scope("m", self._seq[c]):
-                ctx.send(c, "msg", m)
+            try:
+                with ctx.scope("m", self._seq[c]):
+                    ctx.send(c, "msg", m)
+                sent.append(c)
+            except PeerFailed as e:
+                log.info("client %s dropped at stage %s: %s", c, stage, e)
+                self._seq[c] += 1
         deadline = time.monotonic() + self.stage_timeout
         out = {}
-        for c in msgs:
+        for c in sent:
             try:
                 with ctx.scope("m", self._seq[c]):
                     out[c] = ctx.recv(c, "reply", timeout=max(deadline - time.monotonic(), 0.0))
@@ -244,8 +274,11 @@ class ContextChannel:
 
     def close(self) -> None:
         for c in self.clients:
-            with self.ctx.scope("m", self._seq[c]):
-                self.ctx.send(c, "msg", {"type": "stop"})
+            try:
+                with self.ctx.scope("m", self._seq[c]):
+                    self.ctx.send(c, "msg", {"type": "stop"})
+            except PeerFailed:
+                pass  # gone (a dial-in client that left): it has nothing to stop
 
 
 def run_client(ctx: Context, model: Model, data: Any, drop_at: tuple[int, str] | None = None) -> str:
@@ -273,9 +306,15 @@ def run_client(ctx: Context, model: Model, data: Any, drop_at: tuple[int, str] |
 def run_server(ctx: Context, weights: list[np.ndarray], rounds: int, strategy: FedAvg | None = None,
                secure_aggregation: SecAggConfig | bool | None = None, dp: DPConfig | None = None,
                evaluate_fn: Callable[[list[np.ndarray]], dict] | None = None, seed: int = 0,
-               stage_timeout: float | None = None) -> tuple[list[np.ndarray], History]:
-    """Server party entry point: run ``rounds`` rounds with the job's ``client`` parties."""
-    server = FedServer(weights, rounds, strategy, secure_aggregation, dp, evaluate_fn, seed)
+               stage_timeout: float | None = None, min_clients: int = 1,
+               wait_timeout: float = 600.0) -> tuple[list[np.ndarray], History]:
+    """Server party entry point: run ``rounds`` rounds with the job's ``client`` parties.
+
+    ``stage_timeout`` is the round timeout (per stage with secure aggregation): clients that
+    have not answered by then are dropouts. ``min_clients`` and ``wait_timeout``: see
+    :class:`FedServer`."""
+    server = FedServer(weights, rounds, strategy, secure_aggregation, dp, evaluate_fn, seed,
+                       min_clients=min_clients, wait_timeout=wait_timeout)
     timeout = stage_timeout if stage_timeout is not None else (
         server.secagg.stage_timeout if server.secagg else 600.0)
     channel = ContextChannel(ctx, timeout)
@@ -288,11 +327,23 @@ def run_server(ctx: Context, weights: list[np.ndarray], rounds: int, strategy: F
 # --------------------------------------------------------------------------- server role
 
 class FedServer:
-    """Server role: samples clients, aggregates with its strategy (optionally securely, with DP)."""
+    """Server role: samples clients, aggregates with its strategy (optionally securely, with DP).
+
+    Clients that do not answer are dropouts. A round whose answers come from fewer than
+    ``min_clients`` clients is not aggregated (the model stays; the round's record says
+    ``aggregated: False``); a round no client answers at all stops the job. Over a channel that
+    knows who is connected (dial-in), a round starts once ``max(min_clients, the strategy's
+    min_fit_clients)`` clients are, waiting up to ``wait_timeout`` s.
+    """
 
     def __init__(self, weights: list[np.ndarray], rounds: int, strategy: FedAvg | None = None,
                  secure_aggregation: SecAggConfig | bool | None = None, dp: DPConfig | None = None,
-                 evaluate_fn: Callable[[list[np.ndarray]], dict] | None = None, seed: int = 0):
+                 evaluate_fn: Callable[[list[np.ndarray]], dict] | None = None, seed: int = 0,
+                 min_clients: int = 1, wait_timeout: float = 600.0):
+        if min_clients < 1:
+            raise ConfigError("min_clients must be at least 1")
+        self.min_clients = int(min_clients)
+        self.wait_timeout = float(wait_timeout)
         self.template = [np.asarray(w) for w in weights]
         self.rounds = int(rounds)
         self.strategy = strategy or FedAvg()
@@ -318,7 +369,10 @@ class FedServer:
         multiround = mr.MultiRoundSecAggServer(self.secagg) if self.secagg and self.secagg.epoch_rounds > 1 else None
         for rnd in range(self.rounds):
             t0 = time.perf_counter()
-            selected, cfg = self.strategy.configure_fit(rnd, channel.clients, rng)
+            available = getattr(channel, "available", None)  # who is connected (dial-in); else everyone
+            pool = channel.clients if available is None else available(
+                max(self.min_clients, int(getattr(self.strategy, "min_fit_clients", 1))), self.wait_timeout)
+            selected, cfg = self.strategy.configure_fit(rnd, pool, rng)
             cfg.setdefault("seed", self.seed)
             msg: dict[str, Any] = {"type": "fit", "round": rnd, "weights": unflatten(w, self.template),
                                    "config": cfg}
@@ -365,7 +419,11 @@ class FedServer:
                 bits = float(sum(replies[c]["bit"] for c in names))
                 record["train_loss"] = float(np.dot(ns, [replies[c]["loss"] for c in names]) / weight_sum)
 
-            if self.dp:
+            if contributed < self.min_clients:
+                record["aggregated"] = False  # too few answers: the model stays as it was
+                log.warning("round %d: %d clients answered, fewer than min_clients=%d; not aggregated",
+                            rnd, contributed, self.min_clients)
+            elif self.dp:
                 if self.dp.noise_at == "server":
                     update_sum = update_sum + dpm.gaussian_noise(update_sum.shape, z * clip, server_noise)
                     bits += float(dpm.gaussian_noise(1, zb, server_noise)[0])
@@ -391,7 +449,7 @@ class FedServer:
                 w = self.strategy.aggregate_updates(rnd, w, ups, ns)
 
             weights = unflatten(w, self.template)
-            ev = self.strategy.configure_evaluate(rnd, channel.clients, rng)
+            ev = self.strategy.configure_evaluate(rnd, pool, rng)
             if ev:
                 er = channel.call("evaluate", {c: {"type": "evaluate", "round": rnd, "weights": weights} for c in ev})
                 tot = sum(float(r["num_examples"]) for r in er.values())
