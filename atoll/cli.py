@@ -15,6 +15,15 @@ certs_app = typer.Typer(help="Certificates for mutual TLS between parties.", no_
 app.add_typer(certs_app, name="certs")
 
 
+def _node_commands() -> None:
+    from atoll.node.cli import register
+
+    register(app)
+
+
+_node_commands()
+
+
 @app.command()
 def version() -> None:
     """Print Atoll's version."""
