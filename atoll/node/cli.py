@@ -162,9 +162,10 @@ def _print_status(j: dict, report: dict | None) -> None:
         typer.echo(f"    {t['party']:<8} {t['step']:<10} {t['component']:<12} {t['state']:<9}"
                    f"{'  ' + t['error'] if t['error'] else ''}")
     for e in (report or {}).get("evaluations") or []:
-        metrics = {k: v for k, v in e.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        flat = {**e, **(e.get("metrics") if isinstance(e.get("metrics"), dict) else {})}
+        metrics = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         typer.echo(f"  metrics {e.get('step')}@{e.get('party')}: " +
-                   ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+                   ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
 
 
 @job_app.command("status")

@@ -26,6 +26,7 @@ def serve(config: str | Path, log_file: str | Path | None = None) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = NodeConfig.load(config)
     node = Node(cfg)
     pid_file = cfg.resolve("node.pid")

@@ -713,7 +713,7 @@ class Node:
         now = time.time()
         try:
             decision = check_proposal(self.cfg, self.registry, job_id, sender, str(proposal["job_text"]), parties)
-            state, reason = ("accepted", "auto-approve rule") if decision.auto else ("pending", "")
+            state, reason = ("accepted", "auto-approve rule") if decision.auto_approve else ("pending", "")
             own = decision.party
         except PolicyRefused as e:
             state, reason, decision = "rejected", str(e), None
