@@ -46,6 +46,16 @@ def certs_init(parties: str = typer.Option(..., help="Comma-separated party name
     typer.echo(f"wrote CA and certificates for {', '.join(names)} to {out}")
 
 
+@certs_app.command("ca")
+def certs_ca(out: Path = typer.Option(..., help="Folder to write ca.pem and ca.key into"),
+             days: int = typer.Option(365, help="Validity in days")) -> None:
+    """Make a local certificate authority only (nodes sign their own certificates with it: atoll node init --ca)."""
+    from atoll.federation.certs import init_certs
+
+    init_certs([], out, days=days)
+    typer.echo(f"wrote ca.pem and ca.key to {out}")
+
+
 @app.command("run")
 def run_cmd(job: Optional[Path] = typer.Argument(None, help="Job file (YAML); see examples/"),
             resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder to finish: "

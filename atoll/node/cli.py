@@ -99,7 +99,8 @@ def node_start(config: Path = typer.Option(..., "--config", help="The node's nod
 def login(node: Optional[str] = NodeOpt,
           bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="The one-time bootstrap token"),
           bootstrap_file: Optional[Path] = typer.Option(None, "--bootstrap-file", help="File holding it"),
-          user: str = typer.Option("admin", help="Name of the first user")) -> None:
+          user: str = typer.Option("admin", help="Name of the first user"),
+          wait: float = typer.Option(60, help="Seconds to wait for a node that is still starting")) -> None:
     """Exchange the node's one-time bootstrap token for an API token (saved for later commands)."""
     from atoll.node.client import NodeClient, save_token
 
@@ -108,6 +109,7 @@ def login(node: Optional[str] = NodeOpt,
         if not tok:
             raise typer.BadParameter("give --bootstrap TOKEN or --bootstrap-file FILE")
         c = NodeClient(node)
+        c.wait_up(wait)
         out = c.post("/auth/bootstrap", {"token": tok, "user": user}, auth=False)
         f = save_token(c.url, out["token"])
         return f"logged in to {c.url} as {out['user']}; token saved in {f}"
@@ -138,9 +140,17 @@ def job_submit(file: Path = typer.Argument(..., help="Job file (YAML) whose part
 def job_list(state: Optional[str] = typer.Option(None, help="Only jobs in this state (pending = waiting for "
                                                  "your approval)"),
              ids: bool = typer.Option(False, "--ids", help="Print only the ids"),
+             wait: float = typer.Option(0, "--wait", help="Wait up to this many seconds for a matching job "
+                                        "(e.g. a proposal on its way)"),
              node: Optional[str] = NodeOpt, token: Optional[str] = TokenOpt, as_json: bool = JsonOpt) -> None:
     """Jobs at this node, newest first."""
-    jobs = _run(lambda: _client(node, token).get("/jobs", params={"state": state} if state else None))
+    c = _run(lambda: _client(node, token))
+    end = time.time() + wait
+    while True:
+        jobs = _run(lambda: c.get("/jobs", params={"state": state} if state else None))
+        if jobs or time.time() >= end:
+            break
+        time.sleep(0.5)
     if as_json:
         return _echo_json(jobs)
     for j in jobs:

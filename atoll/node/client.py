@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,18 @@ class NodeClient:
         if r.headers.get("content-type", "").startswith("application/json"):
             return r.json()
         return r.content
+
+    def wait_up(self, seconds: float) -> None:
+        """Wait until the node answers /health (it may still be starting)."""
+        end = time.time() + seconds
+        while True:
+            try:
+                self.get("/health", auth=False)
+                return
+            except ConfigError:
+                if time.time() >= end:
+                    raise
+                time.sleep(0.3)
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)
