@@ -241,7 +241,10 @@ class Node:
             self._on_decision(job_id, party, "rejected", str(e), node)
             return
         self.audit.append("proposal.sent", job_id=job_id, peer=node, ref=event, party=party)
-        self._set(job_id, message="")
+        with self._lock, self.db.session.begin() as s:
+            job = self._job_row(s, job_id)
+            if job.message.startswith("waiting for node"):
+                job.message = ""
         if reply.get("decision") in ("accepted", "rejected"):
             self._on_decision(job_id, party, reply["decision"], str(reply.get("reason", "")), node)
         else:

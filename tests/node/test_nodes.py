@@ -124,7 +124,9 @@ def _assert_same(a, b, path="") -> None:
         assert set(a) == set(b), path
         for k in a:
             _assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)) and a and not isinstance(a[0], (int, float, str)):
+    elif isinstance(a, (list, tuple)) and a and isinstance(a[0], str):
+        assert list(a) == list(b), path
+    elif isinstance(a, (list, tuple)) and a and not isinstance(a[0], (int, float)):
         for i, (x, y) in enumerate(zip(a, b)):
             _assert_same(x, y, f"{path}[{i}]")
     elif isinstance(a, (np.ndarray, list, tuple, float)) and not isinstance(a, str):
@@ -267,7 +269,7 @@ def test_rest_needs_a_valid_token(fed):
     assert r.status_code == 401 and "wrong or revoked token" in r.json()["detail"]
     r = httpx.post(fed.api("bank") + "/api/v1/auth/bootstrap", json={"token": "atoll-bootstrap-guess"})
     assert r.status_code == 403 and "already used" in r.json()["detail"]
-    assert httpx.get(fed.api("bank") + "/health").json()["ok"]
+    assert httpx.get(fed.api("bank") + "/api/v1/health").json()["ok"]
     spec = httpx.get(fed.api("bank") + "/openapi.json").json()
     assert {"/api/v1/jobs", "/api/v1/jobs/{job_id}", "/api/v1/audit/verify", "/api/v1/models"} <= set(spec["paths"])
 
@@ -301,17 +303,15 @@ def _proposal(fed, job_text: str, job_id: str):
 
 
 def test_partner_refuses_plugins_and_unknown_components_sent_to_it(fed):
-    from atoll.node.control import Refused
-
     client, ch = _impersonate(fed, "bank", "shop")
     raw = yaml.safe_load(_job("crafted"))
     raw["plugins"] = ["atoll_evil"]
-    with pytest.raises(Refused, match="names plugins"):
-        client.call("shop", "propose", _proposal(fed, yaml.safe_dump(raw), "crafted-plugin-1"))
+    reply = client.call("shop", "propose", _proposal(fed, yaml.safe_dump(raw), "crafted-plugin-1"))
+    assert reply["decision"] == "rejected" and "names plugins" in reply["reason"]
     raw.pop("plugins")
     raw["pipeline"][4]["component"] = "evil_lr"
-    with pytest.raises(Refused, match="not one of the components installed"):
-        client.call("shop", "propose", _proposal(fed, yaml.safe_dump(raw), "crafted-unknown-1"))
+    reply = client.call("shop", "propose", _proposal(fed, yaml.safe_dump(raw), "crafted-unknown-1"))
+    assert reply["decision"] == "rejected" and "not one of the components installed" in reply["reason"]
     ch.close()
     for job_id in ("crafted-plugin-1", "crafted-unknown-1"):
         j = fed.client("shop").get(f"/jobs/{job_id}")
@@ -371,6 +371,7 @@ def test_a_node_not_in_the_config_is_refused(fed, tmp_path):
 def _approve(fed, job_id: str, nodes=("shop", "arbiter")) -> None:
     for n in nodes:
         c = fed.client(n)
+        c.wait_up(90)
         wait_for(lambda: any(j["id"] == job_id for j in c.get("/jobs", params={"state": "pending"})), 60,
                  f"proposal at {n}")
         c.post(f"/jobs/{job_id}/approve", {"reason": "ok"})
@@ -382,7 +383,7 @@ def _task(fed, job_id: str, party: str, step: str, node: str = "bank") -> str | 
 
 
 def test_cancel_stops_every_partys_tasks(fed):
-    j = fed.client("bank").post("/jobs", {"job_text": _job("to_cancel", max_iter=30)})
+    j = fed.client("bank").post("/jobs", {"job_text": _job("to_cancel", max_iter=10, batch_size=32)})
     _approve(fed, j["id"])
     wait_for(lambda: _task(fed, j["id"], "host_0", "train") == "running", 120, "train running at shop")
     fed.client("bank").post(f"/jobs/{j['id']}/cancel")
@@ -397,7 +398,7 @@ def test_cancel_stops_every_partys_tasks(fed):
 def test_late_node_is_waited_for_and_a_killed_node_restarts_into_the_job(fed):
     arbiter, shop = fed.tmp / "arbiter", fed.tmp / "shop"
     stop_node(arbiter)                                      # arbiter is not up when the job is submitted
-    j = fed.client("bank").post("/jobs", {"job_text": _job("late_and_killed", max_iter=12)})
+    j = fed.client("bank").post("/jobs", {"job_text": _job("late_and_killed", max_iter=10, batch_size=32)})
     msg = wait_for(lambda: "waiting for node" in (m := fed.client("bank").get(f"/jobs/{j['id']}")["message"]) and m,
                    60, "waiting message")
     assert msg.startswith(f"waiting for node 'arbiter' at {fed.fed('arbiter')} (") and msg.endswith(
@@ -414,8 +415,9 @@ def test_late_node_is_waited_for_and_a_killed_node_restarts_into_the_job(fed):
                       "bank noticing")
     assert time.monotonic() - t0 < 30 and "shop" in failed["message"], failed
     start_node(shop, fed.env)                               # shop restarts: the job resumes
-    end = _ended(fed, j["id"], timeout=240)
-    assert end["state"] == "done" and end["attempt"] == 2, end
+    end = wait_for(lambda: (x := fed.client("bank").get(f"/jobs/{j['id']}"))["attempt"] == 2 and
+                   x["state"] in ("done", "failed") and x, 240, "the resumed attempt ending")
+    assert end["state"] == "done", end
     from atoll.node.store import Database, SqlRunStore
 
     db = Database(f"sqlite:///{fed.tmp / 'bank' / 'node.db'}")
