@@ -52,6 +52,7 @@ from atoll.node.service import Node
 from atoll.node.store import Token, User
 
 PREFIX = "/api/v1"
+TOKEN_TTL = 5.0
 
 
 class BootstrapIn(BaseModel):
@@ -104,6 +105,10 @@ def build_app(node: Node) -> FastAPI:
     app = FastAPI(title=f"Atoll node {node.name}", version=atoll.__version__,
                   description="One organisation's Atoll node: data registry, grants, jobs, audit, models.")
     bearer = HTTPBearer(auto_error=False)
+    # token hash -> (user, token id, when checked): the database is asked again after TOKEN_TTL s,
+    # so a revoked token stops working within that time; last_used is written at most once a minute
+    cache: dict[str, tuple[str, int, float]] = {}
+    last_write: dict[int, float] = {}
 
     @app.exception_handler(AtollError)
     async def _atoll_error(request: Request, exc: AtollError) -> JSONResponse:
@@ -116,14 +121,28 @@ def build_app(node: Node) -> FastAPI:
             raise HTTPException(401, "no token: send 'Authorization: Bearer TOKEN' (atoll login gets one)",
                                 headers={"WWW-Authenticate": "Bearer"})
         h = _hash(creds.credentials)
-        with node.db.session.begin() as s:
-            tok = s.execute(select(Token).where(Token.hash == h)).scalar()
-            if tok is None or tok.revoked is not None:
-                raise HTTPException(401, "wrong or revoked token; log in again (atoll login)",
-                                    headers={"WWW-Authenticate": "Bearer"})
-            tok.last_used = time.time()
-            u = s.get(User, tok.user_id)
-            return u.name
+        now = time.time()
+        hit = cache.get(h)
+        if hit is not None and now - hit[2] < TOKEN_TTL:
+            name, tid = hit[0], hit[1]
+        else:
+            with node.db.session() as s:
+                tok = s.execute(select(Token).where(Token.hash == h)).scalar()
+                if tok is None or tok.revoked is not None:
+                    cache.pop(h, None)
+                    raise HTTPException(401, "wrong or revoked token; log in again (atoll login)",
+                                        headers={"WWW-Authenticate": "Bearer"})
+                name, tid = s.get(User, tok.user_id).name, tok.id
+            if len(cache) > 10_000:
+                cache.clear()
+            cache[h] = (name, tid, now)
+        if now - last_write.get(tid, 0) > 60:
+            last_write[tid] = now
+            with node.db.session.begin() as s:
+                row = s.get(Token, tid)
+                if row is not None:
+                    row.last_used = now
+        return name
 
     api = APIRouter(prefix=PREFIX)
 

@@ -94,6 +94,7 @@ class Node:
         self._tasks: dict[str, TaskProcess] = {}
         self._decisions: dict[str, Decision] = {}
         self._attempts: dict[str, int] = {}
+        self._order: dict[str, dict[str, int]] = {}
         self._pool = ThreadPoolExecutor(32, thread_name_prefix=f"atoll-node-{self.name}")
         self._closing = False
         self._peer_wait_step = peer_wait_step
@@ -461,12 +462,6 @@ class Node:
             self.audit.append("task.finished", job_id=job_id, attempt=attempt, party=d.party, bytes_sent=sent)
             store.update_meta(status="done", finished=time.time())
             self._store_models(job_id, d)
-            try:
-                from atoll.jobs.report import build_report
-
-                build_report(d.job, store)
-            except Exception:  # noqa: BLE001 - a report problem never fails a finished job
-                log.exception("job %s: report", job_id)
         else:
             summary = clean_reason(result.get("summary", "Error"))
             self.audit.append("task.failed", job_id=job_id, attempt=attempt, party=d.party, bytes_sent=sent,
@@ -483,6 +478,8 @@ class Node:
         with self.db.session() as s:
             initiator = self._job_row(s, job_id).initiator
         if initiator == self.name:
+            if ok:
+                self._report(job_id, d, store)
             self._on_party_done(payload, own_error=str(result.get("error", "")))
         else:
             if not ok and not result.get("cancelled"):
@@ -490,6 +487,17 @@ class Node:
                     if self._job_row(s, job_id).state not in TERMINAL:
                         self._set(job_id, message=f"failed at {d.party!r}: {result.get('error', '')}"[:2000])
             self._tell_initiator(job_id, "party_done", payload)
+            if ok:
+                self._report(job_id, d, store)
+
+    def _report(self, job_id: str, d: Decision, store: SqlRunStore) -> None:
+        """This party's report (its steps, its metrics, plots)."""
+        try:
+            from atoll.jobs.report import build_report
+
+            build_report(d.job, store)
+        except Exception:  # noqa: BLE001 - a report problem never fails a finished job
+            log.exception("job %s: report", job_id)
 
     def _store_models(self, job_id: str, d: Decision) -> None:
         import hashlib
@@ -867,7 +875,9 @@ class Node:
             out = {"id": j.id, "name": j.name, "initiator": j.initiator, "own_party": j.own_party,
                    "state": j.state, "attempt": j.attempt, "message": j.message, "created": j.created,
                    "updated": j.updated}
-        out["parties"] = [{"party": p, **v} for p, v in self._parties(job_id).items()]
+            rows = s.execute(select(JobParty).where(JobParty.job_id == job_id)).scalars()
+            out["parties"] = [{"party": r.party, "node": r.node, "role": r.role, "decision": r.decision,
+                               "reason": r.reason, "state": r.state} for r in rows]
         out["tasks"] = self.tasks(job_id)
         return out
 
@@ -891,14 +901,15 @@ class Node:
             out = [{"party": t.party, "step": t.step, "component": t.component, "state": t.state,
                     "attempt": t.attempt, "started": t.started, "finished": t.finished, "error": t.error}
                    for t in rows]
-        order = {}
-        with self.db.session() as s:
-            j = s.get(Job, job_id)
-            if j is not None:
+        order = self._order.get(job_id)
+        if order is None:
+            with self.db.session() as s:
+                j = s.get(Job, job_id)
                 try:
                     order = {c["id"]: i for i, c in enumerate(yaml.safe_load(j.proposal["job_text"])["pipeline"])}
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001 - a job refused as malformed has no pipeline to order by
                     order = {}
+            self._order[job_id] = order
         return sorted(out, key=lambda t: (t["party"], order.get(t["step"], 1 << 30), t["step"]))
 
     def run_store(self, job_id: str) -> SqlRunStore:
