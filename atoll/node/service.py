@@ -690,6 +690,14 @@ class Node:
             raise ConfigError(f"{sender!r} is not a party of job {job_id!r}")
         return job
 
+    def _sender_party(self, sender: str, payload: dict[str, Any]) -> tuple[Job, str]:
+        """The job a partner's report is about and the party it reports for (which it must play)."""
+        job = self._job_of(sender, payload)
+        party = str(payload.get("party"))
+        if self._parties(job.id).get(party, {}).get("node") != sender:
+            raise ConfigError(f"{sender!r} does not play party {party!r}")
+        return job, party
+
     def _msg_propose(self, sender: str, payload: dict[str, Any], event: str) -> dict[str, Any]:
         proposal, sig = payload.get("proposal"), str(payload.get("signature", ""))
         if not isinstance(proposal, dict):
@@ -749,10 +757,7 @@ class Node:
         return {"decision": state, "reason": reason}
 
     def _msg_decision(self, sender: str, payload: dict[str, Any], event: str) -> dict[str, Any]:
-        job = self._job_of(sender, payload)
-        party = str(payload.get("party"))
-        if self._parties(job.id).get(party, {}).get("node") != sender:
-            raise ConfigError(f"{sender!r} does not play party {party!r}")
+        job, party = self._sender_party(sender, payload)
         decision = payload.get("decision")
         if decision not in ("accepted", "rejected"):
             raise ConfigError("decision must be accepted or rejected")
@@ -774,10 +779,7 @@ class Node:
         return {}
 
     def _msg_task(self, sender: str, payload: dict[str, Any], event: str) -> dict[str, Any]:
-        job = self._job_of(sender, payload)
-        party = str(payload.get("party"))
-        if self._parties(job.id).get(party, {}).get("node") != sender:
-            raise ConfigError(f"{sender!r} does not play party {party!r}")
+        job, party = self._sender_party(sender, payload)
         self._set_task(job.id, party, str(payload.get("step"))[:128], str(payload.get("component"))[:128],
                        str(payload.get("state"))[:32], int(payload.get("attempt") or 0),
                        clean_reason(payload.get("error", ""), 300) if payload.get("error") else "",
@@ -785,10 +787,7 @@ class Node:
         return {}
 
     def _msg_party_done(self, sender: str, payload: dict[str, Any], event: str) -> dict[str, Any]:
-        job = self._job_of(sender, payload)
-        party = str(payload.get("party"))
-        if self._parties(job.id).get(party, {}).get("node") != sender:
-            raise ConfigError(f"{sender!r} does not play party {party!r}")
+        job, party = self._sender_party(sender, payload)
         head = payload.get("head") if isinstance(payload.get("head"), dict) else None
         if head is not None and head.get("node") != sender:
             head = None
