@@ -398,7 +398,7 @@ def test_cancel_stops_every_partys_tasks(fed):
 def test_late_node_is_waited_for_and_a_killed_node_restarts_into_the_job(fed):
     arbiter, shop = fed.tmp / "arbiter", fed.tmp / "shop"
     stop_node(arbiter)                                      # arbiter is not up when the job is submitted
-    j = fed.client("bank").post("/jobs", {"job_text": _job("late_and_killed", max_iter=10, batch_size=32)})
+    j = fed.client("bank").post("/jobs", {"job_text": _job("late_and_killed", max_iter=10, batch_size=16)})
     msg = wait_for(lambda: "waiting for node" in (m := fed.client("bank").get(f"/jobs/{j['id']}")["message"]) and m,
                    60, "waiting message")
     assert msg.startswith(f"waiting for node 'arbiter' at {fed.fed('arbiter')} (") and msg.endswith(
@@ -408,12 +408,11 @@ def test_late_node_is_waited_for_and_a_killed_node_restarts_into_the_job(fed):
     start_node(arbiter, fed.env)
     _approve(fed, j["id"])
     wait_for(lambda: _task(fed, j["id"], "host_0", "train") == "running", 120, "train running at shop")
-    time.sleep(1.0)
     stop_node(shop, signal.SIGKILL)                         # shop's node dies mid-step
     t0 = time.monotonic()
-    failed = wait_for(lambda: (x := fed.client("bank").get(f"/jobs/{j['id']}"))["state"] == "failed" and x, 60,
-                      "bank noticing")
-    assert time.monotonic() - t0 < 30 and "shop" in failed["message"], failed
+    failed = wait_for(lambda: (x := fed.client("bank").get(f"/jobs/{j['id']}"))["state"] in ("failed", "done")
+                      and x, 60, "bank noticing")
+    assert failed["state"] == "failed" and time.monotonic() - t0 < 30 and "shop" in failed["message"], failed
     start_node(shop, fed.env)                               # shop restarts: the job resumes
     end = wait_for(lambda: (x := fed.client("bank").get(f"/jobs/{j['id']}"))["attempt"] == 2 and
                    x["state"] in ("done", "failed") and x, 240, "the resumed attempt ending")
