@@ -3,7 +3,7 @@ REST job-status latency under 50 concurrent clients.
 
 1. **Job wall time.** Three nodes (bank = guest, shop = host, arbiter; each its own OS
    process, SQLite store, certificate and data folder, on 127.0.0.1) run
-   ``examples/credit_scoring_nodes.yaml``; shop and arbiter accept by an auto-approve rule,
+   ``examples/nodes/credit_scoring.yaml``; shop and arbiter accept by an auto-approve rule,
    so the figure is the platform's cost, not a person's: from ``POST /jobs`` at bank to
    the job's ``done`` there (proposal, policy checks, plan, worker processes, grant checks
    at every step, audit, model store, heads exchanged). The peer is ``atoll run`` of the
@@ -54,7 +54,7 @@ def free_ports(n: int) -> list[int]:
 
 
 def job_text(rows: int | None, bits: int, epochs: int) -> dict:
-    raw = yaml.safe_load((ROOT / "examples" / "credit_scoring_nodes.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "examples" / "nodes" / "credit_scoring.yaml").read_text())
     raw["pipeline"][4]["params"].update(key_bits=bits, max_iter=epochs)
     return raw
 

@@ -31,7 +31,7 @@ def shop(tmp_path):
 
 
 def _proposal():
-    text = (ROOT / "examples" / "credit_scoring_nodes.yaml").read_text()
+    text = (ROOT / "examples" / "nodes" / "credit_scoring.yaml").read_text()
     raw = yaml.safe_load(text)
     return text, {p: {"node": v["node"], "role": v["role"]} for p, v in raw["parties"].items()}
 

@@ -59,8 +59,8 @@ class Federation:
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("orgs")
-    (tmp / "examples").mkdir()
-    shutil.copy(ROOT / "examples" / "credit_scoring_nodes.yaml", tmp / "examples")
+    (tmp / "examples" / "nodes").mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "nodes" / "credit_scoring.yaml", tmp / "examples" / "nodes")
     f = Federation(tmp)
     try:
         for terminal, commands in walkthrough_blocks():
@@ -139,7 +139,7 @@ def _assert_same(a, b, path="") -> None:
 def test_model_and_metrics_equal_atoll_run(fed, tmp_path):
     from atoll.jobs import run_job
 
-    raw = yaml.safe_load((ROOT / "examples" / "credit_scoring_nodes.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "examples" / "nodes" / "credit_scoring.yaml").read_text())
     raw["parties"]["guest"] = {"role": "guest", "data": {"path": str(fed.tmp / "bank" / "credit.csv"), "id": "id",
                                                          "label": "y"}}
     raw["parties"]["host_0"] = {"role": "host", "data": {"path": str(fed.tmp / "shop" / "purchases.csv"), "id": "id"}}
@@ -160,7 +160,7 @@ def test_model_and_metrics_equal_atoll_run(fed, tmp_path):
 
 # ====================================================================== refusals
 def _job(name: str, host_data: str = "purchases", **train) -> str:
-    raw = yaml.safe_load((ROOT / "examples" / "credit_scoring_nodes.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "examples" / "nodes" / "credit_scoring.yaml").read_text())
     raw["name"] = name
     raw["parties"]["host_0"]["data"] = {"registered": host_data}
     params = raw["pipeline"][4]["params"]
