@@ -110,6 +110,11 @@ def stop_node(folder: Path, sig: int = signal.SIGTERM, wait: float = 20) -> None
     end = time.monotonic() + wait
     while time.monotonic() < end:
         try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our child (start_node): reaped, so gone
+                break
+        except ChildProcessError:
+            pass  # started by a terminal's shell: not our child
+        try:
             os.kill(pid, 0)
         except ProcessLookupError:
             break
