@@ -467,10 +467,14 @@ class Node:
             self.audit.append("task.failed", job_id=job_id, attempt=attempt, party=d.party, bytes_sent=sent,
                               category=summary, step=result.get("step"), cancelled=bool(result.get("cancelled")))
             store.update_meta(status="failed", error=str(result.get("error", ""))[:2000])
-            if result.get("cancelled"):
+            if result.get("cancelled"):  # the steps it was in stop here, and the initiator shows so
                 for t in self.tasks(job_id):
                     if t["party"] == d.party and t["state"] == "running":
                         self._set_task(job_id, d.party, t["step"], t["component"], "cancelled", attempt)
+                        self._tell_initiator(job_id, "task", {
+                            "job_id": job_id, "attempt": attempt, "party": d.party, "step": t["step"],
+                            "component": t["component"], "state": "cancelled", "error": "", "t": time.time()},
+                            tries=2)
         head = self.audit.signed_head(job_id)
         payload = {"job_id": job_id, "attempt": attempt, "party": d.party, "ok": ok,
                    "summary": clean_reason(result.get("summary", "")), "step": result.get("step"),

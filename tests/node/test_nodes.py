@@ -413,6 +413,14 @@ def test_late_node_is_waited_for_and_a_killed_node_restarts_into_the_job(fed):
     failed = wait_for(lambda: (x := fed.client("bank").get(f"/jobs/{j['id']}"))["state"] in ("failed", "done")
                       and x, 60, "bank noticing")
     assert failed["state"] == "failed" and time.monotonic() - t0 < 30 and "shop" in failed["message"], failed
+    # the initiator sees the arbiter's task end: failed (its error's category and step, never its
+    # text) or stopped because the job had failed
+    import re
+
+    t = wait_for(lambda: next((t for t in fed.client("bank").get(f"/jobs/{j['id']}")["tasks"]
+                               if t["party"] == "arbiter" and t["step"] == "train"
+                               and t["state"] in ("failed", "cancelled")), None), 30, "the arbiter's task end at bank")
+    assert t["state"] == "cancelled" or re.fullmatch(r"[A-Za-z]+ at step 'train'", t["error"]), t
     start_node(shop, fed.env)                               # shop restarts: the job resumes
     end = wait_for(lambda: (x := fed.client("bank").get(f"/jobs/{j['id']}"))["attempt"] == 2 and
                    x["state"] in ("done", "failed") and x, 240, "the resumed attempt ending")
