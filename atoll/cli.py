@@ -19,6 +19,15 @@ app.add_typer(tee_app, name="tee")
 app.add_typer(hfl_app, name="hfl")
 
 
+def _node_commands() -> None:
+    from atoll.node.cli import register
+
+    register(app)
+
+
+_node_commands()
+
+
 @app.command()
 def version() -> None:
     """Print Atoll's version."""
@@ -39,6 +48,16 @@ def certs_init(parties: str = typer.Option(..., help="Comma-separated party name
         raise typer.BadParameter("name at least one party")
     init_certs(names, out, days=days, hosts=[h.strip() for h in (hosts or "").split(",") if h.strip()])
     typer.echo(f"wrote CA and certificates for {', '.join(names)} to {out}")
+
+
+@certs_app.command("ca")
+def certs_ca(out: Path = typer.Option(..., help="Folder to write ca.pem and ca.key into"),
+             days: int = typer.Option(365, help="Validity in days")) -> None:
+    """Make a local certificate authority only (nodes sign their own certificates with it: atoll node init --ca)."""
+    from atoll.federation.certs import init_certs
+
+    init_certs([], out, days=days)
+    typer.echo(f"wrote ca.pem and ca.key to {out}")
 
 
 @app.command("run")

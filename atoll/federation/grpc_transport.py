@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from concurrent import futures
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import grpc
 
@@ -100,7 +100,8 @@ class GrpcEndpoint(Endpoint):
     def __init__(self, party: str, addresses: Mapping[str, str], tls: TlsConfig | None,
                  listen: str | None = None, max_bytes: int = wire.DEFAULT_MAX_BYTES,
                  connect_timeout: float = 60.0, send_timeout: float = 600.0,
-                 startup_grace: float = 30.0, max_workers: int = 16, max_jobs: int = 1000):
+                 startup_grace: float = 30.0, max_workers: int = 16, max_jobs: int = 1000,
+                 services: Sequence[grpc.GenericRpcHandler] = ()):
         if party not in addresses:
             raise UnknownParty(f"party {party!r} has no address in {sorted(addresses)}")
         if tls is not None and tls.party != party:
@@ -125,7 +126,8 @@ class GrpcEndpoint(Endpoint):
             "Ping": grpc.unary_unary_rpc_method_handler(self._on_ping),
             "Abort": grpc.unary_unary_rpc_method_handler(self._on_abort),
         })
-        self._server.add_generic_rpc_handlers((handler,))
+        # other services on the same port and mTLS identity (the node's control channel)
+        self._server.add_generic_rpc_handlers((handler, *services))
         self.listen = listen or self.addresses[party]
         try:
             if tls is None:
@@ -267,6 +269,10 @@ class GrpcEndpoint(Endpoint):
         return b""
 
     # ------------------------------------------------------------------ client side
+    def channel(self, peer: str) -> grpc.Channel:
+        """The (shared, mutually authenticated) channel to a partner, for other services."""
+        return self._channel(peer)
+
     def _channel(self, peer: str) -> grpc.Channel:
         with self._lock:
             ch = self._channels.get(peer)

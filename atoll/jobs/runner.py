@@ -27,7 +27,7 @@ import uuid
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from atoll.errors import AtollError, ConfigError, DataError
 from atoll.federation import Context, Party, PartyFailed, failure_summary, launch
@@ -95,12 +95,13 @@ def party_main(ctx: Context, job_text: str, source: str, run_dir: str, skip: lis
 
 def run_party(ctx: Context, job: JobSpec, run: PartyRun, skip: list[str], mode: str = "train",
               replay: list[str] | None = None, saved: PartyRun | None = None,
-              processes: bool = False) -> dict[str, Any]:
+              processes: bool = False, before_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """One party's part of a run: its part of each step, in DAG order, over ``ctx``.
 
     Steps in ``skip`` are not run: their outputs are read from ``run``. ``mode="infer"``
     (``atoll predict``): only the steps in ``replay`` run (their ``infer`` hook), reading
-    fitted state from ``saved``; other steps' outputs are read from there.
+    fitted state from ``saved``; other steps' outputs are read from there. ``before_step(step)``
+    is called as each step starts (a node checks its grants there); raising refuses the step.
     """
     party = ctx.party
     logger, handler = _party_logger(run, processes)
@@ -122,11 +123,12 @@ def run_party(ctx: Context, job: JobSpec, run: PartyRun, skip: list[str], mode: 
                     todo.append(step)
             if len(todo) == 1:
                 outputs[todo[0]], summary[todo[0]] = _run_step(ctx, job, todo[0], outputs, run, saved,
-                                                               logger, mode, prints.get(todo[0]))
+                                                               logger, mode, prints.get(todo[0]),
+                                                               before_step)
             elif todo:
                 with ThreadPoolExecutor(len(todo), thread_name_prefix=f"atoll-{party}") as pool:
                     futs = {s: pool.submit(_run_step, ctx, job, s, outputs, run, saved, logger, mode,
-                                           prints.get(s)) for s in todo}
+                                           prints.get(s), before_step) for s in todo}
                     done, _ = wait(futs.values(), return_when=FIRST_EXCEPTION)
                     failed = [f.exception() for f in done if f.exception() is not None]
                     if failed:
@@ -144,11 +146,18 @@ def run_party(ctx: Context, job: JobSpec, run: PartyRun, skip: list[str], mode: 
 
 
 def _run_step(ctx: Context, job: JobSpec, step: str, outputs: dict[str, Mapping[str, Any]], run: PartyRun,
-              saved: PartyRun, logger: logging.Logger, mode: str,
-              fingerprint: Fingerprint | None) -> tuple[dict[str, Any], dict[str, Any]]:
+              saved: PartyRun, logger: logging.Logger, mode: str, fingerprint: Fingerprint | None,
+              before_step: Callable[[str], None] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     spec = job.component(step)
     party = ctx.party
     cls = registry.get(spec.component)
+    if before_step is not None:
+        try:
+            before_step(step)
+        except AtollError as e:
+            run.event(party=party, step=step, component=spec.component, event="failed",
+                      cause=f"{type(e).__name__}: {e}", pid=os.getpid())
+            raise StepFailed(step, spec.component, party, f"{type(e).__name__}: {e}") from e
     folder = run.begin_step(step)
     inputs = {}
     for slot, ref in spec.inputs.items():

@@ -55,6 +55,8 @@ class DataSpec(BaseModel):
 
     path: str | None = Field(None, description="CSV (.csv, .csv.gz) or Parquet (.parquet) file")
     dataset: str | None = Field(None, description="bundled data set name (atoll.datasets)")
+    registered: str | None = Field(None, description="a data set registered at this party's node "
+                                   "(atoll data register); only that node resolves it")
     split: str = Field("hetero", description="bundled data set split: hetero or homo")
     party: str | None = Field(None, description="which bundled file (default: this party's role)")
     id: str | None = Field(None, description="id column (default: the first column)")
@@ -76,6 +78,8 @@ class PartySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["guest", "host", "arbiter", "server", "client"]
+    node: str | None = Field(None, description="the node (organisation) that plays this party when "
+                             "the job is submitted to a node; ignored by atoll run")
     data: DataSpec | None = None
 
 

@@ -26,6 +26,10 @@ DATA_ROLES = ("guest", "host", "client")
 
 def _source(job: JobSpec, party: str, spec: DataSpec) -> tuple[Path, str]:
     """(file, format) of a party's data."""
+    if spec.registered is not None:
+        raise job.error(f"party {party!r}: data {{registered: {spec.registered}}} is resolved by that party's "
+                        "node only; submit the job to a node (atoll job submit), or give data.path",
+                        "parties", party, "data", "registered")
     if (spec.path is None) == (spec.dataset is None):
         raise job.error(f"party {party!r}: give exactly one of data.path or data.dataset",
                         "parties", party, "data")
@@ -135,6 +139,8 @@ class Reader(Component):
                 raise job.error(f"party {party!r} ({ps.role}) has no data, but step {spec.id!r} reads "
                                 f"each party's data; add data: {{path: FILE}} or {{dataset: NAME}}",
                                 "parties", party)
+            if ps.data.registered is not None and not check_data:
+                continue  # resolved (and checked) by that party's own node
             f, fmt = _source(job, party, ps.data)
             if ps.data.exposure is not None and ps.role != "guest":
                 raise job.error(f"party {party!r} ({ps.role}): only the guest holds an exposure column",
