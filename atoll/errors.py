@@ -12,7 +12,12 @@ class WireError(AtollError):
 
 
 class FederationError(AtollError):
-    """A message could not be delivered or received."""
+    """A message could not be delivered or received. ``peer``: the party it concerns, when one
+    does (a party name of the job, never data: a failure summary may name it)."""
+
+    def __init__(self, *args: object, peer: str | None = None):
+        super().__init__(*args)
+        self.peer = peer
 
 
 class FederationTimeout(FederationError):

@@ -74,6 +74,9 @@ def failure_summary(error: BaseException) -> str:
     step = getattr(error, "step", None)
     root = error.__cause__ if step is not None and error.__cause__ is not None else error
     category = type(root).__name__
+    peer = getattr(root, "peer", None)
+    if isinstance(peer, str) and peer:
+        category = f"{category} (peer {clean_reason(peer, 64)!r})"
     return f"{category} at step {step!r}" if isinstance(step, str) else category
 
 
@@ -219,12 +222,12 @@ class Mailbox:
                     return payload
                 if sender in self._failed:
                     raise PeerFailed(f"party {sender!r} failed before sending {describe} "
-                                     f"to {self.owner!r}: {self._failed[sender]}")
+                                     f"to {self.owner!r}: {self._failed[sender]}", peer=sender)
                 now = time.monotonic()
                 if now >= deadline:
                     raise FederationTimeout(
                         f"party {sender!r} did not send {describe} to {self.owner!r} "
-                        f"within {timeout:g} s")
+                        f"within {timeout:g} s", peer=sender)
                 if alive is not None and now >= next_check:
                     self._cond.release()
                     try:

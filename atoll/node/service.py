@@ -38,6 +38,7 @@ in which every party keeps the steps it completed unchanged.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
@@ -64,6 +65,8 @@ from atoll.node.signing import AUDIT_HEAD, PROPOSAL, Verifier
 from atoll.node.store import Database, Job, JobParty, Model, SqlRunStore, Task
 
 log = logging.getLogger(__name__)
+#: a failure summary of a party that failed waiting on another one (``failure_summary``)
+_PEER_IN_SUMMARY = re.compile(r"\(peer '([A-Za-z0-9_.:-]+)'\)")
 
 TERMINAL = ("done", "failed", "rejected", "cancelled")
 
@@ -545,7 +548,14 @@ class Node:
                 if state == "failed":
                     return
                 node = parties[party]["node"]
-                shared = f"party {party!r} (node {node!r}) failed: {p.get('summary', '')}"
+                summary = str(p.get("summary", ""))
+                shared = f"party {party!r} (node {node!r}) failed: {summary}"
+                blamed = _PEER_IN_SUMMARY.search(summary)
+                if blamed and blamed.group(1) in parties and blamed.group(1) != party:
+                    # it failed waiting on another party: name that party's node first (the cause)
+                    other = blamed.group(1)
+                    shared = (f"party {other!r} (node {parties[other]['node']!r}) stopped answering; "
+                              + shared)
                 self._fail(job_id, f"party {party!r} (node {node!r}) failed: {own_error}" if own_error else shared,
                            shared)
                 return
