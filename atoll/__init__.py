@@ -1,3 +1,5 @@
 """Atoll: federated learning where every party's raw data stays where it is."""
 
-__version__ = "0.1.0"
+from atoll._version import __version__
+
+__all__ = ["__version__"]

@@ -128,7 +128,7 @@ def every_import(path: Path) -> set[str]:
 
 #: DESIGN.md's layers, bottom-up (a module may import its own layer and the ones below)
 LAYERS = [
-    ("ground", ("atoll.errors", "atoll.wire", "atoll._process", "atoll.datasets")),
+    ("ground", ("atoll.errors", "atoll.wire", "atoll._process", "atoll._version", "atoll.datasets")),
     ("primitives", ("atoll.crypto",)),
     ("federation", ("atoll.federation",)),
     ("secure operators", ("atoll.secure",)),

@@ -45,7 +45,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-import atoll
+from atoll._version import __version__
 from atoll.errors import AtollError, ConfigError
 from atoll.node.data import PolicyRefused
 from atoll.node.service import Node
@@ -102,7 +102,7 @@ def _hash(token: str) -> str:
 
 def build_app(node: Node) -> FastAPI:
     """The REST API of ``node``."""
-    app = FastAPI(title=f"Atoll node {node.name}", version=atoll.__version__,
+    app = FastAPI(title=f"Atoll node {node.name}", version=__version__,
                   description="One organisation's Atoll node: data registry, grants, jobs, audit, models.")
     bearer = HTTPBearer(auto_error=False)
     # token hash -> (user, token id, when checked): the database is asked again after TOKEN_TTL s,

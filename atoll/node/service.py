@@ -48,7 +48,7 @@ from typing import Any, Callable
 import yaml
 from sqlalchemy import func, select
 
-import atoll
+from atoll._version import __version__
 from atoll.errors import AtollError, ConfigError
 from atoll.federation.grpc_transport import GrpcEndpoint
 from atoll.federation.transport import clean_reason
@@ -106,7 +106,7 @@ class Node:
                                      services=[self.control.rpc_handler()], connect_timeout=120.0)
         self.client = ControlClient(cfg, self.signer, self.endpoint.channel)
         self.audit.append("node.started", address=cfg.federation, partners=[p.name for p in cfg.partners],
-                          atoll=atoll.__version__)
+                          atoll=__version__)
         self._recover()
 
     # ================================================================== helpers
@@ -214,7 +214,7 @@ class Node:
             raise
         proposal = {"job_id": job_id, "name": name, "initiator": self.name, "job_text": job_text,
                     "parties": parties, "created": time.time(), "nonce": secrets.token_hex(16),
-                    "atoll": atoll.__version__}
+                    "atoll": __version__}
         sig = self.signer.sign_doc(PROPOSAL, proposal)
         event = secrets.token_hex(16)
         now = time.time()
@@ -961,7 +961,7 @@ class Node:
 
         tls = self.cfg.tls()
         return {"name": self.name, "federation": self.cfg.federation, "api": self.cfg.api,
-                "atoll": atoll.__version__, "signing_key": self.signer.public.text(),
+                "atoll": __version__, "signing_key": self.signer.public.text(),
                 "certificate_expires": cert_expiry(tls.cert), "store": self.db.engine.dialect.name,
                 "schema": self.db.revision(), "open_federation_jobs": self.endpoint.open_jobs(),
                 "running": sorted(j for j, t in self._tasks.items() if t.running)}
