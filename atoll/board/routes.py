@@ -43,7 +43,19 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "n
 STREAM_SECONDS = 300.0
 STREAM_POLL = 0.4
 LOG_LINES = 500
+#: the page keeps (and a new stream starts with) the last LOG_TAIL lines of this node's party's log
+LOG_TAIL = 2000
 _PLOT = re.compile(r"^[A-Za-z0-9_.@-]{1,120}\.png$")
+
+
+def _tail_cursor(node: "Node", job_id: str, party: str, n: int) -> int:
+    """The log line id after which the last ``n`` lines of the party's log follow (0: all of it)."""
+    from atoll.node.store import LogLine
+
+    with node.db.session() as s:
+        row = s.execute(select(LogLine.id).where(LogLine.run_id == job_id, LogLine.party == party)
+                        .order_by(LogLine.id.desc()).offset(n).limit(1)).scalar()
+    return int(row or 0)
 
 
 def _load_assets() -> dict[str, bytes]:
@@ -130,11 +142,14 @@ def mount(app: FastAPI, node: "Node", prefix: str, user: Callable[..., str]) -> 
                          who: str = Depends(user)) -> StreamingResponse:
         """Server-sent events: ``dag`` (the DAG view, whenever it changes), ``log`` (this node's
         party's new log lines, at most LOG_LINES at a time), ``end`` (the job ended)."""
-        await run_in_threadpool(node.job, job_id)  # an unknown job is a 404 before the stream opens
-        store = node.run_store(job_id)
+        own = (await run_in_threadpool(node.job, job_id))["own_party"]  # an unknown job: 404, no stream
+        run = node.run_store(job_id).party(own)
 
         def own_log(cursor: int) -> list[dict[str, Any]]:
-            return store.party(node.job(job_id)["own_party"]).log_lines(cursor, limit=LOG_LINES)
+            return run.log_lines(cursor, limit=LOG_LINES)
+
+        if after <= 0:  # a new page starts at the log's tail: a long log never floods it
+            after = await run_in_threadpool(_tail_cursor, node, job_id, own, LOG_TAIL)
 
         async def events() -> Any:
             last, cursor, end = "", after, time.monotonic() + STREAM_SECONDS
@@ -147,8 +162,11 @@ def mount(app: FastAPI, node: "Node", prefix: str, user: Callable[..., str]) -> 
                 if text != last:
                     last = text
                     yield f"event: dag\ndata: {text}\n\n"
-                lines = await run_in_threadpool(own_log, cursor)
-                if lines:
+                # at most LOG_LINES a message; when the job ended, the rest of the tail too
+                for _ in range(LOG_TAIL // LOG_LINES + 1 if view["ended"] else 1):
+                    lines = await run_in_threadpool(own_log, cursor)
+                    if not lines:
+                        break
                     cursor = lines[-1]["id"]
                     yield f"event: log\ndata: {json.dumps(lines)}\n\n"
                 if view["ended"]:

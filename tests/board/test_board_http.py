@@ -151,3 +151,23 @@ def test_atoll_user_add_makes_a_viewer_whose_token_reads(board_fed):
     assert r.exit_code == 1 and "not an admin" in r.output
     r = CliRunner().invoke(app, ["user", "list", "--node", bank.url, "--token", bank.tokens["admin"]])
     assert "olga" in r.output and "viewer" in r.output and "admin" in r.output
+
+
+def test_a_long_log_streams_its_tail_in_bounded_messages(board_fed):
+    from atoll.board.routes import LOG_LINES, LOG_TAIL
+    from atoll.node.store import LogLine
+
+    bank, shop = board_fed["bank"], board_fed["shop"]
+    j = bank.client().post("/jobs", {"job_text": job_text("long_log")})
+    board_fed.pending_at("shop", j["id"])
+    shop.client().post(f"/jobs/{j['id']}/reject", {"reason": "only its log matters"})
+    board_fed.ended("bank", j["id"])
+    with bank.node.db.session.begin() as s:  # a chatty party: 5,000 lines (what a long job's log holds)
+        s.add_all([LogLine(run_id=j["id"], party="guest", t=1.0 + i, level="INFO", message=f"line {i}")
+                   for i in range(5000)])
+    events = _sse(bank, j["id"])
+    chunks = [d for e, d in events if e == "log"]
+    lines = [x["message"] for c in chunks for x in c]
+    assert lines == [f"line {i}" for i in range(5000 - LOG_TAIL, 5000)]  # the tail, in order, nothing twice
+    assert max(len(c) for c in chunks) <= LOG_LINES
+    assert events[-1][0] == "end"

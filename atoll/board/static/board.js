@@ -274,7 +274,7 @@ async function pageJob(id) {
   const logBox = el("pre", { class: "log", id: "log" });
   const partySel = el("select", { id: "log-party" });
   const logNote = el("div", { id: "log-note" });
-  let view = null, reportShown = false, logLines = [];
+  let view = null, reportShown = false;
   show(head, actions, el("h2", {}, "DAG"), dagBox, el("h2", {}, "Parties"), parties, errors,
     el("h2", {}, "Steps"), steps, el("h2", {}, "Metrics and plots"), metrics,
     el("h2", {}, "Logs"), el("form", { class: "inline" }, el("label", {}, "party", partySel)), logNote, logBox);
@@ -337,9 +337,11 @@ async function pageJob(id) {
     }
   }
   function addLog(lines) {
-    logLines = logLines.concat(lines).slice(-LOG_KEEP);
-    logBox.replaceChildren(...logLines.map((l) => el("div", { class: l.level }, fmtTime(l.t) + " " + l.level + " " + l.message)));
-    logBox.scrollTop = logBox.scrollHeight;
+    const atEnd = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 20;
+    logBox.append(...lines.map((l) => el("div", { class: ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"].includes(l.level) ? l.level : null },
+      fmtTime(l.t) + " " + l.level + " " + l.message)));
+    while (logBox.childElementCount > LOG_KEEP) logBox.firstElementChild.remove();
+    if (atEnd) logBox.scrollTop = logBox.scrollHeight;
   }
   async function showReport(jobId, tries) {
     const r = (await get("/jobs/" + encodeURIComponent(jobId) + "/report")).report;
