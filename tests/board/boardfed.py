@@ -13,37 +13,18 @@ so a job using it fails at the host's first step.
 
 from __future__ import annotations
 
-import socket
+import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "node"))
+from harness import free_ports, wait_for  # noqa: E402,F401 - the node tests' helpers, shared
+
 COMPONENTS = ["reader", "psi", "split", "scale", "hetero_lr", "predict", "evaluate"]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def wait_for(predicate, timeout: float, what: str, every: float = 0.2) -> Any:
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(every)
-    raise TimeoutError(f"{what} did not happen within {timeout} s (last: {last!r})")
 
 
 def job_text(name: str, host_data: str = "purchases", max_iter: int = 2) -> str:
