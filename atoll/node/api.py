@@ -35,6 +35,7 @@ GET      /audit/verify?partners=                     chain check (+ heads partne
 GET      /models  | GET /models/{id}                 model store (metadata; ``?download=1``)
 GET      /board/jobs?state=&partner=&component=      the board's job list (with nodes, components)
 GET      /jobs/{id}/dag | /jobs/{id}/stream          steps x parties states; the same, live (SSE)
+GET      /jobs/{id}/steps/{step}                     own party's record, outputs, model part
 GET      /jobs/{id}/plots/{name}                     a report plot (PNG)
 =======  ==========================================  ======================================
 """

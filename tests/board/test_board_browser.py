@@ -163,6 +163,10 @@ def test_submit_approve_at_the_partner_and_watch_the_dag_go_live(board_fed, brow
     img = _wait(browser, lambda d: _css(d, "img[data-plot^='roc_'][data-loaded='1']"), timeout=60, what="the ROC plot")
     assert browser.execute_script("return arguments[0].naturalWidth", img) > 100
     assert "auc" in _css(browser, "#metric-table").text
+    # this party's model part: its own 13 coefficients, and the warning that 2 iterations did not converge
+    _wait(browser, lambda d: _css(d, ".model-weights"), what="the model part")
+    assert len(_all(browser, ".model-weights tbody tr")) == 13
+    assert "did not converge in 2 iterations" in _css(browser, ".model-warning").text
     browser.execute_script("arguments[0].scrollIntoView()", img)
     img.click()
     _shot(browser, tmp_path, "job_done_roc")

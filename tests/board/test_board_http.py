@@ -13,7 +13,7 @@ from boardfed import job_text
 pytestmark = pytest.mark.timeout(300)
 
 BOARD_ROUTES = ["/board/jobs", "/board/partners", "/jobs/{job}/dag", "/jobs/{job}/stream",
-                "/jobs/{job}/plots/roc_evaluate_guest.png"]
+                "/jobs/{job}/plots/roc_evaluate_guest.png", "/jobs/{job}/steps/train"]
 
 
 def test_page_and_assets_carry_a_strict_policy_and_no_data(board_fed):
@@ -171,3 +171,21 @@ def test_a_long_log_streams_its_tail_in_bounded_messages(board_fed):
     assert lines == [f"line {i}" for i in range(5000 - LOG_TAIL, 5000)]  # the tail, in order, nothing twice
     assert max(len(c) for c in chunks) <= LOG_LINES
     assert events[-1][0] == "end"
+
+
+def test_each_node_shows_its_own_model_part_and_the_convergence_warning(board_fed, done_job):
+    bank = board_fed["bank"].client().get(f"/jobs/{done_job['id']}/steps/train")
+    shop = board_fed["shop"].client().get(f"/jobs/{done_job['id']}/steps/train")
+    assert bank["done"] and "model" in bank["outputs"] and bank["seconds"] > 0
+    assert bank["model"]["role"] == "guest" and len(bank["model"]["weights"]) == 13  # the guest's 13 columns
+    assert shop["model"]["role"] == "host" and len(shop["model"]["weights"]) == 10   # the host's 10, at shop only
+    assert bank["model"]["weight_kind"] == "coefficient" and "intercept" in bank["model"]["facts"]
+    assert bank["model"]["facts"]["n_iter"] == 2 and bank["model"]["facts"]["converged"] is False
+    assert bank["model"]["warnings"] and "did not converge in 2 iterations" in bank["model"]["warnings"][0]
+    read = board_fed["bank"].client().get(f"/jobs/{done_job['id']}/steps/read")
+    assert read["done"] and read["model"] is None
+    from atoll.node.client import NodeError
+
+    with pytest.raises(NodeError) as e:
+        board_fed["bank"].client().get(f"/jobs/{done_job['id']}/steps/nope")
+    assert e.value.status == 404

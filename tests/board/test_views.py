@@ -77,3 +77,25 @@ def test_partner_certificate_warnings():
     assert [r["warning"] for r in rows] == ["", "certificate expires in 5 days", "certificate expired",
                                             "certificate unreadable"]
     assert round(rows[0]["days_left"]) == 90
+
+
+def test_model_summary_shows_own_columns_weights_and_a_convergence_warning():
+    import numpy as np
+
+    lr = views.model_summary({"component": "hetero_lr", "role": "guest", "coef": np.array([0.1, -2.0, 0.5]),
+                              "intercept": np.float64(-0.3), "n_iter": np.int64(3), "converged": False,
+                              "columns": ["age", "<b>debt</b>", "income"], "family": "logistic"})
+    assert [(r["column"], r["value"]) for r in lr["weights"]] == [("<b>debt</b>", -2.0), ("income", 0.5), ("age", 0.1)]
+    assert lr["weight_kind"] == "coefficient" and lr["facts"]["intercept"] == -0.3 and lr["facts"]["n_iter"] == 3
+    assert lr["warnings"] == ["did not converge in 3 iterations (raise max_iter or the learning rate, or loosen "
+                              "the tolerance)"]
+    assert views.model_summary({**lr, "coef": [1.0, 2.0, 3.0], "converged": True, "columns": ["a", "b", "c"]})[
+        "warnings"] == []
+    sb = views.model_summary({"component": "secureboost", "role": "guest", "columns": ["a", "b"], "trees": [{}, {}],
+                              "feature_gain": {"guest": np.array([1.0, 3.0]), "host_0": np.array([9.0, 9.0, 9.0])}})
+    assert sb["weight_kind"] == "split gain" and [r["column"] for r in sb["weights"]] == ["b", "a"]
+    assert sb["facts"]["trees"] == 2 and len(sb["weights"]) == 2  # the hosts' gains are not this party's columns
+    host = views.model_summary({"component": "secureboost", "role": "host", "columns": ["u", "v", "w"],
+                                "topologies": [{}], "lookup": [[[0, 2, 0.5, True], [1, 2, 0.1, False], [4, 0, 1.0, True]]]})
+    assert [(r["column"], r["value"]) for r in host["weights"]] == [("w", 2.0), ("u", 1.0), ("v", 0.0)]
+    assert views.model_summary("not a model") is None

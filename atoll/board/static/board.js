@@ -274,6 +274,7 @@ async function pageJob(id) {
   const logBox = el("pre", { class: "log", id: "log" });
   const partySel = el("select", { id: "log-party" });
   const logNote = el("div", { id: "log-note" });
+  const stepDetail = el("div", { id: "step-detail" });
   let view = null, reportShown = false;
   show(head, actions, el("h2", {}, "DAG"), dagBox, el("h2", {}, "Parties"), parties, errors,
     el("h2", {}, "Steps"), steps, el("h2", {}, "Metrics and plots"), metrics,
@@ -305,14 +306,16 @@ async function pageJob(id) {
     ], errs, { id: "error-table" })] : []));
     const names = v.parties.map((p) => p.party);
     steps.replaceChildren(table([
-      { key: "id", label: "step" }, { key: "component", label: "component" },
+      { key: "id", label: "step", render: (s) => el("a", { href: "#/job/" + encodeURIComponent(j.id), class: "step-link", "data-step": s.id,
+        onclick: (ev) => { ev.preventDefault(); showStep(j.id, s.id); } }, s.id) },
+      { key: "component", label: "component" },
       ...names.map((p) => ({ key: p, label: p, value: (s) => s.tasks[p].reported, render: (s) => {
         const t = s.tasks[p];
         const secs = t.started && t.finished ? " " + (t.finished - t.started).toFixed(1) + " s" : "";
         return [pill(t.reported), secs];
       } })),
       { key: "params", label: "parameters", wrap: true, value: (s) => JSON.stringify(s.params), render: (s) => el("code", {}, Object.keys(s.params).length ? JSON.stringify(s.params) : "") },
-    ], v.steps, { id: "step-table" }));
+    ], v.steps, { id: "step-table" }), stepDetail);
     if (partySel.options.length === 0) {
       for (const p of names) partySel.append(el("option", { value: p }, p + (p === j.own_party ? " (this node)" : "")));
       partySel.value = j.own_party;
@@ -346,7 +349,21 @@ async function pageJob(id) {
   async function showReport(jobId, tries) {
     const r = (await get("/jobs/" + encodeURIComponent(jobId) + "/report")).report;
     if (!r) { if (tries < 20 && live) setTimeout(() => showReport(jobId, tries + 1), 1000); return; }
-    metrics.replaceChildren(...reportView(jobId, r));
+    const models = [];
+    for (const s of view.steps) {
+      const d = await get("/jobs/" + encodeURIComponent(jobId) + "/steps/" + encodeURIComponent(s.id));
+      if (d.model) models.push(el("h3", {}, "Model — " + s.id + " (this party's part)"), ...modelView(d.model));
+    }
+    metrics.replaceChildren(...reportView(jobId, r), ...models);
+  }
+  async function showStep(jobId, step) {
+    const d = await get("/jobs/" + encodeURIComponent(jobId) + "/steps/" + encodeURIComponent(step));
+    const s = view.steps.find((x) => x.id === step) || { params: {}, component: "" };
+    stepDetail.replaceChildren(el("div", { class: "card", "data-step": step }, el("h3", {}, "Step " + step + " (" + s.component + ")"),
+      el("p", {}, "parameters: ", el("code", {}, JSON.stringify(s.params))),
+      el("p", { class: "muted" }, d.done ? "this party's outputs: " + (d.outputs.join(", ") || "none") + " · " + fmtNum(d.seconds, 2) + " s · finished " + fmtTime(d.finished)
+        : "this party has not completed the step"),
+      ...(d.model ? modelView(d.model) : [])));
   }
 
   // live: server-sent events read with fetch (so the token travels in the header); the
@@ -434,6 +451,17 @@ function reportView(jobId, r) {
     out.push(el("h3", {}, "Plots"), box);
   }
   return out.length ? out : [el("p", { class: "muted" }, "The report has no metrics.")];
+}
+
+// A party's own model part: warnings first, then its facts and the weight of each of its columns.
+function modelView(m) {
+  const out = m.warnings.map((w) => el("div", { class: "banner warn model-warning" }, (m.component || "model") + ": " + w));
+  out.push(table([{ key: "k", label: "fact" }, { key: "v", label: "value" }],
+    Object.entries(m.facts).map(([k, v]) => ({ k, v: typeof v === "number" ? fmtNum(v) : String(v) })), { class: "model-facts" }));
+  if (m.weights.length) {
+    out.push(table([{ key: "column", label: "column" }, { key: "value", label: m.weight_kind, num: true }], m.weights, { class: "model-weights" }));
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------ approvals
