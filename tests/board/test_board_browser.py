@@ -228,8 +228,14 @@ def test_revoke_a_grant_on_the_board_and_the_next_job_is_refused(board_fed, brow
     bank, shop = board_fed["bank"], board_fed["shop"]
     shop.client().post("/data", {"name": "revocable", "path": str(shop.folder / "purchases.csv"), "id": "id"})
     g = shop.client().post("/grants", {"dataset": "revocable", "grantee": "bank", "components": COMPONENTS})
+    odd = shop.folder / "odd_columns.csv"  # a column name that is markup: the registry shows it as text
+    odd.write_text("id,<img src=x onerror=\"window.__xss=3\">\n1,2\n")
+    shop.client().post("/data", {"name": "odd", "path": str(odd), "id": "id"})
     _login(browser, shop, page="#/data")
     button = _wait(browser, lambda d: _css(d, f"button.revoke[data-grant='{g['id']}']"), what="the grant")
+    assert '<img src=x onerror="window.__xss=3">' in _css(browser, "#datasets").text
+    assert browser.execute_script("return window.__xss") is None
+    assert not browser.execute_script("return document.querySelector('main img[src=\"x\"]')")
     button.click()
     _wait(browser, lambda d: not _all(d, f"button.revoke[data-grant='{g['id']}']"), what="the revocation")
     row = next(r for r in _all(browser, "#grants tbody tr") if g["id"] in r.text)
