@@ -36,10 +36,10 @@ def _fit(split, params, recorder=None, guest_cls=FTLGuest, host_cls=FTLHost):
     return out["guest"], out["host"]
 
 
-def _predict(split, params, gm, hm, guest_cls=FTLGuest, host_cls=FTLHost):
+def _predict(split, params, gm, hm, guest_cls=FTLGuest, host_cls=FTLHost, recorder=None):
     x = split.host_test().values
     out = launch({"guest": Party("guest", lambda ctx: guest_cls(params).predict(ctx, gm)),
-                  "host": Party("host", lambda ctx: host_cls(params).predict(ctx, hm, x))})
+                  "host": Party("host", lambda ctx: host_cls(params).predict(ctx, hm, x))}, recorder=recorder)
     return out["guest"] if params.predict_to == "guest" else out["host"]
 
 
@@ -82,7 +82,7 @@ def test_gradient_formulas_match_autograd(split):
 
 def test_plain_ftl_equals_centralised_twin(split):
     """The plaintext oracle: federated plain mode = centralised transfer learning on the same data."""
-    p = FTLParams(mode="plain", max_iter=25, random_state=3, guest_loss_weight=0.5, learning_rate=0.05)
+    p = FTLParams(mode="plain", max_iter=15, random_state=3, guest_loss_weight=0.5, learning_rate=0.05)
     gm, hm = _fit(split, p)
     twin = _twin(split, p)
     np.testing.assert_allclose(gm.losses, twin.losses_, rtol=1e-10, atol=1e-12)
@@ -133,3 +133,99 @@ def test_mismatched_parameters_stop_both(split):
                                                                       ids=list(split.guest.index))),
                 "host": Party("host", lambda ctx: FTLHost(ph).fit(ctx, split.host.values,
                                                                    ids=list(split.host.index)))})
+
+
+# ----------------------------------------------------------------------------- HE mode
+# 1024-bit keys for speed (the default is 2048), a small slice and small networks
+HE = dict(key_bits=1024, max_iter=3, latent_dim=2, guest_hidden=[4], host_hidden=[3], random_state=5,
+          learning_rate=0.1, guest_loss_weight=0.3)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return transfer_split("default_credit", n_guest=120, n_host=100, n_overlap=12, seed=2)
+
+
+@pytest.mark.parametrize("scheme", ["paillier", "ou"])
+def test_he_equals_plain_seed_for_seed(small, scheme):
+    """The paper's central claim, without its numbers: same seeds, same losses and predictions."""
+    plain = FTLParams(mode="plain", **HE)
+    enc = FTLParams(mode="he", scheme=scheme, **HE)
+    gp, hp = _fit(small, plain)
+    ge, he_ = _fit(small, enc)
+    np.testing.assert_allclose(ge.losses, gp.losses, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(ge.phi, gp.phi, rtol=0, atol=1e-7)
+    for a, b in zip(he_.weights, hp.weights):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
+    s_plain = _predict(small, plain, gp, hp)
+    s_he = _predict(small, enc, ge, he_)
+    np.testing.assert_allclose(s_he, s_plain, rtol=0, atol=1e-6)
+    # and the plain mode is the centralised twin
+    np.testing.assert_allclose(_twin(small, plain).losses_, gp.losses, rtol=1e-10)
+
+
+def test_he_communication_efficient_variant_matches_plain(small):
+    p = dict(HE, max_iter=2, local_steps=2)
+    gp, hp = _fit(small, FTLParams(mode="plain", **p))
+    ge, he_ = _fit(small, FTLParams(mode="he", **p))
+    np.testing.assert_allclose(ge.losses, gp.losses, rtol=0, atol=1e-7)
+    for a, b in zip(he_.weights, hp.weights):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
+    # stale peer components: not the twin's full-exchange trajectory any more
+    assert not np.allclose(gp.losses, _twin(small, FTLParams(mode="plain", **dict(p, max_iter=4))).losses_[::2])
+
+
+def test_wire_audit_he_training_and_prediction(small):
+    """No feature, representation, gradient or label of one party crosses in clear: in HE mode no
+    message carries a float array at all, and no input value's bytes appear in any payload."""
+    from atoll import wire
+
+    p = FTLParams(mode="he", **dict(HE, max_iter=1))
+    seen = []
+    rec = lambda s, r, a, b: seen.append((s, r, a, bytes(b)))  # noqa: E731
+    gm, hm = _fit(small, p, recorder=rec)
+    _predict(small, p, gm, hm, recorder=rec)
+    _predict(small, p.model_copy(update={"predict_to": "host"}), gm, hm, recorder=rec)
+    xg, xh = small.guest.values.astype(float), small.host.values.astype(float)
+    zg = (xg - xg.mean(0)) / xg.std(0)
+    zh = (xh - xh.mean(0)) / np.where(xh.std(0) > 0, xh.std(0), 1)
+    ua0 = _ftl.forward(_ftl.network_for(p, "guest", xg.shape[1]), zg)
+    ub0 = _ftl.forward(_ftl.network_for(p, "host", xh.shape[1]), zh)
+    pats = {"guest": [np.float64(v).tobytes() for v in np.concatenate([zg.ravel(), ua0.ravel()])
+                      if not float(v).is_integer()]
+            + [np.float64(v).tobytes() for v in xg.ravel() if not float(v).is_integer()][:300]
+            + [small.y[i:i + 8].astype(dt).tobytes() for i in range(0, 120, 8) for dt in ("<f8", "<i8")],
+            "host": [np.float64(v).tobytes() for v in np.concatenate([zh.ravel(), ub0.ravel(),
+                                                                      hm.represent(xh).ravel()])
+                     if not float(v).is_integer()]}
+    pats["guest"] += [np.float64(v).tobytes() for v in gm.phi]
+    assert len(seen) > 10
+    for sender, receiver, address, payload in seen:
+        for pat in pats[sender]:
+            assert pat not in payload, f"{sender}->{receiver} {address} carries an input in clear"
+        if "psi" in address:
+            continue
+        floats = [a for a in arrays(wire.loads(payload)) if a.dtype.kind == "f"]
+        assert not floats, f"{sender}->{receiver} {address} carries a float array"
+
+
+class _WrongKeyHost(FTLHost):
+    def _keys(self, ctx, peer):
+        from atoll.crypto import he
+
+        pk, sk = he.generate_keypair("paillier", 512)
+        ctx.send(peer, "ftl_pk", pk)
+        return pk, sk, ctx.recv(peer, "ftl_pk")
+
+
+class _WrongShapeHost(FTLHost):
+    def _enc(self, pk, x):
+        return super()._enc(pk, np.vstack([x, x[:1]]) if x.ndim == 2 and x.shape[0] == 12 else x)
+
+
+@pytest.mark.parametrize("host_cls, err", [(_WrongKeyHost, "public key"), (_WrongShapeHost, "shape")])
+def test_hostile_host_is_refused(small, host_cls, err):
+    p = FTLParams(mode="he", **dict(HE, max_iter=1))
+    with pytest.raises(PartyFailed, match=err) as info:
+        _fit(small, p, host_cls=host_cls)
+    assert isinstance(info.value.error, (CryptoError, DataError))
