@@ -322,6 +322,7 @@ class FTLPartyModel:
     n_iter: int = 0
     losses: list[float] = field(default_factory=list)
     iter_seconds: list[float] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)       # SS mode: the session's offline / online split
 
     def network(self) -> nn.Module:
         net = build_mlp(self.n_features, self.hidden, self.latent_dim, self.activation, 0)

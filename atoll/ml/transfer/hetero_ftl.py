@@ -122,11 +122,14 @@ def _check_cipher(value: Any, pk: Any, shape: tuple, what: str) -> Any:
 class _FTLRole:
     role = "guest"
     peer_role = "host"
+    modes: tuple[str, ...] = ("plain", "he")
 
     def __init__(self, params: FTLParams | dict | None = None, network: Any = None):
         self.params = params if isinstance(params, FTLParams) else FTLParams.model_validate(params or {})
-        if self.params.mode == "ss":
-            raise ConfigError("mode='ss' runs in atoll.ml.transfer.ss_ftl (SSFTLGuest / SSFTLHost)")
+        if self.params.mode not in self.modes:
+            raise ConfigError(f"mode={self.params.mode!r} runs in " + (
+                "atoll.ml.transfer.ss_ftl (SSFTLGuest / SSFTLHost)" if self.params.mode == "ss"
+                else "atoll.ml.transfer.hetero_ftl (FTLGuest / FTLHost)"))
         self.network = network
 
     # ------------------------------------------------------------------ setup
