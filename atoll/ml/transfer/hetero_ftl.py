@@ -227,6 +227,7 @@ class FTLGuest(_FTLRole):
         ov = overlap_rows(ctx, ids) if overlap is None else np.asarray(overlap, dtype=np.int64)
         if ov.ndim != 1 or ov.size == 0 or ov.min() < 0 or ov.max() >= x.shape[0]:
             raise DataError("FTL: the overlap rows are not rows of the guest's data")
+        self.overlap_ = ov
         xs = (x - mu) / sd
         n, n_a, d = ov.size, x.shape[0], p.latent_dim
         pa = n_weights(net)
@@ -326,6 +327,7 @@ class FTLHost(_FTLRole):
         ov = overlap_rows(ctx, ids) if overlap is None else np.asarray(overlap, dtype=np.int64)
         if ov.ndim != 1 or ov.size == 0 or ov.min() < 0 or ov.max() >= x.shape[0]:
             raise DataError("FTL: the overlap rows are not rows of the host's data")
+        self.overlap_ = ov
         xo = ((x - mu) / sd)[ov]
         n, d = ov.size, p.latent_dim
         pb = n_weights(net)

@@ -154,6 +154,7 @@ class SSFTLGuest(_SSFTLRole):
         ov = overlap_rows(ctx, ids) if overlap is None else np.asarray(overlap, dtype=np.int64)
         if ov.ndim != 1 or ov.size == 0 or ov.min() < 0 or ov.max() >= x.shape[0]:
             raise DataError("FTL: the overlap rows are not rows of the guest's data")
+        self.overlap_ = ov
         xs = (x - mu) / sd
         n, n_a, d, pa = ov.size, x.shape[0], p.latent_dim, n_weights(net)
         pb = self._handshake(ctx, peer, n, pa)
@@ -219,6 +220,7 @@ class SSFTLHost(_SSFTLRole):
         ov = overlap_rows(ctx, ids) if overlap is None else np.asarray(overlap, dtype=np.int64)
         if ov.ndim != 1 or ov.size == 0 or ov.min() < 0 or ov.max() >= x.shape[0]:
             raise DataError("FTL: the overlap rows are not rows of the host's data")
+        self.overlap_ = ov
         xo = ((x - mu) / sd)[ov]
         n, d, pb = ov.size, p.latent_dim, n_weights(net)
         pa = self._handshake(ctx, peer, n, pb)
