@@ -154,6 +154,14 @@ class _FTLRole:
             raise DataError(f"FTL: the peer announces {p!r} weights, outside 1..{MAX_WEIGHTS}")
         return p
 
+    def _overlap(self, ctx: Any, ids: Sequence[Any] | None, overlap: Sequence[int] | None, n_rows: int) -> np.ndarray:
+        """This party's overlap rows: from PSI on ``ids``, or as given (already aligned with the peer's)."""
+        ov = overlap_rows(ctx, ids) if overlap is None else np.asarray(overlap, dtype=np.int64)
+        if ov.ndim != 1 or ov.size == 0 or ov.min() < 0 or ov.max() >= n_rows:
+            raise DataError(f"FTL: the overlap rows are not rows of the {self.role}'s data")
+        self.overlap_ = ov
+        return ov
+
     def _keys(self, ctx: Any, peer: str) -> tuple[Any, Any, Any]:
         if self.params.mode == "plain":
             return None, None, None
@@ -224,10 +232,7 @@ class FTLGuest(_FTLRole):
         x, mu, sd, net = self._prepare(x)
         ys = signed_labels(y, x.shape[0])
         peer = self._peer(ctx)
-        ov = overlap_rows(ctx, ids) if overlap is None else np.asarray(overlap, dtype=np.int64)
-        if ov.ndim != 1 or ov.size == 0 or ov.min() < 0 or ov.max() >= x.shape[0]:
-            raise DataError("FTL: the overlap rows are not rows of the guest's data")
-        self.overlap_ = ov
+        ov = self._overlap(ctx, ids, overlap, x.shape[0])
         xs = (x - mu) / sd
         n, n_a, d = ov.size, x.shape[0], p.latent_dim
         pa = n_weights(net)
@@ -324,10 +329,7 @@ class FTLHost(_FTLRole):
         p = self.params
         x, mu, sd, net = self._prepare(x)
         peer = self._peer(ctx)
-        ov = overlap_rows(ctx, ids) if overlap is None else np.asarray(overlap, dtype=np.int64)
-        if ov.ndim != 1 or ov.size == 0 or ov.min() < 0 or ov.max() >= x.shape[0]:
-            raise DataError("FTL: the overlap rows are not rows of the host's data")
-        self.overlap_ = ov
+        ov = self._overlap(ctx, ids, overlap, x.shape[0])
         xo = ((x - mu) / sd)[ov]
         n, d = ov.size, p.latent_dim
         pb = n_weights(net)

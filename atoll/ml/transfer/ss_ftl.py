@@ -63,7 +63,7 @@ from atoll.ml.transfer._ftl import (
     signed_labels,
     weighted_jacobian,
 )
-from atoll.ml.transfer.hetero_ftl import _FTLRole, overlap_rows
+from atoll.ml.transfer.hetero_ftl import _FTLRole
 
 __all__ = ["SSFTLGuest", "SSFTLHost", "run_dealer_for"]
 
@@ -88,17 +88,14 @@ class _SSFTLRole(_FTLRole):
     index = GUEST
 
     def _session(self, ctx: Any, peer: str) -> Any:
-        from atoll.ml.vertical.ss_lr import resolve_provider
+        from atoll.ml.vertical.ss_lr import SSGLMParams
         from atoll.secure.mpc import Session
 
         p = self.params
-        name = resolve_provider(p.provider, ctx)
-        opts: dict[str, Any] = {"provider": name, "frac_bits": p.frac_bits, "trunc": "pair"}
-        if name == "dealer":
-            opts["dealer"] = ctx.parties_of("arbiter")[0]
-        elif name == "he":
-            opts.update(scheme=p.scheme, key_bits=p.key_bits)
-        return Session(ctx, peer, self.index, **opts)
+        # the provider choice of the SS components (dealer / he / ot, "auto"), one place
+        ss = SSGLMParams(provider=p.provider, frac_bits=p.frac_bits, trunc="pair", scheme=p.scheme,
+                         key_bits=p.key_bits)
+        return Session(ctx, peer, self.index, **ss.session_options(ctx, peer, self.index))
 
     def _share(self, sess: Any, x: np.ndarray | None, owner: int, shape: tuple) -> Any:
         """Share ``x`` of ``owner``; the owner keeps its bound (a power of two) to itself."""
@@ -151,10 +148,7 @@ class SSFTLGuest(_SSFTLRole):
         x, mu, sd, net = self._prepare(x)
         ys = signed_labels(y, x.shape[0])
         peer = self._peer(ctx)
-        ov = overlap_rows(ctx, ids) if overlap is None else np.asarray(overlap, dtype=np.int64)
-        if ov.ndim != 1 or ov.size == 0 or ov.min() < 0 or ov.max() >= x.shape[0]:
-            raise DataError("FTL: the overlap rows are not rows of the guest's data")
-        self.overlap_ = ov
+        ov = self._overlap(ctx, ids, overlap, x.shape[0])
         xs = (x - mu) / sd
         n, n_a, d, pa = ov.size, x.shape[0], p.latent_dim, n_weights(net)
         pb = self._handshake(ctx, peer, n, pa)
@@ -217,10 +211,7 @@ class SSFTLHost(_SSFTLRole):
         p = self.params
         x, mu, sd, net = self._prepare(x)
         peer = self._peer(ctx)
-        ov = overlap_rows(ctx, ids) if overlap is None else np.asarray(overlap, dtype=np.int64)
-        if ov.ndim != 1 or ov.size == 0 or ov.min() < 0 or ov.max() >= x.shape[0]:
-            raise DataError("FTL: the overlap rows are not rows of the host's data")
-        self.overlap_ = ov
+        ov = self._overlap(ctx, ids, overlap, x.shape[0])
         xo = ((x - mu) / sd)[ov]
         n, d, pb = ov.size, p.latent_dim, n_weights(net)
         pa = self._handshake(ctx, peer, n, pb)
