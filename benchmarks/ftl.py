@@ -126,7 +126,8 @@ def main() -> None:
                **{f"{k}_auc_sd": float(np.std(v)) for k, v in per.items()},
                "ftl_minus_host_alone": [float(a - b) for a, b in zip(per["ftl"], per["host_alone"])]}
         rows.append(row)
-        print(f"  overlap {n_ov:4d} ({100 * n_ov / args.n_host:4.1f}%): FTL {row['ftl_auc']:.3f}±{row['ftl_auc_sd']:.3f}"
+        print(f"  overlap {n_ov:4d} ({100 * n_ov / args.n_host:4.1f}%): "
+              f"FTL {row['ftl_auc']:.3f}±{row['ftl_auc_sd']:.3f}"
               f" | host alone {row['host_alone_auc']:.3f}±{row['host_alone_auc_sd']:.3f}"
               f" | guest alone {row['guest_alone_auc']:.3f} | pooled oracle {row['pooled_oracle_auc']:.3f}"
               f" | FTL - host alone per seed {np.round(row['ftl_minus_host_alone'], 3).tolist()}", flush=True)

@@ -208,6 +208,13 @@ class _FTLRole:
             raise DataError("FTL: the peer's decryption does not match what was sent")
         return unmask(raw, rs, masked.exp)
 
+    def _tmul(self, x: np.ndarray, v: Any) -> Any:
+        """``x.T @ v`` for a plaintext matrix ``x`` and a plain or encrypted vector (HE: the engine's
+        multi-exponentiation on ``n_jobs`` workers)."""
+        if isinstance(v, np.ndarray):
+            return x.T @ v
+        return v.matvec_t(x, jobs=self.params.n_jobs)
+
     @staticmethod
     def _cat(parts: list) -> Any:
         from atoll.crypto.cipherarray import CipherArray
@@ -270,7 +277,7 @@ class FTLGuest(_FTLRole):
         ub_y = enc_u.T @ yo                                         # [[U_B^T y_o]] (d,)
         s_phi = enc_s @ phi                                         # [[S_B phi]] (d,)
         v = ub_y * -0.5 + s_phi * 0.25
-        parts = self._cat([k.T @ v, jt.T @ enc_u.ravel(), phi[None, :] @ ub_y, phi[None, :] @ s_phi,
+        parts = self._cat([self._tmul(k, v), self._tmul(jt, enc_u.ravel()), phi[None, :] @ ub_y, phi[None, :] @ s_phi,
                            u_ao.ravel()[None, :] @ enc_u.ravel(), enc_q])
         vals = self._joint(ctx, peer, parts, pk, sk, peer_size)
         pa = k.shape[1]
@@ -349,7 +356,8 @@ class FTLHost(_FTLRole):
                         with ctx.scope("step", step):
                             u_b, j_b = jacobian(net, xo)
                             jt = j_b.reshape(-1, pb)
-                            parts = self._cat([host_T(j_b, u_b).T @ gc["P"].ravel(), jt.T @ gc["C"].ravel()])
+                            parts = self._cat([self._tmul(host_T(j_b, u_b), gc["P"].ravel()),
+                                               self._tmul(jt, gc["C"].ravel())])
                             vals = self._joint(ctx, peer, parts, pk, sk, 2 * pa + 4)
                             opt.step(host_gradient(vals.reshape(2, pb), jt, u_b, p.gamma))
                 seconds.append(time.perf_counter() - tic)

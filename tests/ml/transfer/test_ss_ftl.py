@@ -28,9 +28,10 @@ def small():
 
 def _run(split, params, guest_cls, host_cls, what="fit", models=None, recorder=None):
     x_test = split.host_test().values
+    gids, hids = list(split.guest.index), list(split.host.index)
     if what == "fit":
-        g = lambda ctx: guest_cls(params).fit(ctx, split.guest.values, split.y, ids=list(split.guest.index))  # noqa: E731
-        h = lambda ctx: host_cls(params).fit(ctx, split.host.values, ids=list(split.host.index))  # noqa: E731
+        g = lambda ctx: guest_cls(params).fit(ctx, split.guest.values, split.y, ids=gids)  # noqa: E731
+        h = lambda ctx: host_cls(params).fit(ctx, split.host.values, ids=hids)  # noqa: E731
     else:
         g = lambda ctx: guest_cls(params).predict(ctx, models[0])  # noqa: E731
         h = lambda ctx: host_cls(params).predict(ctx, models[1], x_test)  # noqa: E731
