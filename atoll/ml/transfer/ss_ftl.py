@@ -104,6 +104,21 @@ class _SSFTLRole(_FTLRole):
             return sess.share(x, owner=owner, shape=shape, bound=_pow2(x))
         return sess.share(None, owner=owner, shape=shape)
 
+    def _iterate(self, ctx: Any, peer: str, iteration: Any) -> tuple[list[float], dict]:
+        """Run ``iteration(session)`` ``max_iter`` times in one session: seconds per iteration, timing."""
+        seconds: list[float] = []
+        sess = self._session(ctx, peer)
+        try:
+            with ctx.scope("ss_ftl"):
+                for it in range(self.params.max_iter):
+                    tic = time.perf_counter()
+                    with ctx.scope("iter", it):
+                        iteration(sess)
+                    seconds.append(time.perf_counter() - tic)
+            return seconds, sess.timing()
+        finally:
+            sess.close()
+
     def _exchange(self, sess: Any, mine: dict, n: int, d: int) -> dict:
         """Step 1: the peer-facing components, shared once per exchange (same order at both)."""
         g = self.index == GUEST
@@ -154,30 +169,23 @@ class SSFTLGuest(_SSFTLRole):
         pb = self._handshake(ctx, peer, n, pa)
         opt = LocalOptimizer(net, p)
         losses: list[float] = []
-        seconds: list[float] = []
-        sess = self._session(ctx, peer)
-        try:
-            with ctx.scope("ss_ftl"):
-                for it in range(p.max_iter):
-                    tic = time.perf_counter()
-                    with ctx.scope("iter", it):
-                        comp = guest_components(forward(net, xs), ys, ov, p.gamma)
-                        sh = self._exchange(sess, {"P": comp["P"], "C": comp["C"]}, n, d)
-                        for _ in range(p.local_steps):
-                            comp = guest_components(forward(net, xs), ys, ov, p.gamma)
-                            u_ao, j_ao = jacobian(net, xs[ov])
-                            mine = {"phi": comp["phi"], "yo": comp["yo"], "K": weighted_jacobian(net, xs, ys),
-                                    "JA": j_ao.reshape(-1, pa), "UAo": u_ao.ravel()}
-                            vals = self._sums(sess, sh, mine, n, d, pa, pb)
-                            local_g, local_l = local_guest_gradient(net, xs, ys, p.guest_loss_weight)
-                            parts = np.stack([vals[:pa] / 4.0, vals[pa:2 * pa]])
-                            loss = loss_value(vals[2 * pa:], comp, n, p.gamma, local_l)
-                            opt.step(guest_gradient(parts, j_ao.reshape(-1, pa), u_ao, n, n_a, p.gamma, local_g))
-                        losses.append(float(loss))
-                    seconds.append(time.perf_counter() - tic)
-            timing = sess.timing()
-        finally:
-            sess.close()
+
+        def iteration(sess: Any) -> None:
+            comp = guest_components(forward(net, xs), ys, ov, p.gamma)
+            sh = self._exchange(sess, {"P": comp["P"], "C": comp["C"]}, n, d)
+            for _ in range(p.local_steps):
+                comp = guest_components(forward(net, xs), ys, ov, p.gamma)
+                u_ao, j_ao = jacobian(net, xs[ov])
+                mine = {"phi": comp["phi"], "yo": comp["yo"], "K": weighted_jacobian(net, xs, ys),
+                        "JA": j_ao.reshape(-1, pa), "UAo": u_ao.ravel()}
+                vals = self._sums(sess, sh, mine, n, d, pa, pb)
+                local_g, local_l = local_guest_gradient(net, xs, ys, p.guest_loss_weight)
+                parts = np.stack([vals[:pa] / 4.0, vals[pa:2 * pa]])
+                loss = loss_value(vals[2 * pa:], comp, n, p.gamma, local_l)
+                opt.step(guest_gradient(parts, j_ao.reshape(-1, pa), u_ao, n, n_a, p.gamma, local_g))
+            losses.append(float(loss))
+
+        seconds, timing = self._iterate(ctx, peer, iteration)
         phi = guest_components(forward(net, xs), ys, ov, p.gamma)["phi"]
         part = make_part("guest", p, net, x.shape[1], mu, sd, phi, p.max_iter, losses, seconds)
         part.timing = timing
@@ -216,23 +224,16 @@ class SSFTLHost(_SSFTLRole):
         n, d, pb = ov.size, p.latent_dim, n_weights(net)
         pa = self._handshake(ctx, peer, n, pb)
         opt = LocalOptimizer(net, p)
-        seconds: list[float] = []
-        sess = self._session(ctx, peer)
-        try:
-            with ctx.scope("ss_ftl"):
-                for it in range(p.max_iter):
-                    tic = time.perf_counter()
-                    with ctx.scope("iter", it):
-                        sh = self._exchange(sess, host_components(forward(net, xo)), n, d)
-                        for _ in range(p.local_steps):
-                            u_b, j_b = jacobian(net, xo)
-                            jt = j_b.reshape(-1, pb)
-                            vals = self._sums(sess, sh, {"T": host_T(j_b, u_b), "JB": jt}, n, d, pa, pb)
-                            opt.step(host_gradient(vals.reshape(2, pb), jt, u_b, p.gamma))
-                    seconds.append(time.perf_counter() - tic)
-            timing = sess.timing()
-        finally:
-            sess.close()
+
+        def iteration(sess: Any) -> None:
+            sh = self._exchange(sess, host_components(forward(net, xo)), n, d)
+            for _ in range(p.local_steps):
+                u_b, j_b = jacobian(net, xo)
+                jt = j_b.reshape(-1, pb)
+                vals = self._sums(sess, sh, {"T": host_T(j_b, u_b), "JB": jt}, n, d, pa, pb)
+                opt.step(host_gradient(vals.reshape(2, pb), jt, u_b, p.gamma))
+
+        seconds, timing = self._iterate(ctx, peer, iteration)
         part = make_part("host", p, net, x.shape[1], mu, sd, None, p.max_iter, [], seconds)
         part.timing = timing
         return part
