@@ -5,6 +5,7 @@ build without one of them still loads every job that does not use it.
 """
 
 from atoll.jobs.components import (  # noqa: F401
+    binning,
     evaluate,
     glm,
     homo,

@@ -1,0 +1,107 @@
+"""The credit-scoring components in a job (threads mode, 1024-bit keys, slices of default_credit):
+``hetero_binning`` -> ``feature_select`` -> ``woe_transform`` -> ``hetero_lr``, their outputs at each party
+against the plaintext twin on the rows each step saw, and ``atoll predict`` reapplying the fitted state."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from atoll.jobs import parse_job, predict_job, run_job
+from atoll.jobs.runner import SavedOutputs
+from atoll.ml.feature.binning import BinningParams, plain_binning
+from atoll.ml.feature.selection import SelectionParams, combine, local_mask
+
+JOB = textwrap.dedent("""\
+    name: scorecard
+    seed: 3
+    mode: threads
+    parties:
+      guest:   {role: guest, data: {dataset: default_credit, split: hetero, party: guest, label: y, limit: 1500}}
+      host_0:  {role: host,  data: {dataset: default_credit, split: hetero, party: host, limit: 1500}}
+      arbiter: {role: arbiter}
+    pipeline:
+      - {id: read, component: reader}
+      - {id: align, component: psi, inputs: {data: read.data}}
+      - {id: split, component: split, inputs: {data: align.data}, params: {test_size: 0.25, stratify: true}}
+      - id: bin
+        component: hetero_binning
+        inputs: {train: split.train}
+        params: {method: quantile, max_bin: 6, share_woe: true, key_bits: 1024}
+      - id: select
+        component: feature_select
+        inputs: {binning: bin.model, train: split.train, test: split.test}
+        params: {iv_threshold: 0.02, top_k: 12}
+      - {id: woe, component: woe_transform, inputs: {binning: bin.model, train: select.train, test: select.test}}
+      - id: train
+        component: hetero_lr
+        inputs: {train: woe.train}
+        params: {key_bits: 1024, max_iter: 3, batch_size: 512, learning_rate: 0.1, early_stopping: none}
+      - {id: predict, component: predict, inputs: {model: train.model, data: woe.test}}
+      - {id: evaluate, component: evaluate, inputs: {scores: predict.scores}}
+    """)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scorecard")
+    r = run_job(parse_job(JOB, "scorecard.yaml"), run_dir=tmp / "run", centralized_baseline=True)
+    return r
+
+
+def out(r, party, step):
+    return SavedOutputs(r.run_dir / party / step)
+
+
+def test_binning_selection_woe_match_the_twin_on_the_joined_rows(run):
+    g_train, h_train = out(run, "guest", "split")["train"], out(run, "host_0", "split")["train"]
+    pooled = pd.concat([g_train.x, h_train.x.loc[g_train.ids].add_prefix("host_0.")], axis=1)
+    p = BinningParams(max_bin=6)
+    _, twin = plain_binning(pooled.to_numpy(np.float64), list(pooled.columns), g_train.y.to_numpy(), p)
+    gm = out(run, "guest", "bin")["model"]
+    assert set(gm["tables"]) == set(twin)
+    for k, t in gm["tables"].items():
+        np.testing.assert_array_equal(t["counts"], twin[k]["counts"])
+        assert np.array_equal(t["woe"], twin[k]["woe"])
+    # selection: the same columns as the plaintext rule on the joined data, each party only its own
+    sp = SelectionParams(iv_threshold=0.02, top_k=12)
+    parties = {"guest": (list(g_train.x.columns), *local_mask(g_train.values(), g_train.x.columns, sp)),
+               "host_0": ([f"host_0.{c}" for c in h_train.x.columns],
+                          *local_mask(h_train.values(), h_train.x.columns, sp))}
+    keep = combine(parties, {k: float(v["iv_rank"]) for k, v in twin.items()}, sp)
+    ref_g = [c for c, k in zip(g_train.x.columns, keep["guest"]) if k]
+    ref_h = [c for c, k in zip(h_train.x.columns, keep["host_0"]) if k]
+    assert out(run, "guest", "select")["model"]["columns"] == ref_g
+    assert out(run, "host_0", "select")["model"]["columns"] == ref_h
+    assert 0 < len(ref_g) + len(ref_h) <= 12 and ref_h  # the host keeps some of its columns
+    # WOE transform: each kept column replaced by its bin's WOE, at each party, train and test
+    for party, prefix in (("guest", ""), ("host_0", "host_0.")):
+        for slot in ("train", "test"):
+            raw = out(run, party, "select")[slot]
+            woe = out(run, party, "woe")[slot]
+            assert list(woe.x.columns) == list(raw.x.columns)
+            for c in raw.x.columns:
+                b = next(b for b in gm["bins"] if b["name"] == c) if party == "guest" else None
+                t = gm["tables"][prefix + c]
+                if b is not None:
+                    from atoll.ml.feature.binning import bins_from_wire
+
+                    codes = bins_from_wire([b])[0].codes(raw.x[c].to_numpy())
+                    np.testing.assert_array_equal(woe.x[c].to_numpy(), np.asarray(t["woe"])[codes, 0])
+                else:  # the host's values are WOE values of its own bins
+                    assert set(np.unique(woe.x[c])) <= set(np.asarray(t["woe"])[:, 0])
+    # the baseline trains scikit-learn on the joined WOE columns: close to the federated LR
+    (row,) = run.report["centralized_baseline"]
+    assert row["metrics"]["auc"]["V_SUM"] > 0.7 and abs(row["metrics"]["auc"]["diff"]) < 0.03
+
+
+def test_predict_reapplies_the_fitted_selection_and_woe(run, tmp_path):
+    files = predict_job(run.run_dir, out_dir=tmp_path / "pred")
+    pred = pd.read_csv(files["guest"]).set_index("id")
+    inside = out(run, "guest", "predict")["scores"]
+    np.testing.assert_allclose(pred.loc[np.asarray(inside["ids"]), "score"], inside["score"], rtol=1e-9)
+    woe = SavedOutputs(tmp_path / "pred" / "host_0" / "woe")["test"]
+    assert list(woe.x.columns) == out(run, "host_0", "select")["model"]["columns"]
