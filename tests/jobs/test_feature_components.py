@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from atoll import datasets
 from atoll.jobs import parse_job, predict_job, run_job
 from atoll.jobs.runner import SavedOutputs
 from atoll.ml.feature.binning import BinningParams, plain_binning
@@ -105,3 +106,80 @@ def test_predict_reapplies_the_fitted_selection_and_woe(run, tmp_path):
     np.testing.assert_allclose(pred.loc[np.asarray(inside["ids"]), "score"], inside["score"], rtol=1e-9)
     woe = SavedOutputs(tmp_path / "pred" / "host_0" / "woe")["test"]
     assert list(woe.x.columns) == out(run, "host_0", "select")["model"]["columns"]
+
+
+MESSY = textwrap.dedent("""\
+    name: messy
+    seed: 4
+    mode: threads
+    parties:
+      guest:   {role: guest, data: {path: guest.csv, id: id, label: default}}
+      host_0:  {role: host,  data: {path: host.csv, id: id}}
+    pipeline:
+      - {id: read, component: reader, params: READER}
+      - {id: align, component: psi, inputs: {data: read.data}}
+      - {id: split, component: split, inputs: {data: align.data}, params: {test_size: 0.3}}
+      - id: fill
+        component: impute
+        inputs: {train: split.train, test: split.test}
+        params: {strategy: median, columns: [x4], cap_upper: 0.99}
+      - {id: enc, component: encode, inputs: {train: fill.train, test: fill.test}, params: {columns: [host_0.x3]}}
+      - id: bin
+        component: hetero_binning
+        inputs: {train: split.train}
+        params: {max_bin: 5, key_bits: 1024, scheme: ou}
+      - id: psi_check
+        component: stability
+        inputs: {binning: bin.model, expected: split.train, actual: split.test}
+    """)
+
+
+def messy_files(folder):
+    g = datasets.load("default_credit", "hetero", "guest").iloc[:800].copy()
+    h = datasets.load("default_credit", "hetero", "host").loc[g.index].copy()
+    g["default"] = np.where(g.pop("y") == 1, "yes", "no")
+    g["branch"] = 7.0  # a constant column
+    h.loc[h.index[::9], "x4"] = np.nan
+    g.to_csv(folder / "guest.csv")
+    h.to_csv(folder / "host.csv")
+
+
+def test_reader_names_the_column_or_the_preparation_handles_it(tmp_path):
+    from atoll.jobs.runner import JobFailed
+
+    messy_files(tmp_path)
+    job = tmp_path / "job.yaml"
+    for params, err in (("{}", r"step 'read'.*label column 'default' is not numeric.*positive_label"),
+                        ("{positive_label: 'yes', missing: error}", r"step 'read'.*column 'x4' has 89 missing"),
+                        ("{positive_label: 'yes', constant: error}", r"step 'read'.*column 'branch' is constant")):
+        job.write_text(MESSY.replace("READER", params))
+        with pytest.raises(JobFailed, match=err):
+            run_job(job, run_dir=tmp_path / f"run-{len(list(tmp_path.iterdir()))}")
+    job.write_text(MESSY.replace("READER", "{positive_label: 'yes', constant: drop}"))
+    r = run_job(job, run_dir=tmp_path / "run")
+    g = out(r, "guest", "read")["data"]
+    assert "branch" not in g.x.columns and set(g.y.unique()) == {0, 1}
+    raw = pd.read_csv(tmp_path / "guest.csv").set_index("id")
+    assert (g.y == (raw.loc[g.ids, "default"] == "yes").astype(int)).all()
+    # impute fitted on the host's training rows only, encode one-hot at the host, nothing at the guest
+    train, test = out(r, "host_0", "split")["train"], out(r, "host_0", "split")["test"]
+    filled = out(r, "host_0", "fill")["test"]
+    med = np.median(train.x["x4"].dropna())
+    cap = np.quantile(train.x["x4"].dropna(), 0.99)
+    np.testing.assert_allclose(filled.x["x4"], np.minimum(test.x["x4"].fillna(med), cap))
+    enc = out(r, "host_0", "enc")["test"]
+    assert {c for c in enc.x.columns if c.startswith("x3=")} == {f"x3={v:g}" for v in np.unique(train.x["x3"])}
+    assert list(out(r, "guest", "enc")["test"].x.columns) == list(out(r, "guest", "split")["test"].x.columns)
+    # stability: PSI of each party's own columns on its own bins, against the formula
+    from atoll.ml.feature.binning import bins_from_wire
+    from atoll.ml.feature.stability import psi
+
+    for party in ("guest", "host_0"):
+        st = out(r, party, "psi_check")["model"]
+        bins = bins_from_wire(out(r, party, "bin")["model"]["bins"])
+        split = out(r, party, "split")
+        assert [t["name"] for t in st["features"]] == [b.name for b in bins]
+        for t, b in zip(st["features"], bins):
+            e = np.bincount(b.codes(split["train"].x[b.name].to_numpy()), minlength=b.n_bins)
+            a = np.bincount(b.codes(split["test"].x[b.name].to_numpy()), minlength=b.n_bins)
+            assert t["psi"] == psi(e, a)[0] and t["psi"] < 0.1

@@ -11,10 +11,12 @@ from atoll.jobs.components import (  # noqa: F401
     homo,
     mpc,
     predict,
+    prepare,
     psi,
     secureboost,
     reader,
     scale,
     split,
+    stability,
     tee,
 )

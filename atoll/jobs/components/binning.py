@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from atoll.errors import DataError
 from atoll.jobs.artifacts import Table
 from atoll.jobs.component import Component, Slot, TaskContext
+from atoll.jobs.components.prepare import localised
 from atoll.jobs.registry import register
 from atoll.ml.feature.binning import BinningParams
 from atoll.ml.feature.selection import SelectionParams
@@ -65,12 +66,12 @@ class HeteroBinning(Component):
         if tc.role == "guest":
             if train.y is None:
                 raise DataError(f"{self.name}: the guest needs labelled training data")
-            m = HeteroBinningGuest(self.params).fit(tc.fed, train.values(), train.y.to_numpy(), cols)
+            m = HeteroBinningGuest(localised(self.params, tc, "categorical")).fit(tc.fed, train.values(), train.y.to_numpy(), cols)
             best = sorted(m.tables.items(), key=lambda kv: -kv[1]["iv_rank"])[:5]
             tc.log.info("binned %d columns; top IV: %s", len(m.tables),
                         ", ".join(f"{k} {t['iv_rank']:.3f}" for k, t in best))
         else:
-            m = HeteroBinningHost(self.params).fit(tc.fed, train.values(), cols)
+            m = HeteroBinningHost(localised(self.params, tc, "categorical")).fit(tc.fed, train.values(), cols)
             tc.log.info("binned %d own columns", len(m.bins))
         model = {"component": self.name, **model_to_wire(m)}
         if tc.role == "guest":
@@ -136,13 +137,13 @@ class FeatureSelect(Component):
         if tc.role == "guest":
             tables = None if binning is None else binning["tables"]
             hosts = None if binning is None else binning["hosts"]
-            keep_all = HeteroSelectionGuest(self.params).fit(tc.fed, train.values(), cols, tables, hosts)
+            keep_all = HeteroSelectionGuest(localised(self.params, tc, "keep", "drop")).fit(tc.fed, train.values(), cols, tables, hosts)
             keep = keep_all[tc.party]
             dropped = {p: int((~k).sum()) for p, k in keep_all.items()}
             tc.log.info("kept %d of %d columns (dropped per party: %s)", sum(int(k.sum()) for k in keep_all.values()),
                         sum(len(k) for k in keep_all.values()), dropped)
         else:
-            keep = HeteroSelectionHost(self.params).fit(tc.fed, train.values(), cols)
+            keep = HeteroSelectionHost(localised(self.params, tc, "keep", "drop")).fit(tc.fed, train.values(), cols)
             tc.log.info("kept %d of my %d columns", int(keep.sum()), len(cols))
         kept = [c for c, k in zip(cols, keep) if k]
         state = {"component": self.name, "columns": kept, "dropped": [c for c, k in zip(cols, keep) if not k]}
@@ -204,7 +205,8 @@ class WoeTransform(Component):
         binning = inputs.get("binning")
         if binning is None or inputs.get("train") is None:
             return {}
-        out: dict[str, Any] = {k: woe_encode(inputs.get(k), binning, self.params.columns) for k in DATA_SLOTS}
+        cols = localised(self.params, tc, "columns").columns
+        out: dict[str, Any] = {k: woe_encode(inputs.get(k), binning, cols) for k in DATA_SLOTS}
         out["model"] = {"component": self.name, "columns": list(out["train"].x.columns)}
         return out
 

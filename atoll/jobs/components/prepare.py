@@ -1,0 +1,86 @@
+"""``impute`` and ``encode``: data preparation, each party on its own columns, fitted on training rows.
+
+Thin wrappers of :mod:`atoll.ml.feature.prepare`: nothing is sent. ``impute`` fills missing values (mean,
+median, most frequent, constant) and optionally caps outliers at training quantiles; ``encode`` turns
+categorical columns (numeric codes) into one-hot or ordinal columns. Each fits on ``train`` and applies the
+same state to ``validate`` / ``test``; the state is the step's ``model`` output, applied again by
+``atoll predict``. A column a party does not hold is ignored by that party; ``PARTY.COLUMN`` names the
+column of that party only (when parties have columns of the same name).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from atoll.jobs.artifacts import Table
+from atoll.jobs.component import Component, Slot, TaskContext
+from atoll.jobs.registry import register
+from atoll.ml.feature.prepare import EncodeParams, ImputeParams, apply_encode, apply_impute, fit_encode, fit_impute
+
+DATA_SLOTS = ("train", "validate", "test")
+
+
+def own_columns(names: list[str] | None, tc: TaskContext) -> list[str] | None:
+    """The column names of a parameter list that concern this party: bare names, and ``PARTY.COLUMN`` of its own."""
+    if names is None:
+        return None
+    out = []
+    for n in names:
+        prefix, dot, rest = n.partition(".")
+        if dot and prefix in tc.job.parties:
+            if prefix == tc.party:
+                out.append(rest)
+        else:
+            out.append(n)
+    return out
+
+
+def localised(params: Any, tc: TaskContext, *fields: str) -> Any:
+    """``params`` with each list field of column names narrowed to this party's (see :func:`own_columns`)."""
+    return params.model_copy(update={f: own_columns(getattr(params, f), tc) for f in fields})
+
+
+class _LocalTransform(Component):
+    inputs = {"train": Slot("data"), "validate": Slot("data", optional=True), "test": Slot("data", optional=True)}
+    outputs = {"train": "data", "validate": "data", "test": "data", "model": "model"}
+    fit_fn: Callable[..., dict[str, Any]]
+    apply_fn: Callable[..., Any]
+
+    def _apply(self, state: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        apply = type(self).apply_fn
+        return {k: None if inputs.get(k) is None else inputs[k].with_x(apply(inputs[k].x, state))
+                for k in DATA_SLOTS}
+
+    def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
+        train: Table | None = inputs.get("train")
+        if train is None:
+            return {}
+        state = type(self).fit_fn(train.x, localised(self.params, tc, "columns"))
+        tc.log.info("%s: %d columns", self.name, len(state["columns"]))
+        out = self._apply(state, inputs)
+        out["model"] = {"component": self.name, **state}
+        return out
+
+    def infer(self, tc: TaskContext, inputs: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+        state = saved.get("model")
+        return {} if state is None else self._apply(state, inputs)
+
+
+@register
+class Impute(_LocalTransform):
+    """Fill missing values (and cap outliers) per party on its own columns."""
+
+    name = "impute"
+    Params = ImputeParams
+    fit_fn = staticmethod(fit_impute)
+    apply_fn = staticmethod(apply_impute)
+
+
+@register
+class Encode(_LocalTransform):
+    """One-hot or ordinal encoding of categorical columns, per party on its own columns."""
+
+    name = "encode"
+    Params = EncodeParams
+    fit_fn = staticmethod(fit_encode)
+    apply_fn = staticmethod(apply_encode)
