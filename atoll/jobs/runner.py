@@ -390,6 +390,11 @@ def predict_job(run_dir: str | Path, out_dir: str | Path | None = None,
             saved = out.party(party).outputs(p.id)
             if "scores" in saved:
                 written[party] = _write_predictions(saved["scores"], out.root / party / f"{p.id}.csv")
+        for c in job.pipeline:  # scores of monitoring steps (a scorecard's points) beside the predictions
+            if c.id in replay and getattr(registry.get(c.component), "monitor", False):
+                saved = out.party(party).outputs(c.id)
+                if "scores" in saved:
+                    _write_predictions(saved["scores"], out.root / party / f"{c.id}.csv")
     return written
 
 

@@ -5,6 +5,7 @@ against the plaintext twin on the rows each step saw, and ``atoll predict`` reap
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,41 +17,11 @@ from atoll.jobs.runner import SavedOutputs
 from atoll.ml.feature.binning import BinningParams, plain_binning
 from atoll.ml.feature.selection import SelectionParams, combine, local_mask
 
-JOB = textwrap.dedent("""\
-    name: scorecard
-    seed: 3
-    mode: threads
-    parties:
-      guest:   {role: guest, data: {dataset: default_credit, split: hetero, party: guest, label: y, limit: 1500}}
-      host_0:  {role: host,  data: {dataset: default_credit, split: hetero, party: host, limit: 1500}}
-      arbiter: {role: arbiter}
-    pipeline:
-      - {id: read, component: reader}
-      - {id: align, component: psi, inputs: {data: read.data}}
-      - {id: split, component: split, inputs: {data: align.data}, params: {test_size: 0.25, stratify: true}}
-      - id: bin
-        component: hetero_binning
-        inputs: {train: split.train}
-        params: {method: quantile, max_bin: 6, share_woe: true, key_bits: 1024}
-      - id: select
-        component: feature_select
-        inputs: {binning: bin.model, train: split.train, test: split.test}
-        params: {iv_threshold: 0.02, top_k: 12}
-      - {id: woe, component: woe_transform, inputs: {binning: bin.model, train: select.train, test: select.test}}
-      - id: train
-        component: hetero_lr
-        inputs: {train: woe.train}
-        params: {key_bits: 1024, max_iter: 3, batch_size: 512, learning_rate: 0.1, early_stopping: none}
-      - {id: predict, component: predict, inputs: {model: train.model, data: woe.test}}
-      - {id: evaluate, component: evaluate, inputs: {scores: predict.scores}}
-    """)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("scorecard")
-    r = run_job(parse_job(JOB, "scorecard.yaml"), run_dir=tmp / "run", centralized_baseline=True)
-    return r
+    """examples/credit_scorecard.yaml on 3000 rows (1024-bit keys, batches of 512), once for this module."""
+    return run_job(small_example(3000), run_dir=tmp_path_factory.mktemp("scorecard") / "run",
+                   centralized_baseline=True)
 
 
 def out(r, party, step):
@@ -60,7 +31,7 @@ def out(r, party, step):
 def test_binning_selection_woe_match_the_twin_on_the_joined_rows(run):
     g_train, h_train = out(run, "guest", "split")["train"], out(run, "host_0", "split")["train"]
     pooled = pd.concat([g_train.x, h_train.x.loc[g_train.ids].add_prefix("host_0.")], axis=1)
-    p = BinningParams(max_bin=6)
+    p = BinningParams(max_bin=10, categorical=["host_0.x1", "host_0.x2", "host_0.x3"])
     _, twin = plain_binning(pooled.to_numpy(np.float64), list(pooled.columns), g_train.y.to_numpy(), p)
     gm = out(run, "guest", "bin")["model"]
     assert set(gm["tables"]) == set(twin)
@@ -68,7 +39,7 @@ def test_binning_selection_woe_match_the_twin_on_the_joined_rows(run):
         np.testing.assert_array_equal(t["counts"], twin[k]["counts"])
         assert np.array_equal(t["woe"], twin[k]["woe"])
     # selection: the same columns as the plaintext rule on the joined data, each party only its own
-    sp = SelectionParams(iv_threshold=0.02, top_k=12)
+    sp = SelectionParams(iv_threshold=0.02, top_k=14)
     parties = {"guest": (list(g_train.x.columns), *local_mask(g_train.values(), g_train.x.columns, sp)),
                "host_0": ([f"host_0.{c}" for c in h_train.x.columns],
                           *local_mask(h_train.values(), h_train.x.columns, sp))}
@@ -77,7 +48,8 @@ def test_binning_selection_woe_match_the_twin_on_the_joined_rows(run):
     ref_h = [c for c, k in zip(h_train.x.columns, keep["host_0"]) if k]
     assert out(run, "guest", "select")["model"]["columns"] == ref_g
     assert out(run, "host_0", "select")["model"]["columns"] == ref_h
-    assert 0 < len(ref_g) + len(ref_h) <= 12 and ref_h  # the host keeps some of its columns
+    assert 0 < len(ref_g) + len(ref_h) <= 14 and ref_h  # the host keeps some of its columns
+    assert len(ref_g) + len(ref_h) < len(twin)  # and some columns go
     # WOE transform: each kept column replaced by its bin's WOE, at each party, train and test
     for party, prefix in (("guest", ""), ("host_0", "host_0.")):
         for slot in ("train", "test"):
@@ -94,9 +66,6 @@ def test_binning_selection_woe_match_the_twin_on_the_joined_rows(run):
                     np.testing.assert_array_equal(woe.x[c].to_numpy(), np.asarray(t["woe"])[codes, 0])
                 else:  # the host's values are WOE values of its own bins
                     assert set(np.unique(woe.x[c])) <= set(np.asarray(t["woe"])[:, 0])
-    # the baseline trains scikit-learn on the joined WOE columns: close to the federated LR
-    (row,) = run.report["centralized_baseline"]
-    assert row["metrics"]["auc"]["V_SUM"] > 0.7 and abs(row["metrics"]["auc"]["diff"]) < 0.03
 
 
 def test_predict_reapplies_the_fitted_selection_and_woe(run, tmp_path):
@@ -183,3 +152,76 @@ def test_reader_names_the_column_or_the_preparation_handles_it(tmp_path):
             e = np.bincount(b.codes(split["train"].x[b.name].to_numpy()), minlength=b.n_bins)
             a = np.bincount(b.codes(split["test"].x[b.name].to_numpy()), minlength=b.n_bins)
             assert t["psi"] == psi(e, a)[0] and t["psi"] < 0.1
+
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "credit_scorecard.yaml"
+
+
+def small_example(rows: int):
+    """The example as shipped, on a slice, with 1024-bit keys and a smaller batch, in threads."""
+    import yaml
+
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["mode"] = "threads"
+    for party in raw["parties"].values():
+        if party.get("data"):
+            party["data"]["limit"] = rows
+    for step in raw["pipeline"]:
+        params = step.get("params", {})
+        if "key_bits" in params:
+            params["key_bits"] = 1024
+        if "batch_size" in params:
+            params["batch_size"] = 512
+    return parse_job(yaml.safe_dump(raw, sort_keys=False), str(EXAMPLE))
+
+
+def test_the_scorecard_example_end_to_end(run, tmp_path):
+    from atoll.ml.feature.binning import bins_from_wire
+    from atoll.ml.feature.scorecard import ScorecardParams, score_from_log_odds
+
+    r = run
+    # the baseline trains scikit-learn on the joined WOE columns: close to the federated LR
+    (row,) = r.report["centralized_baseline"]
+    assert row["n_test"] == 600 and row["metrics"]["auc"]["V_SUM"] > 0.7
+    assert abs(row["metrics"]["auc"]["diff"]) < 0.03, row["metrics"]["auc"]
+    # the scorecard's points reproduce the LR's log-odds: score = offset - factor * u, u from the model parts
+    gl, hl = out(r, "guest", "train")["model"], out(r, "host_0", "train")["model"]
+    gx, hx = out(r, "guest", "woe")["test"], out(r, "host_0", "woe")["test"]
+    u = gl["intercept"] + gx.values() @ gl["coef"] + hx.x.loc[gx.ids].to_numpy() @ hl["coef"] + hl["offset"]
+    card = out(r, "guest", "card")["scores"]
+    assert list(card["ids"]) == list(gx.ids)
+    np.testing.assert_allclose(card["score"], score_from_log_odds(u, ScorecardParams()), rtol=0, atol=1e-8)
+    p = out(r, "guest", "predict")["scores"]["score"]
+    np.testing.assert_allclose(card["score"], 600 - 50 / np.log(2) * np.log(p / (1 - p)), atol=1e-6)
+    # and the points tables, bin by bin on the raw values, add up to the same scores (each party its own)
+    total = np.full(len(gx), out(r, "guest", "card")["model"]["base_points"], dtype=np.float64)
+    for party in ("guest", "host_0"):
+        m = out(r, party, "card")["model"]
+        bins = {b.name: b for b in bins_from_wire(out(r, party, "bin")["model"]["bins"])}
+        raw = out(r, party, "select")["test"].x.loc[gx.ids]
+        if party == "host_0":
+            total += m["base_points"]
+        for f in m["features"]:
+            total += np.asarray(f["points"])[bins[f["name"]].codes(raw[f["name"]].to_numpy())]
+    np.testing.assert_allclose(total, card["score"], atol=1e-8)
+    # a higher score is a lower risk
+    y = card["label"]
+    assert card["score"][y == 0].mean() > card["score"][y == 1].mean() + 20
+    # stability of the held-out rows against training: features at each party, the score at the guest
+    st = out(r, "guest", "stability")["model"]
+    assert st["score"] is not None and 0 <= st["score"]["psi"] < 0.1
+    assert all("csi" in t for t in st["features"] if t["name"] in gl["columns"])
+    assert out(r, "host_0", "stability")["model"]["score"] is None
+    # atoll predict on shifted shop data: scores, points and stability again, against the training rows
+    from atoll import datasets as ds
+
+    h = ds.load("default_credit", "hetero", "host").iloc[:3000].copy()
+    h["x0"] = h["x0"] + 1.5
+    h.to_csv(tmp_path / "shop_new.csv")
+    files = predict_job(r.run_dir, out_dir=tmp_path / "pred", data={"host_0": {"path": str(tmp_path / "shop_new.csv"),
+                                                                              "id": "id"}})
+    assert (tmp_path / "pred" / "guest" / "card.csv").exists() and "guest" in files
+    new = SavedOutputs(tmp_path / "pred" / "host_0" / "stability")["model"]
+    by = {t["name"]: t["psi"] for t in new["features"]}
+    assert by["x0"] > 0.25 and by["x5"] < 0.1  # the shifted column shows, the others stay stable

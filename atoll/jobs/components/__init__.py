@@ -13,6 +13,7 @@ from atoll.jobs.components import (  # noqa: F401
     predict,
     prepare,
     psi,
+    scorecard,
     secureboost,
     reader,
     scale,
