@@ -213,6 +213,15 @@ def test_the_scorecard_example_end_to_end(run, tmp_path):
     assert st["score"] is not None and 0 <= st["score"]["psi"] < 0.1
     assert all("csi" in t for t in st["features"] if t["name"] in gl["columns"])
     assert out(r, "host_0", "stability")["model"]["score"] is None
+    # the report shows the IV ranking and WOE tables, the points and the PSI tables
+    kinds = {(s["kind"], s["party"]) for s in r.report["feature"]}
+    assert {("binning", "guest"), ("scorecard", "guest"), ("scorecard", "host_0"), ("stability", "guest"),
+            ("stability", "host_0")} <= kinds
+    (binning,) = [s for s in r.report["feature"] if s["kind"] == "binning"]
+    ivs = [v for _, v in binning["iv_ranking"]]
+    assert ivs == sorted(ivs, reverse=True) and len(ivs) == 23
+    page = (r.run_dir / "report.html").read_text()
+    assert "IV ranking" in page and "WOE — host_0.x2" in page and "Scorecard — card at host_0" in page
     # atoll predict on shifted shop data: scores, points and stability again, against the training rows
     from atoll import datasets as ds
 
