@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from atoll.errors import DataError
 from atoll.jobs.artifacts import Table
 from atoll.jobs.component import Component, Slot, TaskContext
-from atoll.jobs.components.prepare import localised
+from atoll.jobs.components.prepare import LocalTransform, localised
 from atoll.jobs.registry import register
 from atoll.ml.feature.binning import BinningParams
 from atoll.ml.feature.selection import SelectionParams
@@ -57,11 +57,9 @@ class HeteroBinning(Component):
     def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
         from atoll.ml.feature.hetero_binning import HeteroBinningGuest, HeteroBinningHost, model_to_wire
 
-        train: Table | None = inputs.get("train")
-        if tc.role not in ("guest", "host"):
-            return {}
+        train = _train_of(tc, inputs, self.name)
         if train is None:
-            raise DataError(f"{self.name}: party {tc.party!r} needs its training data")
+            return {}
         cols = list(train.x.columns)
         if tc.role == "guest":
             if train.y is None:
@@ -96,17 +94,25 @@ def binning_report(m: Any) -> dict[str, Any]:
     return {"kind": "binning", "iv_ranking": [[k, float(v)] for k, v in ranking], "tables": tables}
 
 
-def _apply_columns(table: Table | None, cols: list[str]) -> Table | None:
-    if table is None:
+def _train_of(tc: TaskContext, inputs: dict[str, Any], name: str) -> Table | None:
+    """A guest's or host's training rows (None at other roles)."""
+    if tc.role not in ("guest", "host"):
         return None
-    missing = [c for c in cols if c not in table.x.columns]
+    if inputs.get("train") is None:
+        raise DataError(f"{name}: party {tc.party!r} needs its training data")
+    return inputs["train"]
+
+
+def select_columns(x: pd.DataFrame, state: dict[str, Any]) -> pd.DataFrame:
+    cols = list(state["columns"])
+    missing = [c for c in cols if c not in x.columns]
     if missing:
-        raise DataError(f"columns {missing} are missing from the data")
-    return table.with_x(table.x[cols])
+        raise DataError(f"feature_select: columns {missing} are missing from the data")
+    return x[cols]
 
 
 @register
-class FeatureSelect(Component):
+class FeatureSelect(LocalTransform):
     """Selection by IV / top-k / missing rate / distinct values / variance / lists; each party its own columns."""
 
     name = "feature_select"
@@ -114,6 +120,7 @@ class FeatureSelect(Component):
               "validate": Slot("data", optional=True), "test": Slot("data", optional=True)}
     outputs = {"train": "data", "validate": "data", "test": "data", "model": "model"}
     Params = SelectionParams
+    apply_fn = staticmethod(select_columns)
 
     @classmethod
     def check(cls, job: Any, spec: Any, index: int, check_data: bool) -> None:
@@ -127,11 +134,9 @@ class FeatureSelect(Component):
     def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
         from atoll.ml.feature.selection import HeteroSelectionGuest, HeteroSelectionHost
 
-        train: Table | None = inputs.get("train")
-        if tc.role not in ("guest", "host"):
-            return {}
+        train = _train_of(tc, inputs, self.name)
         if train is None:
-            raise DataError(f"{self.name}: party {tc.party!r} needs its training data")
+            return {}
         cols = list(train.x.columns)
         binning = inputs.get("binning")
         if tc.role == "guest":
@@ -147,15 +152,7 @@ class FeatureSelect(Component):
             tc.log.info("kept %d of my %d columns", int(keep.sum()), len(cols))
         kept = [c for c, k in zip(cols, keep) if k]
         state = {"component": self.name, "columns": kept, "dropped": [c for c, k in zip(cols, keep) if not k]}
-        out: dict[str, Any] = {k: _apply_columns(inputs.get(k), kept) for k in DATA_SLOTS}
-        out["model"] = state
-        return out
-
-    def infer(self, tc: TaskContext, inputs: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
-        state = saved.get("model")
-        if state is None:
-            return {}
-        return {k: _apply_columns(inputs.get(k), list(state["columns"])) for k in DATA_SLOTS}
+        return {**self.apply(state, inputs), "model": state}
 
 
 class WoeParams(BaseModel):

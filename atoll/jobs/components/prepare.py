@@ -40,13 +40,16 @@ def localised(params: Any, tc: TaskContext, *fields: str) -> Any:
     return params.model_copy(update={f: own_columns(getattr(params, f), tc) for f in fields})
 
 
-class _LocalTransform(Component):
+class LocalTransform(Component):
+    """A step each party fits on its own training rows (``fit_fn``) and applies to every data input
+    (``apply_fn(x, state)``), again in ``atoll predict`` from the saved state."""
+
     inputs = {"train": Slot("data"), "validate": Slot("data", optional=True), "test": Slot("data", optional=True)}
     outputs = {"train": "data", "validate": "data", "test": "data", "model": "model"}
     fit_fn: Callable[..., dict[str, Any]]
     apply_fn: Callable[..., Any]
 
-    def _apply(self, state: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, state: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         apply = type(self).apply_fn
         return {k: None if inputs.get(k) is None else inputs[k].with_x(apply(inputs[k].x, state))
                 for k in DATA_SLOTS}
@@ -57,17 +60,17 @@ class _LocalTransform(Component):
             return {}
         state = type(self).fit_fn(train.x, localised(self.params, tc, "columns"))
         tc.log.info("%s: %d columns", self.name, len(state["columns"]))
-        out = self._apply(state, inputs)
+        out = self.apply(state, inputs)
         out["model"] = {"component": self.name, **state}
         return out
 
     def infer(self, tc: TaskContext, inputs: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
         state = saved.get("model")
-        return {} if state is None else self._apply(state, inputs)
+        return {} if state is None else self.apply(state, inputs)
 
 
 @register
-class Impute(_LocalTransform):
+class Impute(LocalTransform):
     """Fill missing values (and cap outliers) per party on its own columns."""
 
     name = "impute"
@@ -77,7 +80,7 @@ class Impute(_LocalTransform):
 
 
 @register
-class Encode(_LocalTransform):
+class Encode(LocalTransform):
     """One-hot or ordinal encoding of categorical columns, per party on its own columns."""
 
     name = "encode"
