@@ -1,4 +1,5 @@
-"""The report's credit-scoring sections: IV ranking and WOE tables (binning), PSI / CSI tables (stability),
+"""The report's credit-scoring sections: IV ranking and WOE tables (binning), kept columns (selection: the
+guest's view covers every party), PSI / CSI tables (stability),
 points tables (scorecard), from the ``report`` entry those steps put in their ``model`` output.
 
 Each party's entries come from its own outputs (in a node deployment, each node's report shows its own).
@@ -12,7 +13,7 @@ from typing import Any
 from atoll.jobs.spec import JobSpec
 from atoll.jobs.store import RunStore
 
-KINDS = ("binning", "stability", "scorecard")
+KINDS = ("binning", "selection", "stability", "scorecard")
 
 
 def feature_sections(job: JobSpec, store: RunStore) -> list[dict[str, Any]]:
@@ -45,6 +46,8 @@ def feature_html(sections: list[dict[str, Any]]) -> list[str]:
                     f"<td>{_num(t['woe'][i])}</td></tr>" for i, (b, n) in enumerate(zip(t["bins"], t["counts"])))
                 parts.append(f"<h3>WOE — {e(name)} (IV {_num(t['iv'])})</h3><table><tr><th>bin</th><th>rows</th>"
                              f"<th>events</th><th>WOE</th></tr>{rows}</table>")
+        elif s["kind"] == "selection":
+            parts.append(f"<h2>Selection — {head}</h2><p>kept: {e(', '.join(s['kept'])) or 'none'}</p>")
         elif s["kind"] == "stability":
             parts.append(f"<h2>Stability — {head}</h2><table><tr><th>feature</th><th>PSI</th><th>CSI</th></tr>"
                          + "".join(f"<tr><td>{e(str(n))}</td><td>{_num(v)}</td><td>{_num(c, '.2f')}</td></tr>"

@@ -234,3 +234,20 @@ def test_the_scorecard_example_end_to_end(run, tmp_path):
     new = SavedOutputs(tmp_path / "pred" / "host_0" / "stability")["model"]
     by = {t["name"]: t["psi"] for t in new["features"]}
     assert by["x0"] > 0.25 and by["x5"] < 0.1  # the shifted column shows, the others stay stable
+
+
+def test_the_demo_prints_the_iv_ranking_selection_and_scorecard(run):
+    """``make demo`` runs this example (all rows, processes); its summary of the feature steps, on this run."""
+    from rich.console import Console
+
+    import atoll.demo as demo
+
+    assert demo.EXAMPLE == EXAMPLE
+    console = Console(record=True, width=160)
+    demo._feature_summary(console, run.report)
+    text = console.export_text()
+    assert "IV of every column" in text and "host_0.x5" in text and "scorecard: base points" in text
+    kept = [s for s in run.report["feature"] if s["kind"] == "selection" and s["party"] == "guest"][0]["kept"]
+    assert text.count("yes") == len(kept) > 0
+    host_kept = [s for s in run.report["feature"] if s["kind"] == "selection" and s["party"] == "host_0"][0]["kept"]
+    assert {f"host_0.{c}" for c in host_kept} == {c for c in kept if c.startswith("host_0.")}

@@ -147,11 +147,16 @@ class FeatureSelect(LocalTransform):
             dropped = {p: int((~k).sum()) for p, k in keep_all.items()}
             tc.log.info("kept %d of %d columns (dropped per party: %s)", sum(int(k.sum()) for k in keep_all.values()),
                         sum(len(k) for k in keep_all.values()), dropped)
+            names = {tc.party: cols, **{h: [f"{h}.{c}" for c in v] for h, v in (hosts or {}).items()}}
+            report = {"kind": "selection", "kept": [n for p, k in keep_all.items() if p in names
+                                                    for n, kk in zip(names[p], k) if kk]}
         else:
             keep = HeteroSelectionHost(localised(self.params, tc, "keep", "drop")).fit(tc.fed, train.values(), cols)
             tc.log.info("kept %d of my %d columns", int(keep.sum()), len(cols))
+            report = {"kind": "selection", "kept": [c for c, k in zip(cols, keep) if k]}
         kept = [c for c, k in zip(cols, keep) if k]
-        state = {"component": self.name, "columns": kept, "dropped": [c for c, k in zip(cols, keep) if not k]}
+        state = {"component": self.name, "columns": kept, "dropped": [c for c, k in zip(cols, keep) if not k],
+                 "report": report}
         return {**self.apply(state, inputs), "model": state}
 
 
