@@ -64,7 +64,8 @@ class HeteroBinning(Component):
         if tc.role == "guest":
             if train.y is None:
                 raise DataError(f"{self.name}: the guest needs labelled training data")
-            m = HeteroBinningGuest(localised(self.params, tc, "categorical")).fit(tc.fed, train.values(), train.y.to_numpy(), cols)
+            m = HeteroBinningGuest(localised(self.params, tc, "categorical")).fit(
+                tc.fed, train.values(), train.y.to_numpy(), cols)
             best = sorted(m.tables.items(), key=lambda kv: -kv[1]["iv_rank"])[:5]
             tc.log.info("binned %d columns; top IV: %s", len(m.tables),
                         ", ".join(f"{k} {t['iv_rank']:.3f}" for k, t in best))
@@ -142,7 +143,8 @@ class FeatureSelect(LocalTransform):
         if tc.role == "guest":
             tables = None if binning is None else binning["tables"]
             hosts = None if binning is None else binning["hosts"]
-            keep_all = HeteroSelectionGuest(localised(self.params, tc, "keep", "drop")).fit(tc.fed, train.values(), cols, tables, hosts)
+            keep_all = HeteroSelectionGuest(localised(self.params, tc, "keep", "drop")).fit(
+                tc.fed, train.values(), cols, tables, hosts)
             keep = keep_all[tc.party]
             dropped = {p: int((~k).sum()) for p, k in keep_all.items()}
             tc.log.info("kept %d of %d columns (dropped per party: %s)", sum(int(k.sum()) for k in keep_all.values()),
