@@ -206,9 +206,12 @@ class HeteroBinningGuest:
         d = len(nb)
         if nb.dtype.kind not in "iu" or not 0 < d <= MAX_FEATURES or nb.min() < 2 or nb.max() > MAX_BINS:
             raise CryptoError("a host announced bad bin counts")
-        if len(msg["names"]) != d or len(msg["kinds"]) != d or any(v not in ("numeric", "categorical")
-                                                                    for v in msg["kinds"]):
-            raise CryptoError("a host's feature names or kinds do not match its features")
+        names, kinds = msg["names"], msg["kinds"]
+        if (not isinstance(names, list) or not isinstance(kinds, list) or len(names) != d or len(kinds) != d
+                or any(not isinstance(v, str) or not 0 < len(v) <= 256 for v in names) or len(set(names)) != d
+                or any(v not in ("numeric", "categorical") for v in kinds)):
+            raise CryptoError("a host's feature names or kinds do not match its features (one distinct name "
+                              "of at most 256 characters and one kind per feature)")
         nbmax = int(nb.max())
         ct = msg["ct"]
         need = -(-d * nbmax // per)
