@@ -6,7 +6,8 @@ modules for the protocols and what each party sees):
 * ``hetero_binning`` (input ``train``): every party bins its own columns; the guest gets WOE / IV of all of
   them (the host's under HE). Output ``model``: each party's bins; the guest's also holds every table
   (counts, WOE, IV; host columns named ``PARTY.COLUMN``), a host's its own WOE with ``share_woe``.
-* ``feature_select`` (inputs ``binning`` = a binning model, optional; ``train``, ``validate``, ``test``):
+* ``feature_select`` (inputs ``binning`` = a binning model, ``pearson`` = a ``hetero_pearson`` model for
+  ``max_vif``, both optional; ``train``, ``validate``, ``test``):
   every party keeps the columns the criteria keep and drops the others from each input. Output ``model``:
   each party's kept columns (applied again by ``atoll predict``).
 * ``woe_transform`` (inputs ``binning``, ``train``, ``validate``, ``test``): each party replaces each of its
@@ -104,6 +105,17 @@ def _train_of(tc: TaskContext, inputs: dict[str, Any], name: str) -> Table | Non
     return inputs["train"]
 
 
+def own_vif(pearson: dict[str, Any] | None) -> dict[str, float] | None:
+    """This party's columns' VIFs from its ``hetero_pearson`` model part (None without one)."""
+    if pearson is None:
+        return None
+    if pearson.get("vif") is None:
+        raise DataError("feature_select: the hetero_pearson step computed no VIF across the parties; set its "
+                        "exchange_local: true")
+    a, b = pearson["own"]
+    return {str(c): float(v) for c, v in zip(pearson["columns"][a:b], np.asarray(pearson["vif"])[a:b])}
+
+
 def select_columns(x: pd.DataFrame, state: dict[str, Any]) -> pd.DataFrame:
     cols = list(state["columns"])
     missing = [c for c in cols if c not in x.columns]
@@ -117,8 +129,8 @@ class FeatureSelect(LocalTransform):
     """Selection by IV / top-k / missing rate / distinct values / variance / lists; each party its own columns."""
 
     name = "feature_select"
-    inputs = {"binning": Slot("model", optional=True), "train": Slot("data"),
-              "validate": Slot("data", optional=True), "test": Slot("data", optional=True)}
+    inputs = {"binning": Slot("model", optional=True), "pearson": Slot("model", optional=True),
+              "train": Slot("data"), "validate": Slot("data", optional=True), "test": Slot("data", optional=True)}
     outputs = {"train": "data", "validate": "data", "test": "data", "model": "model"}
     Params = SelectionParams
     apply_fn = staticmethod(select_columns)
@@ -127,6 +139,9 @@ class FeatureSelect(LocalTransform):
     def check(cls, job: Any, spec: Any, index: int, check_data: bool) -> None:
         _needs_guest_and_host(job, spec, index, cls.name)
         p = cls.Params.model_validate(spec.params)
+        if p.max_vif is not None and "pearson" not in spec.inputs:
+            raise job.error(f"{spec.id}: max_vif needs inputs: {{pearson: PEARSON_STEP.model}} (a hetero_pearson "
+                            "step)", "pipeline", index, "inputs")
         if (p.iv_threshold is not None or p.top_k is not None) and "binning" not in spec.inputs:
             raise job.error(f"{spec.id}: selection by IV (iv_threshold, top_k) needs inputs: "
                             "{binning: BINNING_STEP.model} (or set iv_threshold: null)",
@@ -140,11 +155,12 @@ class FeatureSelect(LocalTransform):
             return {}
         cols = list(train.x.columns)
         binning = inputs.get("binning")
+        vif = own_vif(inputs.get("pearson"))
         if tc.role == "guest":
             tables = None if binning is None else binning["tables"]
             hosts = None if binning is None else binning["hosts"]
             keep_all = HeteroSelectionGuest(localised(self.params, tc, "keep", "drop")).fit(
-                tc.fed, train.values(), cols, tables, hosts)
+                tc.fed, train.values(), cols, tables, hosts, vif)
             keep = keep_all[tc.party]
             dropped = {p: int((~k).sum()) for p, k in keep_all.items()}
             tc.log.info("kept %d of %d columns (dropped per party: %s)", sum(int(k.sum()) for k in keep_all.values()),
@@ -153,7 +169,8 @@ class FeatureSelect(LocalTransform):
             report = {"kind": "selection", "kept": [n for p, k in keep_all.items() if p in names
                                                     for n, kk in zip(names[p], k) if kk]}
         else:
-            keep = HeteroSelectionHost(localised(self.params, tc, "keep", "drop")).fit(tc.fed, train.values(), cols)
+            keep = HeteroSelectionHost(localised(self.params, tc, "keep", "drop")).fit(
+                tc.fed, train.values(), cols, vif)
             tc.log.info("kept %d of my %d columns", int(keep.sum()), len(cols))
             report = {"kind": "selection", "kept": [c for c, k in zip(cols, keep) if k]}
         kept = [c for c, k in zip(cols, keep) if k]

@@ -3,8 +3,10 @@
 Protocol (guest = label holder with the WOE / IV tables of :mod:`atoll.ml.feature.hetero_binning`):
 
 1. Each party applies the local criteria to its own columns (:func:`local_mask`: missing rate, number of
-   distinct values, variance, the ``drop`` list; the ``keep`` list forces a column in) and each host sends
-   the guest two boolean vectors over its columns: which pass the local criteria and which are forced in.
+   distinct values, variance, VIF across both parties' columns from :mod:`atoll.ml.vertical.pearson` (each
+   party holds the VIF of its own columns there), the ``drop`` list; the ``keep`` list forces a column in)
+   and each host sends the guest two boolean vectors over its columns: which pass the local criteria and
+   which are forced in.
 2. The guest combines them with the IV of every feature (:func:`combine`): a column stays if it passed the
    local criteria and its IV is at least ``iv_threshold``, and, with ``top_k``, ranks among the ``top_k``
    largest IVs of all parties' surviving columns (ties: guest first, then hosts in order, then column
@@ -40,12 +42,19 @@ class SelectionParams(BaseModel):
     max_missing_rate: float | None = Field(None, ge=0.0, le=1.0)
     min_unique: int | None = Field(2, ge=1, description="drop columns with fewer distinct non-missing values")
     min_variance: float | None = Field(None, ge=0.0)
+    max_vif: float | None = Field(None, gt=0.0, description="drop columns whose VIF (from a hetero_pearson "
+                                  "step over both parties' columns) is above")
     keep: list[str] = Field(default_factory=list, description="columns always kept (each party its own)")
     drop: list[str] = Field(default_factory=list, description="columns always dropped (each party its own)")
 
 
-def local_mask(x: np.ndarray, columns: Sequence[str], p: SelectionParams) -> tuple[np.ndarray, np.ndarray]:
-    """(passes the local criteria, forced in) for each column of one party."""
+def local_mask(x: np.ndarray, columns: Sequence[str], p: SelectionParams,
+               vif: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(passes the local criteria, forced in) for each column of one party; ``vif``: this party's columns' VIFs
+    (needed with ``max_vif``)."""
+    if p.max_vif is not None and vif is None:
+        raise ConfigError("max_vif needs the VIF of the columns: inputs: {pearson: PEARSON_STEP.model} (a "
+                          "hetero_pearson step with exchange_local: true)")
     x = np.asarray(x, dtype=np.float64)
     n = max(len(x), 1)
     ok = np.ones(len(columns), dtype=bool)
@@ -61,6 +70,11 @@ def local_mask(x: np.ndarray, columns: Sequence[str], p: SelectionParams) -> tup
             ok[j] = False
         if c in p.drop:
             ok[j] = False
+        if p.max_vif is not None and vif is not None:
+            if c not in vif:
+                raise DataError(f"column {c!r} has no VIF: run the hetero_pearson step on the same columns")
+            if not vif[c] <= p.max_vif:  # an infinite (or NaN) VIF: perfectly collinear
+                ok[j] = False
     forced = np.array([c in p.keep for c in columns], dtype=bool)
     clash = [c for c in columns if c in p.keep and c in p.drop]
     if clash:
@@ -109,11 +123,11 @@ class HeteroSelectionGuest:
         self.params = params
 
     def fit(self, ctx: Context, x: np.ndarray, columns: Sequence[str],
-            tables: dict[str, dict[str, Any]] | None, host_columns: dict[str, list[str]] | None = None
-            ) -> dict[str, np.ndarray]:
+            tables: dict[str, dict[str, Any]] | None, host_columns: dict[str, list[str]] | None = None,
+            vif: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """``{party: kept mask}`` over every party's columns (the guest's own under ``ctx.party``)."""
         p = self.params
-        ok, forced = local_mask(x, columns, p)
+        ok, forced = local_mask(x, columns, p, vif)
         parties = {ctx.party: ([str(c) for c in columns], ok, forced)}
         for h in ctx.parties_of("host"):
             msg = ctx.recv(h, "local")
@@ -138,8 +152,9 @@ class HeteroSelectionHost:
     def __init__(self, params: SelectionParams):
         self.params = params
 
-    def fit(self, ctx: Context, x: np.ndarray, columns: Sequence[str]) -> np.ndarray:
-        ok, forced = local_mask(x, columns, self.params)
+    def fit(self, ctx: Context, x: np.ndarray, columns: Sequence[str],
+            vif: dict[str, float] | None = None) -> np.ndarray:
+        ok, forced = local_mask(x, columns, self.params, vif)
         ctx.send("guest", "local", {"ok": ok, "forced": forced})
         keep = ctx.recv("guest", "keep")
         if not isinstance(keep, np.ndarray) or keep.dtype != bool or keep.shape != ok.shape:
