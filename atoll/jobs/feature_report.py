@@ -59,3 +59,45 @@ def feature_html(sections: list[dict[str, Any]]) -> list[str]:
                              + "".join(f"<tr><td>{e(str(b))}</td><td>{_num(p, '.2f')}</td></tr>"
                                        for b, p in zip(bins or range(len(pts)), pts)) + "</table>")
     return parts
+
+
+def feature_plots(sections: list[dict[str, Any]], top: int = 6) -> dict[str, bytes]:
+    """Bin plots: the IV ranking, and rows per bin with the WOE of the ``top`` columns by IV (guest's view)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def png(fig: Any) -> bytes:
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        return buf.getvalue()
+
+    files: dict[str, bytes] = {}
+    for s in sections:
+        if s["kind"] != "binning":
+            continue
+        tag = f"{s['step']}_{s['party']}"
+        names = [k for k, _ in s["iv_ranking"]]
+        fig, ax = plt.subplots(figsize=(5, max(2.5, 0.22 * len(names))))
+        ax.barh(names[::-1], [v for _, v in s["iv_ranking"]][::-1])
+        ax.axvline(0.02, ls=":", c="grey")
+        ax.set(xlabel="IV", title=f"IV ranking — {s['step']}")
+        ax.tick_params(labelsize=7)
+        files[f"iv_{tag}.png"] = png(fig)
+        for name in names[:top]:
+            t = s["tables"][name]
+            fig, ax = plt.subplots(figsize=(5, 3.2))
+            x = range(len(t["counts"]))
+            ax.bar(x, t["counts"], color="#9ecae1", label="rows")
+            ax.set(ylabel="rows", title=f"{name} (IV {t['iv']:.3f})")
+            ax.set_xticks(list(x), [str(b) for b in t["bins"]], rotation=45, ha="right", fontsize=6)
+            ax2 = ax.twinx()
+            ax2.plot(list(x), t["woe"], color="#d62728", marker="o", label="WOE")
+            ax2.set_ylabel("WOE")
+            files[f"bins_{tag}_{name.replace('.', '_')}.png"] = png(fig)
+    return files

@@ -140,8 +140,10 @@ def build_report(job: JobSpec, store: RunStore, centralized_baseline: bool = Fal
 
         baseline = cb(job, store)
     plots = _plots(evals, histories)
-    from atoll.jobs.feature_report import feature_sections
+    from atoll.jobs.feature_report import feature_plots, feature_sections
 
+    feature = feature_sections(job, store)
+    plots.update(feature_plots(feature))
     report = {
         "job": job.name, "seed": job.seed, "run_dir": str(store), "finished": time.time(),
         "seconds": seconds, "parties": {p: s.role for p, s in job.parties.items()},
@@ -150,7 +152,7 @@ def build_report(job: JobSpec, store: RunStore, centralized_baseline: bool = Fal
         "evaluations": [{k: v for k, v in e.items() if k != "curves"} for e in evals],
         "curves": {f"{e['step']}@{e['party']}": e.get("curves") for e in evals},
         "histories": histories, "centralized_baseline": baseline, "tee": _tee_runs(job, store),
-        "plots": [f"plots/{name}" for name in plots], "feature": feature_sections(job, store),
+        "plots": [f"plots/{name}" for name in plots], "feature": feature,
     }
     report = _jsonable(report)
     store.save_report(report, _html(report, plots), plots)

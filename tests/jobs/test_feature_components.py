@@ -222,6 +222,8 @@ def test_the_scorecard_example_end_to_end(run, tmp_path):
     assert ivs == sorted(ivs, reverse=True) and len(ivs) == 23
     page = (r.run_dir / "report.html").read_text()
     assert "IV ranking" in page and "WOE — host_0.x2" in page and "Scorecard — card at host_0" in page
+    assert (r.run_dir / "plots" / "iv_bin_guest.png").exists()
+    assert (r.run_dir / "plots" / f"bins_bin_guest_{binning['iv_ranking'][0][0].replace('.', '_')}.png").exists()
     # atoll predict on shifted shop data: scores, points and stability again, against the training rows
     from atoll import datasets as ds
 
