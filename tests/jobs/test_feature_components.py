@@ -286,3 +286,23 @@ def test_selection_by_vif_across_the_parties(tmp_path):
     got = {("guest", c) for c in out(r, "guest", "select")["model"]["columns"]} | {
         ("host_0", c) for c in out(r, "host_0", "select")["model"]["columns"]}
     assert got == expect
+
+
+def test_woe_transform_of_a_multiclass_label_has_one_column_per_class():
+    from atoll.federation import Party, launch
+    from atoll.jobs.artifacts import Table
+    from atoll.jobs.components.binning import woe_encode
+    from atoll.ml.feature.hetero_binning import HeteroBinningGuest, HeteroBinningHost, model_to_wire
+
+    g = datasets.load("vehicle_scale", "hetero", "guest").iloc[:300]
+    h = datasets.load("vehicle_scale", "hetero", "host").loc[g.index]
+    y = g.pop("y").to_numpy()
+    p = BinningParams(max_bin=4, share_woe=True, scheme="ou", key_bits=1024)
+    res = launch({"guest": Party("guest", lambda ctx: HeteroBinningGuest(p).fit(ctx, g.to_numpy(), y, list(g.columns))),
+                  "host_0": Party("host", lambda ctx: HeteroBinningHost(p).fit(ctx, h.to_numpy(), list(h.columns)))})
+    enc = woe_encode(Table(h), model_to_wire(res["host_0"]), None)
+    assert list(enc.x.columns) == [f"{c}_woe_{k}" for c in h.columns for k in range(4)]
+    b = res["host_0"].bins[0]
+    woe = res["guest"].tables[f"host_0.{b.name}"]["woe"]
+    np.testing.assert_array_equal(enc.x[[f"{b.name}_woe_{k}" for k in range(4)]].to_numpy(),
+                                  woe[b.codes(h[b.name].to_numpy())])
