@@ -11,7 +11,8 @@ Bins of one feature (:class:`FeatureBins`):
 * ``bucket``: equal-width cuts between the training minimum and maximum;
 * ``chimerge``: quantile cuts of ``init_bins`` fine bins, then the adjacent pair with the smallest
   chi-square statistic (Kerber 1992, as FATE's optimal binning) is merged until ``max_bin`` bins remain
-  and no pair is below ``chi_threshold``; with ``monotone`` merging goes on until the WOE is monotone;
+  and no pair is below ``chi_threshold`` (``merge_by: iv`` / ``ks``: the pair whose merge loses the least
+  IV / KS, FATE's other optimal criteria); with ``monotone`` merging goes on until the WOE is monotone;
 * categorical columns (named in ``categorical``): one bin per category seen in training.
 
 Bin ``b`` of a numeric value ``x`` is the number of cuts ``<= x``; missing values (NaN), and categories
@@ -48,6 +49,8 @@ class BinningParams(BaseModel):
     method: Literal["quantile", "bucket", "chimerge"] = "quantile"
     max_bin: int = Field(10, ge=2, le=1024, description="bins of values per feature (the missing bin aside)")
     init_bins: int = Field(32, ge=2, le=1024, description="chimerge: fine quantile bins merged from")
+    merge_by: Literal["chi2", "iv", "ks"] = Field("chi2", description="chimerge: merge the adjacent pair of "
+                                                  "smallest chi2, or the one losing the least IV / KS")
     chi_threshold: float = Field(0.0, ge=0.0, description="chimerge: also merge while a pair's chi2 is below")
     monotone: bool = Field(False, description="chimerge: merge until the WOE is monotone over the value bins")
     categorical: list[str] = Field(default_factory=list, description="columns binned by category")
@@ -186,10 +189,45 @@ def _chi2(a: np.ndarray, b: np.ndarray) -> float:
     return float(terms.sum())
 
 
+def _ks(counts: np.ndarray) -> float:
+    """KS of bins (rows = bins in value order): the largest gap between the cumulative class shares (the
+    largest over classes against the rest for multi-class counts)."""
+    c = np.asarray(counts, np.float64)
+    tot = c.sum(axis=0)
+    ev = c[:, 1:2] if c.shape[1] == 2 else c
+    nev = c.sum(axis=1, keepdims=True) - ev
+    e_tot, n_tot = ev.sum(axis=0), nev.sum(axis=0)
+    if (e_tot == 0).any() or (n_tot == 0).any() or not tot.all():
+        return 0.0
+    return float(np.abs(np.cumsum(ev, axis=0) / e_tot - np.cumsum(nev, axis=0) / n_tot).max())
+
+
+def _pair_scores(value: list[np.ndarray], missing: np.ndarray, merge_by: str, adjustment: float) -> list[float]:
+    """How little merging each adjacent pair costs: chi-square of the pair (ChiMerge), or the IV / KS lost."""
+    if merge_by == "chi2":
+        return [_chi2(value[j], value[j + 1]) for j in range(len(value) - 1)]
+    base = np.vstack(value)
+
+    def metric(m: np.ndarray) -> float:
+        if merge_by == "ks":
+            return _ks(m)
+        return float(np.max(woe_iv(np.vstack([m, missing]), adjustment)[1]))
+
+    before = metric(base)
+    out = []
+    for j in range(len(value) - 1):
+        merged = np.vstack(value[:j] + [value[j] + value[j + 1]] + value[j + 2:])
+        out.append(before - metric(merged))
+    return out
+
+
 def chimerge_groups(counts: np.ndarray, max_bin: int, chi_threshold: float = 0.0, monotone: bool = False,
-                    adjustment: float = 0.5) -> np.ndarray:
-    """ChiMerge over the value bins of one feature (the last row of ``counts`` is the missing bin, never
-    merged): ``group[i]`` = the merged bin of fine bin ``i`` (non-decreasing, the missing bin last)."""
+                    adjustment: float = 0.5, merge_by: str = "chi2") -> np.ndarray:
+    """Bottom-up merging of the value bins of one feature (the last row of ``counts`` is the missing bin, never
+    merged): ``group[i]`` = the merged bin of fine bin ``i`` (non-decreasing, the missing bin last).
+
+    ``merge_by``: ``chi2`` merges the adjacent pair with the smallest chi-square (ChiMerge; also every pair
+    below ``chi_threshold``), ``iv`` / ``ks`` the pair whose merge loses the least IV / KS."""
     counts = np.asarray(counts, dtype=np.int64)
     value = [counts[i].copy() for i in range(len(counts) - 1)]
     members = [[i] for i in range(len(value))]
@@ -200,9 +238,9 @@ def chimerge_groups(counts: np.ndarray, max_bin: int, chi_threshold: float = 0.0
         del value[j + 1], members[j + 1]
 
     while len(value) > 1:
-        chis = [_chi2(value[j], value[j + 1]) for j in range(len(value) - 1)]
-        j = int(np.argmin(chis))
-        if len(value) > max_bin or chis[j] < chi_threshold:
+        scores = _pair_scores(value, counts[-1], merge_by, adjustment)
+        j = int(np.argmin(scores))
+        if len(value) > max_bin or (merge_by == "chi2" and scores[j] < chi_threshold):
             merge(j)
             continue
         if monotone:
@@ -260,7 +298,7 @@ def plain_binning(x: np.ndarray, names: Sequence[str], y: np.ndarray, params: Bi
         counts = count_by_bin(codes[:, j], b.n_bins, ycodes, k)
         if params.method == "chimerge" and b.kind == "numeric":
             group = chimerge_groups(counts, params.max_bin, params.chi_threshold, params.monotone,
-                                    params.adjustment)
+                                    params.adjustment, params.merge_by)
             b = bins[j] = merge_bins(b, group)
             counts = merge_counts(counts, group)
         out[b.name] = table(b, counts, params.adjustment)

@@ -178,7 +178,7 @@ class HeteroBinningGuest:
             for f, (name, kind) in enumerate(zip(names, msg["kinds"])):
                 c = counts[f, :int(msg["n_bins"][f])]
                 if p.method == "chimerge" and kind == "numeric":
-                    g = chimerge_groups(c, p.max_bin, p.chi_threshold, p.monotone, p.adjustment)
+                    g = chimerge_groups(c, p.max_bin, p.chi_threshold, p.monotone, p.adjustment, p.merge_by)
                     c = merge_counts(c, g)
                     groups.append(g)
                 else:
@@ -195,7 +195,7 @@ class HeteroBinningGuest:
         p = self.params
         if p.method != "chimerge" or b.kind != "numeric":
             return b, counts
-        g = chimerge_groups(counts, p.max_bin, p.chi_threshold, p.monotone, p.adjustment)
+        g = chimerge_groups(counts, p.max_bin, p.chi_threshold, p.monotone, p.adjustment, p.merge_by)
         return merge_bins(b, g), merge_counts(counts, g)
 
     @staticmethod

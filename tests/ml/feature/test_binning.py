@@ -150,10 +150,11 @@ def test_multiclass_one_vs_rest_two_hosts_ou():
             assert t["iv_rank"] == float(iv.max())
 
 
-def test_chimerge_and_shared_woe_match_the_twin():
+@pytest.mark.parametrize("merge_by", ["chi2", "iv"])
+def test_chimerge_and_shared_woe_match_the_twin(merge_by):
     g, h, y = joined("default_credit", 1500, seed=3)
     p = BinningParams(method="chimerge", init_bins=16, max_bin=5, monotone=True, share_woe=True,
-                      key_bits=KEY_BITS)
+                      key_bits=KEY_BITS, merge_by=merge_by)
     out = run(p, g, h, y)
     gm, hm = out["guest"], out["host_0"]
     pooled = pd.concat([g, h.add_prefix("host_")], axis=1)
@@ -217,6 +218,14 @@ def test_a_hostile_host_sum_is_refused_and_bad_labels_are_named():
         plain_binning(np.zeros((4, 1)), ["a"], np.array([1, 2, 1, 2]), BinningParams())
 
 
-def test_chimerge_merges_the_similar_neighbours():
-    groups = chimerge_groups(np.array([[10, 1], [9, 1], [1, 10], [2, 9], [0, 0]]), max_bin=2)
-    assert groups.tolist() == [0, 0, 1, 1, 2]
+@pytest.mark.parametrize("merge_by", ["chi2", "iv", "ks"])
+def test_chimerge_merges_the_similar_neighbours(merge_by):
+    counts = np.array([[10, 1], [9, 1], [1, 10], [2, 9], [0, 0]])
+    assert chimerge_groups(counts, max_bin=2, merge_by=merge_by).tolist() == [0, 0, 1, 1, 2]
+    # merging by IV: the grouping into 3 bins of adjacent fine bins with the largest IV (exhaustive check)
+    six = np.array([[30, 2], [25, 3], [20, 8], [10, 10], [5, 15], [2, 20], [3, 1]])
+    g = chimerge_groups(six, max_bin=3, merge_by="iv")
+    best = max(woe_iv(np.vstack([six[:a].sum(0), six[a:b].sum(0), six[b:6].sum(0), six[6]]))[1][0]
+               for a in range(1, 5) for b in range(a + 1, 6))
+    got = woe_iv(np.vstack([six[:6][g[:6] == k].sum(0) for k in range(3)] + [six[6]]))[1][0]
+    assert g[-1] == 3 and abs(got - best) < 1e-12  # here the greedy merge finds the best grouping
