@@ -87,7 +87,8 @@ MESSY = textwrap.dedent("""\
     pipeline:
       - {id: read, component: reader, params: READER}
       - {id: align, component: psi, inputs: {data: read.data}}
-      - {id: split, component: split, inputs: {data: align.data}, params: {test_size: 0.3}}
+      - {id: draw, component: sample, inputs: {data: align.data}, params: {fraction: 0.8, stratify: true}}
+      - {id: split, component: split, inputs: {data: draw.data}, params: {test_size: 0.3}}
       - id: fill
         component: impute
         inputs: {train: split.train, test: split.test}
@@ -128,6 +129,10 @@ def test_reader_names_the_column_or_the_preparation_handles_it(tmp_path):
     r = run_job(job, run_dir=tmp_path / "run")
     g = out(r, "guest", "read")["data"]
     assert "branch" not in g.x.columns and set(g.y.unique()) == {0, 1}
+    # sample: 80 % of each class, the same ids at the host
+    drawn = out(r, "guest", "draw")["data"]
+    assert list(out(r, "host_0", "draw")["data"].ids) == list(drawn.ids) and len(drawn) == 640
+    assert drawn.y.sum() == round(0.8 * g.y.sum())
     raw = pd.read_csv(tmp_path / "guest.csv").set_index("id")
     assert (g.y == (raw.loc[g.ids, "default"] == "yes").astype(int)).all()
     # impute fitted on the host's training rows only, encode one-hot at the host, nothing at the guest

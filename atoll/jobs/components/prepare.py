@@ -1,10 +1,12 @@
-"""``impute`` and ``encode``: data preparation, each party on its own columns, fitted on training rows.
+"""``impute``, ``encode``, ``sample``: data preparation, each party on its own columns, fitted on training rows.
 
 Thin wrappers of :mod:`atoll.ml.feature.prepare`: nothing is sent. ``impute`` fills missing values (mean,
 median, most frequent, constant) and optionally caps outliers at training quantiles; ``encode`` turns
 categorical columns (numeric codes) into one-hot or ordinal columns. Each fits on ``train`` and applies the
 same state to ``validate`` / ``test``; the state is the step's ``model`` output, applied again by
-``atoll predict``. A column a party does not hold is ignored by that party; ``PARTY.COLUMN`` names the
+``atoll predict``. ``sample`` draws rows at the guest (a share, stratified by label, without
+replacement) and sends their ids to the hosts, like ``split`` (hosts learn which aligned ids were drawn);
+``atoll predict`` passes every row through. A column a party does not hold is ignored by that party; ``PARTY.COLUMN`` names the
 column of that party only (when parties have columns of the same name).
 """
 
@@ -15,7 +17,19 @@ from typing import Any, Callable
 from atoll.jobs.artifacts import Table
 from atoll.jobs.component import Component, Slot, TaskContext
 from atoll.jobs.registry import register
-from atoll.ml.feature.prepare import EncodeParams, ImputeParams, apply_encode, apply_impute, fit_encode, fit_impute
+from atoll.errors import DataError
+from atoll.jobs.artifacts import ids_to_wire
+from atoll.jobs.components.split import ids_from_wire
+from atoll.ml.feature.prepare import (
+    EncodeParams,
+    ImputeParams,
+    SampleParams,
+    apply_encode,
+    apply_impute,
+    fit_encode,
+    fit_impute,
+    sample_positions,
+)
 
 DATA_SLOTS = ("train", "validate", "test")
 
@@ -87,3 +101,33 @@ class Encode(LocalTransform):
     Params = EncodeParams
     fit_fn = staticmethod(fit_encode)
     apply_fn = staticmethod(apply_encode)
+
+
+@register
+class Sample(Component):
+    """Random or stratified sampling of rows, the same rows at every party (the guest draws)."""
+
+    name = "sample"
+    inputs = {"data": Slot("data")}
+    outputs = {"data": "data"}
+    Params = SampleParams
+
+    def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
+        table: Table | None = inputs.get("data")
+        if tc.role not in ("guest", "host"):
+            return {}
+        if table is None:
+            raise DataError(f"sample: party {tc.party!r} needs its data as input")
+        if tc.role == "guest":
+            pos = sample_positions(len(table), None if table.y is None else table.y.to_numpy(), self.params,
+                                   tc.seed)
+            tc.fed.send("host", "ids", ids_to_wire(table.ids[pos]))
+            tc.log.info("sampled %d of %d rows", len(pos), len(table))
+            return {"data": table.rows(pos)}
+        ids = ids_from_wire(tc.fed.recv("guest", "ids"), table.ids)
+        if ids.has_duplicates:
+            raise DataError("sample: the guest's ids repeat; sampling draws each row at most once")
+        return {"data": table.take(ids)}
+
+    def infer(self, tc: TaskContext, inputs: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+        return {"data": inputs.get("data")}

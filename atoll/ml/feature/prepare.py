@@ -7,6 +7,8 @@ call them at each party). Fitted state is a wire-typed dict (saved as the step's
 * imputation: ``mean``, ``median``, ``most_frequent`` or ``constant`` per column, from the training rows;
   a column with no value at all is filled with ``fill_value`` (or refused, if none is given);
 * capping: values clipped to the training quantiles ``[cap_lower, cap_upper]`` (outliers);
+* sampling (:func:`sample_positions`, the guest's draw for the ``sample`` component, which sends the drawn
+  ids to the hosts): a random or label-stratified share of the rows, without replacement (ids stay unique);
 * encoding of categorical columns (numeric codes): ``onehot`` (one 0/1 column per training category,
   ``COLUMN=VALUE``; unseen categories and missing values give all zeros) or ``ordinal`` (the category's rank
   among the training categories, ``-1`` for unseen or missing).
@@ -22,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atoll.errors import DataError
 
-__all__ = ["ImputeParams", "EncodeParams", "fit_impute", "apply_impute", "fit_encode", "apply_encode"]
+__all__ = ["ImputeParams", "EncodeParams", "SampleParams", "fit_impute", "apply_impute", "fit_encode", "apply_encode",
+           "sample_positions"]
 
 
 class ImputeParams(BaseModel):
@@ -118,3 +121,23 @@ def apply_encode(x: pd.DataFrame, state: dict[str, Any]) -> pd.DataFrame:
             parts[c] = np.where(hit, pos, -1).astype(np.float64)
     return pd.DataFrame(parts, index=x.index)
 
+
+
+class SampleParams(BaseModel):
+    """Parameters of row sampling (the one schema of the ``sample`` component)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(0.5, gt=0.0, le=1.0, description="rows drawn, as a share of the rows")
+    stratify: bool = Field(True, description="draw the same share of every label class")
+
+
+def sample_positions(n: int, y: np.ndarray | None, p: SampleParams, seed: int) -> np.ndarray:
+    """Row positions drawn (sorted, to keep file order); stratified by ``y`` when asked and given."""
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)]
+    if p.stratify and y is not None:
+        _, inv = np.unique(np.asarray(y), return_inverse=True)
+        groups = [np.flatnonzero(inv == k) for k in range(int(inv.max()) + 1)] if n else []
+    picked = [rng.choice(g, size=int(round(len(g) * p.fraction)), replace=False) for g in groups]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
