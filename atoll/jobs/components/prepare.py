@@ -1,13 +1,15 @@
-"""``impute``, ``encode``, ``sample``: data preparation, each party on its own columns, fitted on training rows.
+"""``impute``, ``encode``, ``sample``: data preparation, each party on its own columns.
 
-Thin wrappers of :mod:`atoll.ml.feature.prepare`: nothing is sent. ``impute`` fills missing values (mean,
-median, most frequent, constant) and optionally caps outliers at training quantiles; ``encode`` turns
-categorical columns (numeric codes) into one-hot or ordinal columns. Each fits on ``train`` and applies the
-same state to ``validate`` / ``test``; the state is the step's ``model`` output, applied again by
-``atoll predict``. ``sample`` draws rows at the guest (a share, stratified by label, without
-replacement) and sends their ids to the hosts, like ``split`` (hosts learn which aligned ids were drawn);
-``atoll predict`` passes every row through. A column a party does not hold is ignored by that party; ``PARTY.COLUMN`` names the
+Thin wrappers of :mod:`atoll.ml.feature.prepare`. ``impute`` fills missing values (mean, median, most
+frequent, constant) and optionally caps outliers at training quantiles; ``encode`` turns categorical columns
+(numeric codes) into one-hot or ordinal columns. Both send nothing: each party fits on its ``train`` rows and
+applies the same state to ``validate`` / ``test``; the state is the step's ``model`` output, applied again by
+``atoll predict``. A column a party does not hold is ignored by that party; ``PARTY.COLUMN`` names the
 column of that party only (when parties have columns of the same name).
+
+``sample`` draws rows at the guest (a share, stratified by label, without replacement) and sends their ids
+to the hosts, like ``split`` (hosts learn which aligned ids were drawn); ``atoll predict`` passes every row
+through.
 """
 
 from __future__ import annotations
