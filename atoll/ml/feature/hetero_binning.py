@@ -34,6 +34,13 @@ What each party sees:
 * Guest: per host feature, the number of bins, the column name and the class counts of each bin (bin
   order, never a bin edge or a feature value), hence each host bin's size and event rate: what WOE / IV
   are made of (as in FATE).
+
+Trust: the host checks what it can (the key's scheme and size, the class count, the row count, the
+ciphertexts' layout), the guest that the decrypted counts are consistent (every feature's counts sum to
+the row count, nothing outside its bins). Neither can check the other's plaintexts: as in FATE and
+SecretFlow there is no zero-knowledge proof that the guest encrypted 0/1 label indicators, and a guest that
+encrypted, say, a distinct power of two per row would read from the sums which rows fall in each host
+bin. The protocol is secure against a semi-honest (curious, protocol-following) guest and host.
 """
 
 from __future__ import annotations
