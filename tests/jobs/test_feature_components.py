@@ -311,3 +311,25 @@ def test_woe_transform_of_a_multiclass_label_has_one_column_per_class():
     woe = res["guest"].tables[f"host_0.{b.name}"]["woe"]
     np.testing.assert_array_equal(enc.x[[f"{b.name}_woe_{k}" for k in range(4)]].to_numpy(),
                                   woe[b.codes(h[b.name].to_numpy())])
+
+
+def test_selection_by_secureboost_importance(tmp_path):
+    job = VIF_JOB.replace("name: vif", "name: importance")
+    job = job[:job.index("  - {id: corr")] + textwrap.indent(textwrap.dedent("""\
+          - id: boost
+            component: secureboost
+            inputs: {train: split.train}
+            params: {n_estimators: 2, max_depth: 2, key_bits: 1024}
+          - id: select
+            component: feature_select
+            inputs: {importance: boost.model, train: split.train, test: split.test}
+            params: {iv_threshold: null, min_importance: 0.05}
+        """), "  ")
+    r = run_job(parse_job(job, "importance.yaml"), run_dir=tmp_path / "run")
+    gains = out(r, "guest", "boost")["model"]["feature_gain"]
+    total = sum(float(np.sum(g)) for g in gains.values())
+    for party in ("guest", "host_0"):
+        cols = list(out(r, party, "split")["train"].x.columns)
+        expect = [c for c, g in zip(cols, gains[party]) if g / total >= 0.05]
+        assert out(r, party, "select")["model"]["columns"] == expect
+    assert 0 < sum(len(out(r, p, "select")["model"]["columns"]) for p in ("guest", "host_0")) < 23

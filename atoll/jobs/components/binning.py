@@ -7,7 +7,8 @@ modules for the protocols and what each party sees):
   them (the host's under HE). Output ``model``: each party's bins; the guest's also holds every table
   (counts, WOE, IV; host columns named ``PARTY.COLUMN``), a host's its own WOE with ``share_woe``.
 * ``feature_select`` (inputs ``binning`` = a binning model, ``pearson`` = a ``hetero_pearson`` model for
-  ``max_vif``, both optional; ``train``, ``validate``, ``test``):
+  ``max_vif``, ``importance`` = a ``secureboost`` model for ``min_importance``, all optional; ``train``,
+  ``validate``, ``test``):
   every party keeps the columns the criteria keep and drops the others from each input. Output ``model``:
   each party's kept columns (applied again by ``atoll predict``).
 * ``woe_transform`` (inputs ``binning``, ``train``, ``validate``, ``test``): each party replaces each of its
@@ -130,6 +131,7 @@ class FeatureSelect(LocalTransform):
 
     name = "feature_select"
     inputs = {"binning": Slot("model", optional=True), "pearson": Slot("model", optional=True),
+              "importance": Slot("model", optional=True),
               "train": Slot("data"), "validate": Slot("data", optional=True), "test": Slot("data", optional=True)}
     outputs = {"train": "data", "validate": "data", "test": "data", "model": "model"}
     Params = SelectionParams
@@ -139,6 +141,9 @@ class FeatureSelect(LocalTransform):
     def check(cls, job: Any, spec: Any, index: int, check_data: bool) -> None:
         _needs_guest_and_host(job, spec, index, cls.name)
         p = cls.Params.model_validate(spec.params)
+        if p.min_importance is not None and "importance" not in spec.inputs:
+            raise job.error(f"{spec.id}: min_importance needs inputs: {{importance: SECUREBOOST_STEP.model}}",
+                            "pipeline", index, "inputs")
         if p.max_vif is not None and "pearson" not in spec.inputs:
             raise job.error(f"{spec.id}: max_vif needs inputs: {{pearson: PEARSON_STEP.model}} (a hetero_pearson "
                             "step)", "pipeline", index, "inputs")
@@ -156,11 +161,16 @@ class FeatureSelect(LocalTransform):
         cols = list(train.x.columns)
         binning = inputs.get("binning")
         vif = own_vif(inputs.get("pearson"))
+        boost = inputs.get("importance")
+        if boost is not None and list(boost.get("columns", [])) != cols:
+            raise DataError("feature_select: the importance model was trained on other columns than this "
+                            "step's train input; select from the secureboost step's own training data")
         if tc.role == "guest":
             tables = None if binning is None else binning["tables"]
             hosts = None if binning is None else binning["hosts"]
             keep_all = HeteroSelectionGuest(localised(self.params, tc, "keep", "drop")).fit(
-                tc.fed, train.values(), cols, tables, hosts, vif)
+                tc.fed, train.values(), cols, tables, hosts, vif,
+                None if boost is None else {q: np.asarray(g) for q, g in boost["feature_gain"].items()})
             keep = keep_all[tc.party]
             dropped = {p: int((~k).sum()) for p, k in keep_all.items()}
             tc.log.info("kept %d of %d columns (dropped per party: %s)", sum(int(k.sum()) for k in keep_all.values()),

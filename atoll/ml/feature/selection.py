@@ -8,7 +8,8 @@ Protocol (guest = label holder with the WOE / IV tables of :mod:`atoll.ml.featur
    and each host sends the guest two boolean vectors over its columns: which pass the local criteria and
    which are forced in.
 2. The guest combines them with the IV of every feature (:func:`combine`): a column stays if it passed the
-   local criteria and its IV is at least ``iv_threshold``, and, with ``top_k``, ranks among the ``top_k``
+   local criteria, its IV is at least ``iv_threshold`` and (``min_importance``) its share of a SecureBoost
+   model's split gain -- which the guest holds for every party's columns -- is at least that, and, with ``top_k``, ranks among the ``top_k``
    largest IVs of all parties' surviving columns (ties: guest first, then hosts in order, then column
    order); forced columns always stay.
 3. The guest sends each host the boolean vector of its own columns that stay; every party drops the others
@@ -42,6 +43,8 @@ class SelectionParams(BaseModel):
     max_missing_rate: float | None = Field(None, ge=0.0, le=1.0)
     min_unique: int | None = Field(2, ge=1, description="drop columns with fewer distinct non-missing values")
     min_variance: float | None = Field(None, ge=0.0)
+    min_importance: float | None = Field(None, ge=0.0, le=1.0, description="drop columns whose share of a "
+                                         "SecureBoost model's total split gain is below")
     max_vif: float | None = Field(None, gt=0.0, description="drop columns whose VIF (from a hetero_pearson "
                                   "step over both parties' columns) is above")
     keep: list[str] = Field(default_factory=list, description="columns always kept (each party its own)")
@@ -83,16 +86,26 @@ def local_mask(x: np.ndarray, columns: Sequence[str], p: SelectionParams,
 
 
 def combine(parties: dict[str, tuple[list[str], np.ndarray, np.ndarray]], iv: dict[str, float] | None,
-            p: SelectionParams) -> dict[str, np.ndarray]:
+            p: SelectionParams, gains: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The columns each party keeps: ``parties[party] = (column keys, local ok, forced)`` in guest-then-host
-    order; ``iv[key]`` is each column's IV (keys as in the guest's binning tables)."""
+    order; ``iv[key]`` is each column's IV (keys as in the guest's binning tables); ``gains[party]`` the split
+    gain of each of that party's columns in a SecureBoost model (for ``min_importance``)."""
     if iv is None and (p.iv_threshold is not None or p.top_k is not None):
         raise ConfigError("selection by IV (iv_threshold, top_k) needs the binning step's model: "
                           "inputs: {binning: BINNING_STEP.model}")
+    if p.min_importance is not None:
+        if gains is None or set(gains) != set(parties) or any(
+                np.shape(gains[q]) != (len(parties[q][0]),) for q in parties):
+            raise ConfigError("min_importance needs a secureboost step's model over the same columns of every "
+                              "party: inputs: {importance: SECUREBOOST_STEP.model}")
+        total = float(sum(np.asarray(g, np.float64).sum() for g in gains.values()))
     rank: list[tuple[float, int, str, int]] = []
     out: dict[str, np.ndarray] = {}
     for order, (party, (keys, ok, forced)) in enumerate(parties.items()):
         keep = ok.copy()
+        if p.min_importance is not None:
+            share = np.asarray(gains[party], np.float64) / total if total > 0 else np.zeros(len(keys))
+            keep &= share >= p.min_importance
         if iv is not None:
             missing = [k for k in keys if k not in iv]
             if missing:
@@ -124,7 +137,8 @@ class HeteroSelectionGuest:
 
     def fit(self, ctx: Context, x: np.ndarray, columns: Sequence[str],
             tables: dict[str, dict[str, Any]] | None, host_columns: dict[str, list[str]] | None = None,
-            vif: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+            vif: dict[str, float] | None = None, gains: dict[str, np.ndarray] | None = None
+            ) -> dict[str, np.ndarray]:
         """``{party: kept mask}`` over every party's columns (the guest's own under ``ctx.party``)."""
         p = self.params
         ok, forced = local_mask(x, columns, p, vif)
@@ -140,7 +154,7 @@ class HeteroSelectionGuest:
                 raise CryptoError("a host's selection masks do not match its binned columns")
             keys = [f"{h}.{c}" for c in names] if names is not None else [f"{h}.{j}" for j in range(len(hok))]
             parties[h] = (keys, hok, hforced)
-        keep = combine(parties, None if tables is None else _ivs(tables), p)
+        keep = combine(parties, None if tables is None else _ivs(tables), p, gains)
         for h in ctx.parties_of("host"):
             ctx.send(h, "keep", keep[h])
         return keep
