@@ -9,9 +9,9 @@ Protocol (guest = label holder with the WOE / IV tables of :mod:`atoll.ml.featur
    which are forced in.
 2. The guest combines them with the IV of every feature (:func:`combine`): a column stays if it passed the
    local criteria, its IV is at least ``iv_threshold`` and (``min_importance``) its share of a SecureBoost
-   model's split gain -- which the guest holds for every party's columns -- is at least that, and, with ``top_k``, ranks among the ``top_k``
-   largest IVs of all parties' surviving columns (ties: guest first, then hosts in order, then column
-   order); forced columns always stay.
+   model's split gain -- which the guest holds for every party's columns -- is at least that, and, with
+   ``top_k``, ranks among the ``top_k`` largest IVs of all parties' surviving columns (ties: guest first,
+   then hosts in order, then column order); forced columns always stay.
 3. The guest sends each host the boolean vector of its own columns that stay; every party drops the others
    from its data (the same selection is applied again at prediction time).
 
