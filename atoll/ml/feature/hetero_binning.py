@@ -266,6 +266,7 @@ class HeteroBinningHost:
         codes = bin_codes(x, bins)
         n_bins = [b.n_bins for b in bins]
         nbmax = max(n_bins, default=2)
+        codes = codes.astype(np.uint16 if nbmax <= 65535 else np.int64)  # SecureBoost's code width: less to place
         with he.RowHistograms(enc, codes, nbmax, jobs=p.n_jobs) as rh:
             (hist,) = rh.build([np.arange(n)])
         packed = big.pack(hist.ravel(), slots=k, jobs=p.n_jobs).rerandomize(jobs=p.n_jobs)
