@@ -140,6 +140,10 @@ def build_report(job: JobSpec, store: RunStore, centralized_baseline: bool = Fal
 
         baseline = cb(job, store)
     plots = _plots(evals, histories)
+    from atoll.jobs.feature_report import feature_plots, feature_sections
+
+    feature = feature_sections(job, store)
+    plots.update(feature_plots(feature))
     report = {
         "job": job.name, "seed": job.seed, "run_dir": str(store), "finished": time.time(),
         "seconds": seconds, "parties": {p: s.role for p, s in job.parties.items()},
@@ -148,7 +152,7 @@ def build_report(job: JobSpec, store: RunStore, centralized_baseline: bool = Fal
         "evaluations": [{k: v for k, v in e.items() if k != "curves"} for e in evals],
         "curves": {f"{e['step']}@{e['party']}": e.get("curves") for e in evals},
         "histories": histories, "centralized_baseline": baseline, "tee": _tee_runs(job, store),
-        "plots": [f"plots/{name}" for name in plots],
+        "plots": [f"plots/{name}" for name in plots], "feature": feature,
     }
     report = _jsonable(report)
     store.save_report(report, _html(report, plots), plots)
@@ -199,6 +203,9 @@ def _html(r: dict[str, Any], plots: dict[str, bytes]) -> str:
                 parts.append(f"<tr><td>{e(row['model_step'])} vs {e(row['twin'])}</td><td>{e(k)}</td>"
                              f"<td>{v['V_FED']:.4f}</td><td>{v['V_SUM']:.4f}</td><td>{v['diff']:+.4f}</td></tr>")
         parts.append("</table>")
+    from atoll.jobs.feature_report import feature_html
+
+    parts += feature_html(r.get("feature") or [])
     ran_again = (r.get("resume") or {}).get("ran_again", {})
     parts.append("<h2>Steps (seconds per party)</h2><table><tr><th>step</th>"
                  + "".join(f"<th>{e(p)}</th>" for p in r["parties"]) + "</tr>")

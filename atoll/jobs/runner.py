@@ -365,6 +365,11 @@ def predict_job(run_dir: str | Path, out_dir: str | Path | None = None,
         replay |= {data_step} | ancestors(deps, data_step) | {p.id}
     replay |= {c.id for c in job.pipeline if c.component == "evaluate"
                and c.inputs["scores"].partition(".")[0] in {p.id for p in preds}}
+    for c in job.pipeline:  # monitoring steps (stability, scorecard) run again on the new rows, when they can
+        if getattr(registry.get(c.component), "monitor", False) and all(
+                ref.partition(".")[0] in replay or registry.get(job.component(ref.partition(".")[0]).component)
+                .outputs.get(ref.partition(".")[2]) not in ("data", "scores") for ref in c.inputs.values()):
+            replay.add(c.id)
     for sid in sorted(replay):
         cls = registry.get(job.component(sid).component)
         if cls.infer is Component.infer:
@@ -385,6 +390,11 @@ def predict_job(run_dir: str | Path, out_dir: str | Path | None = None,
             saved = out.party(party).outputs(p.id)
             if "scores" in saved:
                 written[party] = _write_predictions(saved["scores"], out.root / party / f"{p.id}.csv")
+        for c in job.pipeline:  # scores of monitoring steps (a scorecard's points) beside the predictions
+            if c.id in replay and getattr(registry.get(c.component), "monitor", False):
+                saved = out.party(party).outputs(c.id)
+                if "scores" in saved:
+                    _write_predictions(saved["scores"], out.root / party / f"{c.id}.csv")
     return written
 
 

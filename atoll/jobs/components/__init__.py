@@ -5,16 +5,20 @@ build without one of them still loads every job that does not use it.
 """
 
 from atoll.jobs.components import (  # noqa: F401
+    binning,
     evaluate,
     ftl,
     glm,
     homo,
     mpc,
     predict,
+    prepare,
     psi,
+    scorecard,
     secureboost,
     reader,
     scale,
     split,
+    stability,
     tee,
 )
