@@ -128,3 +128,51 @@ def test_misaligned_rows_and_parameters_are_refused(credit):
     p = HeteroNNParams(mode="plain", epochs=1)
     with pytest.raises((DataError, PartyFailed)):
         H.simulate_fit(p, xg[tr[:100]], y[tr[:100]], {"host_0": xh[tr[:99]]})
+
+
+class _Recording(torch.nn.Module):
+    """A host bottom that keeps every output it produces (to look for them on the wire)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.seen = inner, []
+
+    def forward(self, x):
+        a = self.inner(x)
+        self.seen.append(a.detach().double().numpy().copy())
+        return a
+
+
+def _audit(mode, credit):
+    from atoll.crypto import ring
+    from atoll.ml.vertical.nn_zoo import BottomSpec, build_bottom, part_seed
+
+    xg, xh, y, tr, _ = credit
+    tr = tr[:300]
+    p = HeteroNNParams(mode=mode, epochs=1, batch_size=150, scheme="ou", key_bits=1024)
+    rec = _Recording(build_bottom(BottomSpec(), xh.shape[1], part_seed(0, "bottom/host/0")))
+    seen = []
+    H.simulate_fit(p, xg[tr], y[tr], {"host_0": xh[tr]}, bottoms={"host_0": rec},
+                   recorder=lambda s, r, a, pl: seen.append((s, r, a, bytes(pl))))
+    vals = np.concatenate([a.ravel() for a in rec.seen])
+    vals = vals[np.abs(vals) > 1e-3]
+    pick = np.random.default_rng(0).choice(len(vals), min(400, len(vals)), replace=False)
+    pats = [np.float64(v).tobytes() for v in vals[pick]] + [ring.encode(v, 16).tobytes() for v in vals[pick]]
+    yy = y[tr]
+    labels = [yy[i:i + 8].astype(dt).tobytes() for i in range(0, 300, 8) for dt in ("<f8", "<i8", "<f4")]
+    leaks = [(s, r, a) for s, r, a, pl in seen if s == "host_0" and any(pt in pl for pt in pats)]
+    label_leaks = [(s, r, a) for s, r, a, pl in seen if s == "guest" and any(pt in pl for pt in labels)]
+    return seen, leaks, label_leaks
+
+
+def test_wire_audit_plain_mode_shows_bottom_outputs(credit):
+    seen, leaks, _ = _audit("plain", credit)          # the positive control: plain split learning leaks
+    assert leaks
+
+
+@pytest.mark.parametrize("mode", ["ss", "he"])
+def test_wire_audit_no_bottom_output_or_label_in_clear(mode, credit):
+    seen, leaks, label_leaks = _audit(mode, credit)
+    assert len(seen) > 10
+    assert not leaks, f"the host's bottom output crosses in clear: {leaks[:3]}"
+    assert not label_leaks
