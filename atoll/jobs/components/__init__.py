@@ -7,6 +7,7 @@ build without one of them still loads every job that does not use it.
 from atoll.jobs.components import (  # noqa: F401
     evaluate,
     glm,
+    hetero_nn,
     homo,
     mpc,
     predict,

@@ -465,12 +465,13 @@ class HeteroNNPartModel:
     top: dict[str, np.ndarray] | None = None
     n_out: int = 1
     host_dims: dict[str, int] = field(default_factory=dict)
-    history: dict = field(default_factory=dict)
+    history: dict = field(default_factory=dict)                 # guest: loss, val_loss, epoch_seconds
+    report: dict = field(default_factory=dict)                  # mode, epochs, leakage, epsilon, ...
 
     def to_dict(self) -> dict:
         return {"role": self.role, "party": self.party, "params": self.params, "n_features": self.n_features,
                 "bottom": self.bottom, "links": self.links, "interactive": self.interactive, "top": self.top,
-                "n_out": self.n_out, "host_dims": self.host_dims, "history": self.history}
+                "n_out": self.n_out, "host_dims": self.host_dims, "history": self.history, "report": self.report}
 
     @classmethod
     def from_dict(cls, d: dict) -> "HeteroNNPartModel":
@@ -478,7 +479,8 @@ class HeteroNNPartModel:
             raise DataError("not a hetero_nn model part")
         return cls(d["role"], str(d["party"]), dict(d["params"]), int(d["n_features"]), dict(d["bottom"]),
                    dict(d.get("links") or {}), d.get("interactive"), d.get("top"), int(d.get("n_out", 1)),
-                   {str(k): int(v) for k, v in (d.get("host_dims") or {}).items()}, dict(d.get("history") or {}))
+                   {str(k): int(v) for k, v in (d.get("host_dims") or {}).items()}, dict(d.get("history") or {}),
+                   dict(d.get("report") or {}))
 
     def save(self, path: str) -> None:
         """Write this part with atoll's safe codec (no pickle)."""
@@ -568,14 +570,14 @@ class HeteroNNGuest(_Role):
         mine = self._handshake_msg(x, ids)
         with ctx.scope("hetero_nn"):
             ctx.broadcast(hosts, "hello", mine)
-            dims = {}
+            dims, feats = {}, {}
             for h in hosts:
                 theirs = ctx.recv(h, "hello")
                 self._check_peer(mine, theirs)
-                d = theirs.get("d_out")
-                if not isinstance(d, int) or not 0 < d <= MAX_WIDTH:
+                d, d_in = theirs.get("d_out"), theirs.get("d_in")
+                if not isinstance(d, int) or not 0 < d <= MAX_WIDTH or not isinstance(d_in, int) or d_in < 1:
                     raise DataError("hetero_nn: a host announces an impossible bottom output width")
-                dims[h] = d
+                dims[h], feats[h] = d, d_in
             n_out = n_outputs(p, y)
             if p.task == "multiclass" and int(np.max(y)) >= n_out:
                 raise DataError(f"labels go up to {int(np.max(y))} but n_classes is {n_out}")
@@ -589,13 +591,14 @@ class HeteroNNGuest(_Role):
             fan_in = d_g + sum(dims.values())
             links = self._links(ctx, hosts, dims, k, fan_in, None)
             try:
-                hist = self._train(ctx, hosts, links, bottom, inter, top, x, y, dev)
+                hist, report = self._train(ctx, hosts, links, bottom, inter, top, x, y, dev)
+                report["host_features"] = feats
             finally:
                 for link in links.values():
                     link.close()
         return HeteroNNPartModel("guest", ctx.party, p.model_dump(mode="json"), x.shape[1], state_arrays(bottom),
                                  {h: link.state() for h, link in links.items()}, state_arrays(inter),
-                                 state_arrays(top), n_out, dims, hist)
+                                 state_arrays(top), n_out, dims, hist, report)
 
     def _links(self, ctx: Any, hosts: list[str], dims: dict[str, int], k: int, fan_in: int,
                shares: dict | None) -> dict[str, _Link]:
@@ -633,7 +636,8 @@ class HeteroNNGuest(_Role):
         tr, va = validation_split(x.shape[0], p.validation_fraction, p.random_state)
         rng = np.random.default_rng(part_seed(p.random_state, "batches"))
         noise = noise_rng(p.noise_seed)
-        hist: dict[str, Any] = {"loss": [], "val_loss": [], "epoch_seconds": [], "mode": p.mode}
+        hist: dict[str, Any] = {"loss": [], "val_loss": [], "epoch_seconds": []}
+        report: dict[str, Any] = {"mode": p.mode}
         best, since = math.inf, 0
         last_delta: list[np.ndarray] = []
         last_rows: list[np.ndarray] = []
@@ -679,17 +683,17 @@ class HeteroNNGuest(_Role):
             hist["epoch_seconds"].append(time.perf_counter() - tic)
             if stop:
                 break
-        hist["epochs"] = len(hist["loss"])
+        report["epochs"] = len(hist["loss"])
         if p.task == "binary" and last_rows:
             rows = np.concatenate(last_rows)
             g = np.concatenate(last_delta)
             # the attacks on the (defended) cut-layer gradient of the last epoch; every host's gradient
             # is a linear image of it (delta W_h^T)
-            hist["leakage"] = {"norm_auc": leak.norm_attack_auc(g, y[rows]),
+            report["leakage"] = {"norm_auc": leak.norm_attack_auc(g, y[rows]),
                                "direction_auc": leak.direction_attack_auc(g, y[rows], 0)}
         if p.defence == "noise":
-            hist["epsilon"] = leak.noise_epsilon(p.noise_multiplier, hist["epochs"])
-        return hist
+            report["epsilon"] = leak.noise_epsilon(p.noise_multiplier, report["epochs"])
+        return hist, report
 
     def _val_loss(self, ctx: Any, links: dict, bottom: nn.Module, inter: nn.Module, top: nn.Module, xv: np.ndarray,
                   yv: np.ndarray, dev: Any, lossf: nn.Module) -> float:
@@ -745,7 +749,7 @@ class HeteroNNHost(_Role):
             raise ConfigError("hetero_nn takes exactly one guest")
         guest = guest[0]
         mine = self._handshake_msg(x, ids)
-        ctx.send(guest, "hello", {**mine, "d_out": int(d_out)})
+        ctx.send(guest, "hello", {**mine, "d_out": int(d_out), "d_in": int(x.shape[1])})
         self._check_peer(mine, ctx.recv(guest, "hello"))
         return guest
 
@@ -807,7 +811,7 @@ class HeteroNNHost(_Role):
             finally:
                 link.close()
         return HeteroNNPartModel("host", ctx.party, p.model_dump(mode="json"), x.shape[1], state_arrays(bottom),
-                                 {"guest": link.state()}, history={"epochs": epochs, "mode": p.mode})
+                                 {"guest": link.state()}, report={"epochs": epochs, "mode": p.mode})
 
     def _infer(self, ctx: Any, link: _Link, bottom: nn.Module, x: np.ndarray, dev: Any, scope: str) -> None:
         bottom.eval()

@@ -53,7 +53,7 @@ def test_plain_split_matches_central_torch_on_default_credit(credit):
     assert abs(auc_fed - auc_cen) <= 0.01
     np.testing.assert_allclose(gm.history["loss"], c.history_["loss"], rtol=1e-5)
     assert hm["host_0"].links == {"guest": {}}                   # plain: the guest holds W_h
-    assert gm.history["mode"] == "plain"
+    assert gm.report["mode"] == "plain"
 
 
 def test_ss_layer_equals_plain_within_fixed_point(credit):
@@ -118,8 +118,8 @@ def test_early_stopping_follows_the_central_twin(credit):
                        validation_fraction=0.3, early_stopping_rounds=1)
     gm, hm = H.simulate_fit(p, xg[tr], y[tr], {"host_0": xh[tr]})
     c = H.CentralSplitNN(p).fit([xg[tr], xh[tr]], y[tr])
-    assert gm.history["epochs"] < 30 and gm.history["epochs"] == len(c.history_["loss"])
-    assert hm["host_0"].history["epochs"] == gm.history["epochs"]
+    assert gm.report["epochs"] < 30 and gm.report["epochs"] == len(c.history_["loss"])
+    assert hm["host_0"].report["epochs"] == gm.report["epochs"]
     np.testing.assert_allclose(gm.history["val_loss"], c.history_["val_loss"], rtol=1e-5)
 
 

@@ -64,7 +64,7 @@ def _run(credit, **kw):
     rows = np.concatenate([r for r, _ in last])
     grads = np.concatenate([g for _, g in last])
     labels = y[tr][rows]
-    return auc, L.norm_attack_auc(grads, labels), L.direction_attack_auc(grads, labels), gm.history
+    return auc, L.norm_attack_auc(grads, labels), L.direction_attack_auc(grads, labels), gm
 
 
 def test_norm_attack_succeeds_without_defence_and_fails_with_it(credit):
@@ -72,14 +72,14 @@ def test_norm_attack_succeeds_without_defence_and_fails_with_it(credit):
     auc1, norm1, dir1, h1 = _run(credit, mode="plain", defence="noise", clip_norm=0.05, noise_multiplier=1.0)
     auc2, norm2, dir2, _ = _run(credit, mode="plain", defence="max_norm")
     print(f"\nmodel AUC / norm attack AUC / direction attack AUC: none {auc0:.3f} / {norm0:.3f} / {dir0:.3f}; "
-          f"noise {auc1:.3f} / {norm1:.3f} / {dir1:.3f} (epsilon {h1['epsilon']:.1f} at delta 1e-5); "
+          f"noise {auc1:.3f} / {norm1:.3f} / {dir1:.3f} (epsilon {h1.report['epsilon']:.1f} at delta 1e-5); "
           f"max_norm {auc2:.3f} / {norm2:.3f} / {dir2:.3f}")
     assert norm0 > 0.95 and dir0 > 0.95                 # plain split learning gives the labels away
     assert norm1 < 0.6 and norm2 < 0.65                 # both defences blind the norm attack
     assert dir1 < dir0                                  # noise also blurs the direction
     assert auc0 - auc1 < 0.08 and auc0 - auc2 < 0.03    # at a bounded cost in model AUC
-    assert h0["leakage"]["norm_auc"] > 0.95 and h1["leakage"]["norm_auc"] < 0.6   # the guest's own report
-    assert math.isfinite(h1["epsilon"])
+    assert h0.report["leakage"]["norm_auc"] > 0.95 and h1.report["leakage"]["norm_auc"] < 0.6   # the guest's own report
+    assert math.isfinite(h1.report["epsilon"])
 
 
 def test_secret_sharing_hides_bottom_outputs_not_labels(credit):
