@@ -44,9 +44,9 @@ Protocol (every party runs the same batches of one seeded permutation: the row o
 What each party sees:
 * guest: its data and models, ``A_h W_h`` per host and batch (the interactive layer's input from
   that host: k numbers per row, never A_h itself in ``ss`` / ``he``), the one-time-masked
-  openings of the MPC session or ciphertexts under the host's key, each host's row count and
-  output width, the power of two above ``|A_h|`` is *not* announced (bounds stay private). It
-  knows W_h's seeded initial value, not its trained value (the updates are shared).
+  openings of the MPC session or ciphertexts under the host's key, each host's row count,
+  feature count and bottom output width (no bound on ``|A_h|`` is announced). It knows W_h's
+  seeded initial value, not its trained value (the updates are shared).
 * host h: its data and bottom model, ``dA_h = delta W_h^T`` per batch (the gradient it needs:
   label leakage comes from here; see the defences), one share of W_h (uniform-looking), masked
   openings or, in ``he``, ``A_h W_gshare + R`` and ``A_h^T (lr delta) + R`` (40-bit statistical
@@ -636,13 +636,14 @@ class HeteroNNGuest(_Role):
         tr, va = validation_split(x.shape[0], p.validation_fraction, p.random_state)
         rng = np.random.default_rng(part_seed(p.random_state, "batches"))
         noise = noise_rng(p.noise_seed)
-        hist: dict[str, Any] = {"loss": [], "val_loss": [], "epoch_seconds": []}
+        # epoch_cpu_seconds: CPU time of this process in the epoch (in a threads simulation: every party's)
+        hist: dict[str, Any] = {"loss": [], "val_loss": [], "epoch_seconds": [], "epoch_cpu_seconds": []}
         report: dict[str, Any] = {"mode": p.mode}
         best, since = math.inf, 0
         last_delta: list[np.ndarray] = []
         last_rows: list[np.ndarray] = []
         for epoch in range(p.epochs):
-            tic = time.perf_counter()
+            tic, cpu = time.perf_counter(), time.process_time()
             with ctx.scope("epoch", epoch):
                 for link in links.values():
                     link.begin_epoch()
@@ -681,6 +682,7 @@ class HeteroNNGuest(_Role):
                 if len(va):
                     ctx.broadcast(hosts, "stop", bool(stop))
             hist["epoch_seconds"].append(time.perf_counter() - tic)
+            hist["epoch_cpu_seconds"].append(time.process_time() - cpu)
             if stop:
                 break
         report["epochs"] = len(hist["loss"])
@@ -912,10 +914,10 @@ class CentralSplitNN:
         lossf = loss_fn(p.task)
         tr, va = validation_split(len(y), p.validation_fraction, p.random_state)
         rng = np.random.default_rng(part_seed(p.random_state, "batches"))
-        self.history_: dict[str, Any] = {"loss": [], "val_loss": [], "epoch_seconds": []}
+        self.history_: dict[str, Any] = {"loss": [], "val_loss": [], "epoch_seconds": [], "epoch_cpu_seconds": []}
         best, since = math.inf, 0
         for _ in range(p.epochs):
-            tic = time.perf_counter()
+            tic, cpu = time.perf_counter(), time.process_time()
             total = 0.0
             for idx in epoch_batches(len(tr), p.batch_size, p.shuffle, rng):
                 rows = tr[idx]
@@ -941,6 +943,7 @@ class CentralSplitNN:
                     since += 1
                 stop = p.early_stopping_rounds is not None and since >= p.early_stopping_rounds
             self.history_["epoch_seconds"].append(time.perf_counter() - tic)
+            self.history_["epoch_cpu_seconds"].append(time.process_time() - cpu)
             if stop:
                 break
         return self

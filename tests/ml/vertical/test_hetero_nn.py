@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
@@ -16,15 +17,6 @@ from atoll.errors import DataError  # noqa: E402
 from atoll.federation import PartyFailed  # noqa: E402
 from atoll.ml.vertical import hetero_nn as H  # noqa: E402
 from atoll.ml.vertical.hetero_nn import HeteroNNParams, HeteroNNPartModel  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # the parties run as threads on a small shared machine: intra-op threads only contend there
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +168,24 @@ def test_wire_audit_no_bottom_output_or_label_in_clear(mode, credit):
     assert len(seen) > 10
     assert not leaks, f"the host's bottom output crosses in clear: {leaks[:3]}"
     assert not label_leaks
+
+
+def test_cuda_is_refused_where_torch_sees_none():
+    from atoll.errors import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="cuda"):
+        H.HeteroNNGuest(HeteroNNParams(device="cuda"))._device()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_bottoms_and_top_equal_cpu(credit):
+    xg, xh, y, tr, te = credit
+    tr, te = tr[:1000], te[:500]
+    scores = {}
+    for dev in ("cpu", "cuda"):
+        p = HeteroNNParams(mode="ss", epochs=1, batch_size=250, device=dev)
+        gm, hm = H.simulate_fit(p, xg[tr], y[tr], {"host_0": xh[tr]})
+        scores[dev] = H.simulate_predict(p, gm, hm, xg[te], {"host_0": xh[te]})
+    assert np.abs(scores["cpu"] - scores["cuda"]).max() < 1e-3

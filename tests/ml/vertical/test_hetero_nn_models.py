@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from atoll.ml.vertical import hetero_nn as H  # noqa: E402
 from atoll.ml.vertical.hetero_nn import HeteroNNParams  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _accuracy(scores, y):

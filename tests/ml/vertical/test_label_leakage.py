@@ -10,20 +10,13 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from atoll import datasets  # noqa: E402
 from atoll.ml.vertical import hetero_nn as H  # noqa: E402
 from atoll.ml.vertical import label_leakage as L  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_attacks_and_defences_on_synthetic_gradients():
