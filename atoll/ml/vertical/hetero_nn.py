@@ -120,7 +120,8 @@ class HeteroNNParams(BaseModel):
     weight_limit: float = Field(1e3, gt=0.0)
     scheme: Literal["paillier", "ou"] = "paillier"
     key_bits: int = Field(2048, ge=512)
-    device: str = Field("cpu", description="torch device of the bottom and top models (cuda where present)")
+    device: str = Field("cpu", max_length=16, description="torch device of the bottom and top models: cpu, "
+                        "cuda, cuda:N, or auto (cuda where torch sees one)")
     predict_batch: int = Field(4096, ge=1)
 
     def bottom_for(self, party: str) -> BottomSpec:
@@ -199,11 +200,23 @@ def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
 
 def load_state(module: nn.Module, arrays: dict[str, np.ndarray]) -> nn.Module:
     sd = module.state_dict()
-    if set(arrays) != set(sd):
+    if set(arrays) != set(sd) or any(np.asarray(arrays[k]).shape != tuple(v.shape) for k, v in sd.items()):
         raise DataError("the saved model part does not match the declared architecture")
     module.load_state_dict({k: torch.as_tensor(np.asarray(arrays[k])).to(v.dtype).reshape(v.shape)
                             for k, v in sd.items()})
     return module
+
+
+def resolve_device(name: str) -> "torch.device":
+    """``cpu``, ``cuda[:i]``, or ``auto`` (CUDA where torch sees a device, else the CPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but torch sees no CUDA device here; use device='cpu' or 'auto'")
+    try:
+        return torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown torch device {name!r}; use cpu, cuda, cuda:N or auto") from None
 
 
 def _pow2(a: np.ndarray) -> float:
@@ -507,10 +520,7 @@ class _Role:
         self.probe = probe
 
     def _device(self) -> Any:
-        dev = self.params.device
-        if dev.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("device='cuda' but torch sees no CUDA device here; use device='cpu'")
-        return torch.device(dev)
+        return resolve_device(self.params.device)
 
     def _make_bottom(self, party: str, n_features: int, seed_part: str) -> nn.Module:
         if self._bottom is not None:
@@ -575,7 +585,7 @@ class HeteroNNGuest(_Role):
                 theirs = ctx.recv(h, "hello")
                 self._check_peer(mine, theirs)
                 d, d_in = theirs.get("d_out"), theirs.get("d_in")
-                if not isinstance(d, int) or not 0 < d <= MAX_WIDTH or not isinstance(d_in, int) or d_in < 1:
+                if not isinstance(d, int) or not 0 < d <= MAX_WIDTH or not isinstance(d_in, int) or not 0 < d_in <= 10_000_000:
                     raise DataError("hetero_nn: a host announces an impossible bottom output width")
                 dims[h], feats[h] = d, d_in
             n_out = n_outputs(p, y)
@@ -893,7 +903,7 @@ class CentralSplitNN:
 
     def fit(self, blocks: Sequence[np.ndarray], y: np.ndarray) -> "CentralSplitNN":
         p = self.params
-        dev = torch.device(p.device)
+        dev = resolve_device(p.device)
         blocks = [np.asarray(b, dtype=np.float64) for b in blocks]
         y = np.asarray(y, dtype=np.float64).ravel()
         self.bottoms_ = [self._bottom(self.guest, blocks[0].shape[1], "bottom/guest").to(dev)]
@@ -961,7 +971,7 @@ class CentralSplitNN:
 
     def predict_scores(self, blocks: Sequence[np.ndarray]) -> np.ndarray:
         self._train_mode(False)
-        dev = torch.device(self.params.device)
+        dev = resolve_device(self.params.device)
         with torch.no_grad():
             return scores_of(self._forward([np.asarray(b, dtype=np.float64) for b in blocks], dev),
                              self.params.task)

@@ -177,6 +177,7 @@ def test_cuda_is_refused_where_torch_sees_none():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ConfigError, match="cuda"):
         H.HeteroNNGuest(HeteroNNParams(device="cuda"))._device()
+    assert H.resolve_device("auto").type == "cpu"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
