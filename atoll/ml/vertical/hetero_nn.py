@@ -28,7 +28,8 @@ Protocol (every party runs the same batches of one seeded permutation: the row o
   3. the guest runs the interactive sum, the top model and the loss, and back-propagates to
      ``delta = dL/dz``; its own parts take an optimiser step (SGD or Adam);
   4. the guest applies the label-leakage defence to ``delta``
-     (:mod:`atoll.ml.vertical.label_leakage`: ``noise`` with epsilon reported, ``max_norm``);
+     (:mod:`atoll.ml.vertical.label_leakage`: ``noise`` with epsilon reported, ``max_norm``,
+     ``group_average``);
   5. backward to the host: ``dA_h = delta W_h^T`` is computed on shares (``ss``: Beaver;
      ``he``: ``delta [[W_hshare]]^T + delta W_gshare^T + 2^64 R``) and revealed to the host only;
      the host back-propagates it through its bottom model and steps its optimiser;
@@ -110,9 +111,10 @@ class HeteroNNParams(BaseModel):
     random_state: int = 0
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     early_stopping_rounds: int | None = Field(None, ge=1)
-    defence: Literal["none", "noise", "max_norm"] = "none"
+    defence: Literal["none", "noise", "max_norm", "group_average"] = "none"
     clip_norm: float = Field(1.0, gt=0.0)
     noise_multiplier: float = Field(1.0, ge=0.0)
+    group_size: int = Field(8, ge=1, description="group_average: rows per averaged group")
     noise_seed: int | None = Field(None, description="tests only: seeds the defence noise (else OS entropy)")
     provider: Literal["auto", "dealer", "he", "ot"] = "auto"
     frac_bits: int = Field(16, ge=8, le=24)
@@ -671,7 +673,8 @@ class HeteroNNGuest(_Role):
                         total += float(loss.detach()) * len(rows)
                         nb = len(rows)
                         delta = z.grad.detach().double().cpu().numpy()
-                        sent = leak.defend(delta * nb, p.defence, noise, p.clip_norm, p.noise_multiplier) / nb
+                        sent = leak.defend(delta * nb, p.defence, noise, p.clip_norm, p.noise_multiplier,
+                                           p.group_size) / nb
                         last_delta.append(sent * nb)
                         last_rows.append(rows)
                         for link in links.values():

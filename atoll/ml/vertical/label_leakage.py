@@ -24,7 +24,11 @@ of it goes to a host (``defend``):
   one release per example per epoch with the RDP accountant of :mod:`atoll.crypto.dp`;
 * ``max_norm`` (Li et al.'s heuristic): row j gets isotropic noise of variance
   ``(max_i ||g_i||^2 - ||g_j||^2) / d`` so every row's expected squared norm equals the
-  batch's largest (the norm attack loses its signal; no formal epsilon).
+  batch's largest (the norm attack loses its signal; no formal epsilon);
+* ``group_average`` (gradient averaging): the batch's rows are cut into random groups of
+  ``group_size`` and each row is replaced by its group's mean, so a host sees one gradient per
+  group (the group's sum is kept: the batch gradient of a host's bottom output changes only by
+  which rows share it; no formal epsilon).
 
 What each party sees: these functions run at one party on its own numbers.
 """
@@ -38,7 +42,7 @@ import numpy as np
 
 from atoll.errors import ConfigError
 
-Defence = Literal["none", "noise", "max_norm"]
+Defence = Literal["none", "noise", "max_norm", "group_average"]
 
 
 def _auc(score: np.ndarray, y: np.ndarray) -> float | None:
@@ -74,8 +78,20 @@ def clip_rows(g: np.ndarray, clip: float) -> np.ndarray:
     return g * np.minimum(1.0, clip / np.where(norms > 0, norms, 1.0))
 
 
+def group_average(g: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Each row replaced by the mean of its random group of ``size`` rows (the last group smaller)."""
+    if size < 1:
+        raise ConfigError(f"group_size must be >= 1, got {size}")
+    out = np.empty_like(g)
+    perm = rng.permutation(len(g))
+    for s in range(0, len(g), size):
+        rows = perm[s:s + size]
+        out[rows] = g[rows].mean(axis=0)
+    return out
+
+
 def defend(delta: np.ndarray, defence: Defence, rng: np.random.Generator, clip_norm: float = 1.0,
-           noise_multiplier: float = 1.0) -> np.ndarray:
+           noise_multiplier: float = 1.0, group_size: int = 8) -> np.ndarray:
     """The cut-layer gradient as the hosts may receive it (``delta``: per-example rows)."""
     g = np.asarray(delta, dtype=np.float64)
     if defence == "none":
@@ -88,7 +104,9 @@ def defend(delta: np.ndarray, defence: Defence, rng: np.random.Generator, clip_n
         sq = np.sum(g * g, axis=1, keepdims=True)
         std = np.sqrt(np.maximum(sq.max(initial=0.0) - sq, 0.0) / max(g.shape[1], 1))
         return g + rng.normal(size=g.shape) * std
-    raise ConfigError(f"unknown defence {defence!r}; use none, noise or max_norm")
+    if defence == "group_average":
+        return group_average(g, group_size, rng)
+    raise ConfigError(f"unknown defence {defence!r}; use none, noise, max_norm or group_average")
 
 
 def noise_epsilon(noise_multiplier: float, epochs: int, delta: float = 1e-5) -> float:

@@ -34,6 +34,8 @@ def test_attacks_and_defences_on_synthetic_gradients():
     nz = L.defend(g, "noise", rng, clip_norm=0.1, noise_multiplier=2.0)
     assert abs(L.norm_attack_auc(nz, y) - 0.5) < 0.1
     assert np.array_equal(L.defend(g, "none", rng), g)
+    avg = L.defend(g, "group_average", rng, group_size=8)
+    assert L.norm_attack_auc(avg, y) < 0.8 and np.allclose(avg.sum(0), g.sum(0))
     e1, e2 = L.noise_epsilon(1.0, 5), L.noise_epsilon(4.0, 5)
     assert math.isfinite(e1) and e2 < e1 and L.noise_epsilon(0.0, 1) == math.inf
 
@@ -64,13 +66,15 @@ def test_norm_attack_succeeds_without_defence_and_fails_with_it(credit):
     auc0, norm0, dir0, h0 = _run(credit, mode="plain")
     auc1, norm1, dir1, h1 = _run(credit, mode="plain", defence="noise", clip_norm=0.05, noise_multiplier=1.0)
     auc2, norm2, dir2, _ = _run(credit, mode="plain", defence="max_norm")
+    auc3, norm3, dir3, _ = _run(credit, mode="plain", defence="group_average", group_size=8)
     print(f"\nmodel AUC / norm attack AUC / direction attack AUC: none {auc0:.3f} / {norm0:.3f} / {dir0:.3f}; "
           f"noise {auc1:.3f} / {norm1:.3f} / {dir1:.3f} (epsilon {h1.report['epsilon']:.1f} at delta 1e-5); "
-          f"max_norm {auc2:.3f} / {norm2:.3f} / {dir2:.3f}")
+          f"max_norm {auc2:.3f} / {norm2:.3f} / {dir2:.3f}; group_average(8) {auc3:.3f} / {norm3:.3f} / {dir3:.3f}")
     assert norm0 > 0.95 and dir0 > 0.95                 # plain split learning gives the labels away
     assert norm1 < 0.6 and norm2 < 0.65                 # both defences blind the norm attack
-    assert dir1 < dir0                                  # noise also blurs the direction
-    assert auc0 - auc1 < 0.08 and auc0 - auc2 < 0.03    # at a bounded cost in model AUC
+    assert dir1 < dir0 and dir3 < dir0                  # noise and averaging also blur the direction
+    assert norm3 < norm0
+    assert auc0 - auc1 < 0.08 and auc0 - auc2 < 0.03 and auc0 - auc3 < 0.08   # at a bounded cost in model AUC
     assert h0.report["leakage"]["norm_auc"] > 0.95 and h1.report["leakage"]["norm_auc"] < 0.6   # the guest's own report
     assert math.isfinite(h1.report["epsilon"])
 
