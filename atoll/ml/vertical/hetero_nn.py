@@ -29,7 +29,7 @@ Protocol (every party runs the same batches of one seeded permutation: the row o
      ``delta = dL/dz``; its own parts take an optimiser step (SGD or Adam);
   4. the guest applies the label-leakage defence to ``delta``
      (:mod:`atoll.ml.vertical.label_leakage`: ``noise`` with epsilon reported, ``max_norm``,
-     ``group_average``);
+     ``group_average``; ``mixup`` instead mixes every party's batch rows and the labels);
   5. backward to the host: ``dA_h = delta W_h^T`` is computed on shares (``ss``: Beaver;
      ``he``: ``delta [[W_hshare]]^T + delta W_gshare^T + 2^64 R``) and revealed to the host only;
      the host back-propagates it through its bottom model and steps its optimiser;
@@ -111,10 +111,11 @@ class HeteroNNParams(BaseModel):
     random_state: int = 0
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     early_stopping_rounds: int | None = Field(None, ge=1)
-    defence: Literal["none", "noise", "max_norm", "group_average"] = "none"
+    defence: Literal["none", "noise", "max_norm", "group_average", "mixup"] = "none"
     clip_norm: float = Field(1.0, gt=0.0)
     noise_multiplier: float = Field(1.0, ge=0.0)
     group_size: int = Field(8, ge=1, description="group_average: rows per averaged group")
+    mixup_alpha: float = Field(1.0, gt=0.0, description="mixup: lam ~ Beta(alpha, alpha) per batch")
     noise_seed: int | None = Field(None, description="tests only: seeds the defence noise (else OS entropy)")
     provider: Literal["auto", "dealer", "he", "ot"] = "auto"
     frac_bits: int = Field(16, ge=8, le=24)
@@ -175,6 +176,18 @@ def target(y: np.ndarray, task: str, device: Any) -> "torch.Tensor":
     if task == "multiclass":
         return torch.as_tensor(y, dtype=torch.long, device=device)
     return torch.as_tensor(y, dtype=torch.float32, device=device).reshape(-1, 1)
+
+
+def mixed_target(y: np.ndarray, task: str, n_out: int, lam: float, perm: np.ndarray, device: Any) -> "torch.Tensor":
+    """The mixup target: mixed labels (binary, regression) or mixed one-hot rows (multiclass)."""
+    if task == "multiclass":
+        onehot = np.eye(n_out)[y.astype(np.int64)]
+        return torch.as_tensor(leak.mix(onehot, lam, perm), dtype=torch.float32, device=device)
+    return torch.as_tensor(leak.mix(y, lam, perm), dtype=torch.float32, device=device).reshape(-1, 1)
+
+
+def batch_rows(x: np.ndarray, rows: np.ndarray, mixing: tuple[float, np.ndarray] | None) -> np.ndarray:
+    return x[rows] if mixing is None else leak.mix(x[rows], *mixing)
 
 
 def scores_of(out: "torch.Tensor", task: str) -> np.ndarray:
@@ -647,7 +660,9 @@ class HeteroNNGuest(_Role):
         opt = make_optimizer(p, [bottom, inter, top])
         tr, va = validation_split(x.shape[0], p.validation_fraction, p.random_state)
         rng = np.random.default_rng(part_seed(p.random_state, "batches"))
+        mix_rng = np.random.default_rng(part_seed(p.random_state, "mixup"))
         noise = noise_rng(p.noise_seed)
+        n_out = top[-1].out_features
         # epoch_cpu_seconds: CPU time of this process in the epoch (in a threads simulation: every party's)
         hist: dict[str, Any] = {"loss": [], "val_loss": [], "epoch_seconds": [], "epoch_cpu_seconds": []}
         report: dict[str, Any] = {"mode": p.mode}
@@ -663,10 +678,13 @@ class HeteroNNGuest(_Role):
                 last_delta, last_rows = [], []
                 for j, idx in enumerate(epoch_batches(len(tr), p.batch_size, p.shuffle, rng)):
                     rows = tr[idx]
+                    mixing = leak.mixup_plan(mix_rng, len(rows), p.mixup_alpha) if p.defence == "mixup" else None
                     with ctx.scope("batch", j):
                         bottom.train(), top.train()
-                        out, (z,) = self._forward(links, bottom, inter, top, x[rows], dev, True)
-                        loss = lossf(out, target(y[rows], p.task, dev))
+                        out, (z,) = self._forward(links, bottom, inter, top, batch_rows(x, rows, mixing), dev, True)
+                        tgt = (target(y[rows], p.task, dev) if mixing is None
+                               else mixed_target(y[rows], p.task, n_out, *mixing, dev))
+                        loss = lossf(out, tgt)
                         opt.zero_grad()
                         loss.backward()
                         opt.step()
@@ -795,6 +813,7 @@ class HeteroNNHost(_Role):
             link = self._link(ctx, guest, d, None)
             tr, va = validation_split(x.shape[0], p.validation_fraction, p.random_state)
             rng = np.random.default_rng(part_seed(p.random_state, "batches"))
+            mix_rng = np.random.default_rng(part_seed(p.random_state, "mixup"))
             epochs = 0
             try:
                 for epoch in range(p.epochs):
@@ -802,9 +821,12 @@ class HeteroNNHost(_Role):
                         link.begin_epoch()
                         for j, idx in enumerate(epoch_batches(len(tr), p.batch_size, p.shuffle, rng)):
                             rows = tr[idx]
+                            mixing = (leak.mixup_plan(mix_rng, len(rows), p.mixup_alpha)
+                                      if p.defence == "mixup" else None)
                             with ctx.scope("batch", j):
                                 bottom.train()
-                                a = bottom(torch.as_tensor(x[rows], dtype=torch.float32, device=dev))
+                                a = bottom(torch.as_tensor(batch_rows(x, rows, mixing), dtype=torch.float32,
+                                                           device=dev))
                                 link.forward(a.detach().double().cpu().numpy(), True)
                                 g = link.backward()
                                 if self.probe is not None:

@@ -28,7 +28,12 @@ of it goes to a host (``defend``):
 * ``group_average`` (gradient averaging): the batch's rows are cut into random groups of
   ``group_size`` and each row is replaced by its group's mean, so a host sees one gradient per
   group (the group's sum is kept: the batch gradient of a host's bottom output changes only by
-  which rows share it; no formal epsilon).
+  which rows share it; no formal epsilon);
+* ``mixup`` (Zhang et al., ICLR 2018, as a label-leakage defence): every party trains each batch
+  on ``lam x_i + (1 - lam) x_perm(i)`` (one ``lam ~ Beta(alpha, alpha)`` and permutation per
+  batch, drawn from the seeded batch order that all parties share) and the guest on the mixed
+  labels, so the gradient of row i carries a mixture of two labels (:func:`mixup_plan`; it acts
+  on the inputs, :func:`defend` leaves the gradient as is).
 
 What each party sees: these functions run at one party on its own numbers.
 """
@@ -42,7 +47,7 @@ import numpy as np
 
 from atoll.errors import ConfigError
 
-Defence = Literal["none", "noise", "max_norm", "group_average"]
+Defence = Literal["none", "noise", "max_norm", "group_average", "mixup"]
 
 
 def _auc(score: np.ndarray, y: np.ndarray) -> float | None:
@@ -90,11 +95,22 @@ def group_average(g: np.ndarray, size: int, rng: np.random.Generator) -> np.ndar
     return out
 
 
+def mixup_plan(rng: np.random.Generator, n: int, alpha: float) -> tuple[float, np.ndarray]:
+    """(lam, perm) of one mixup batch of ``n`` rows."""
+    if not alpha > 0:
+        raise ConfigError(f"mixup_alpha must be positive, got {alpha}")
+    return float(rng.beta(alpha, alpha)), rng.permutation(n)
+
+
+def mix(a: np.ndarray, lam: float, perm: np.ndarray) -> np.ndarray:
+    return lam * a + (1.0 - lam) * a[perm]
+
+
 def defend(delta: np.ndarray, defence: Defence, rng: np.random.Generator, clip_norm: float = 1.0,
            noise_multiplier: float = 1.0, group_size: int = 8) -> np.ndarray:
     """The cut-layer gradient as the hosts may receive it (``delta``: per-example rows)."""
     g = np.asarray(delta, dtype=np.float64)
-    if defence == "none":
+    if defence in ("none", "mixup"):
         return g
     if defence == "noise":
         if noise_multiplier < 0:
@@ -106,7 +122,7 @@ def defend(delta: np.ndarray, defence: Defence, rng: np.random.Generator, clip_n
         return g + rng.normal(size=g.shape) * std
     if defence == "group_average":
         return group_average(g, group_size, rng)
-    raise ConfigError(f"unknown defence {defence!r}; use none, noise, max_norm or group_average")
+    raise ConfigError(f"unknown defence {defence!r}; use none, noise, max_norm, group_average or mixup")
 
 
 def noise_epsilon(noise_multiplier: float, epochs: int, delta: float = 1e-5) -> float:

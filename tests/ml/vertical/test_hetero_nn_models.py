@@ -44,6 +44,21 @@ def test_digits_left_right_halves_with_cnn_bottoms_within_two_points_of_central(
     assert abs(fed - cen) <= 0.02, (fed, cen)
 
 
+def test_mixup_defence_trains_a_multiclass_cnn():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    img = d.images / 16.0
+    left, right = img[:, :, :4].reshape(len(img), -1), img[:, :, 4:].reshape(len(img), -1)
+    y = d.target.astype(float)
+    cnn = {"kind": "cnn", "image_shape": [8, 4], "channels": [4], "output_dim": 8}
+    p = HeteroNNParams(task="multiclass", mode="plain", bottom=cnn, interactive_units=16, epochs=4, batch_size=64,
+                       defence="mixup", mixup_alpha=0.4)
+    gm, hm = H.simulate_fit(p, left[:1400], y[:1400], {"host_0": right[:1400]})
+    acc = _accuracy(H.simulate_predict(p, gm, hm, left[1400:], {"host_0": right[1400:]}), y[1400:])
+    assert acc > 0.7, acc
+
+
 def _series(n, seq_len=12, seed=0):
     """Random walks of 4 channels; the label: the sum of channel 0 (guest) and channel 2 (host) ends
     above zero, so neither party alone can tell."""

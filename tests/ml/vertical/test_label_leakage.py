@@ -67,14 +67,16 @@ def test_norm_attack_succeeds_without_defence_and_fails_with_it(credit):
     auc1, norm1, dir1, h1 = _run(credit, mode="plain", defence="noise", clip_norm=0.05, noise_multiplier=1.0)
     auc2, norm2, dir2, _ = _run(credit, mode="plain", defence="max_norm")
     auc3, norm3, dir3, _ = _run(credit, mode="plain", defence="group_average", group_size=8)
+    auc4, norm4, dir4, _ = _run(credit, mode="plain", defence="mixup")
     print(f"\nmodel AUC / norm attack AUC / direction attack AUC: none {auc0:.3f} / {norm0:.3f} / {dir0:.3f}; "
           f"noise {auc1:.3f} / {norm1:.3f} / {dir1:.3f} (epsilon {h1.report['epsilon']:.1f} at delta 1e-5); "
-          f"max_norm {auc2:.3f} / {norm2:.3f} / {dir2:.3f}; group_average(8) {auc3:.3f} / {norm3:.3f} / {dir3:.3f}")
+          f"max_norm {auc2:.3f} / {norm2:.3f} / {dir2:.3f}; group_average(8) {auc3:.3f} / {norm3:.3f} / {dir3:.3f}; "
+          f"mixup {auc4:.3f} / {norm4:.3f} / {dir4:.3f}")
     assert norm0 > 0.95 and dir0 > 0.95                 # plain split learning gives the labels away
     assert norm1 < 0.6 and norm2 < 0.65                 # both defences blind the norm attack
     assert dir1 < dir0 and dir3 < dir0                  # noise and averaging also blur the direction
-    assert norm3 < norm0
-    assert auc0 - auc1 < 0.08 and auc0 - auc2 < 0.03 and auc0 - auc3 < 0.08   # at a bounded cost in model AUC
+    assert norm3 < norm0 and norm4 < norm0 and dir4 < dir0   # mixup: a partial defence here
+    assert auc0 - auc1 < 0.08 and auc0 - auc2 < 0.03 and auc0 - auc3 < 0.08 and auc0 - auc4 < 0.03   # bounded AUC costs
     assert h0.report["leakage"]["norm_auc"] > 0.95 and h1.report["leakage"]["norm_auc"] < 0.6   # the guest's own report
     assert math.isfinite(h1.report["epsilon"])
 
