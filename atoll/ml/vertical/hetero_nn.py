@@ -123,6 +123,8 @@ class HeteroNNParams(BaseModel):
     weight_limit: float = Field(1e3, gt=0.0)
     scheme: Literal["paillier", "ou"] = "paillier"
     key_bits: int = Field(2048, ge=512)
+    n_jobs: int = Field(1, ge=1, le=256, description="he: worker processes per party for encryption, "
+                        "decryption and products (atoll.crypto.engine)")
     device: str = Field("cpu", max_length=16, description="torch device of the bottom and top models: cpu, "
                         "cuda, cuda:N, or auto (cuda where torch sees one)")
     predict_batch: int = Field(4096, ge=1)
@@ -390,8 +392,8 @@ class _HEGuest(_Link):
     """Guest side of the HE layer: W_h = wg (here) + wh (host) mod 2^64, f fractional bits."""
 
     def __init__(self, ctx: Any, host: str, pk: Any, d: int, k: int, frac: int, w0: np.ndarray | None,
-                 share: dict | None):
-        self.ctx, self.host, self.pk, self.d, self.k, self.f = ctx, host, pk, d, k, frac
+                 share: dict | None, jobs: int = 1):
+        self.ctx, self.host, self.pk, self.d, self.k, self.f, self.jobs = ctx, host, pk, d, k, frac, jobs
         self.wg = (np.asarray(share["w"], dtype=np.uint64) if share is not None else ring.encode(w0, frac))
         self.enc_a = None
         self.n = 0
@@ -409,7 +411,7 @@ class _HEGuest(_Link):
         from atoll.ml.vertical._glm import mask
 
         enc_a = self._recv_enc("he_a", (n, self.d))
-        masked, rs = mask(self.pk, enc_a @ ring.signed(self.wg))
+        masked, rs = mask(self.pk, enc_a.T.matvec_t(ring.signed(self.wg), jobs=self.jobs).T)   # [[A]] wg
         self.ctx.send(self.host, "he_aw", masked)
         mine = np.uint64(0) - _mod64(rs).reshape(n, self.k)
         theirs = _check_array(self.ctx.recv(self.host, "he_z"), (n, self.k), "share", np.uint64)
@@ -422,14 +424,14 @@ class _HEGuest(_Link):
         n, f = self.n, self.f
         enc_wh = self._recv_enc("he_w", (self.d, self.k))
         dint = np.rint(delta * n * 2.0 ** f).astype(np.int64)
-        enc = dint @ enc_wh.T                                   # [[delta wh^T]] (exact integers)
+        enc = enc_wh.T.matvec_t(dint.T, jobs=self.jobs)         # [[delta wh^T]] (exact integers)
         plain = ring.matmul(ring.encode_int(dint), np.ascontiguousarray(self.wg.T))  # delta wg^T mod 2^64
         bits = max(int(enc.bound).bit_length(), 64) + MASK_SLACK_BITS
         hide = np.empty(plain.shape, dtype=object)
         hide.ravel()[:] = [int(p) + (secrets.randbits(bits) << 64) for p in plain.ravel().tolist()]
-        self.ctx.send(self.host, "he_da", enc + self.pk.encrypt_int(hide))
+        self.ctx.send(self.host, "he_da", enc + self.pk.encrypt_int(hide, jobs=self.jobs))
         d2 = np.rint(delta * lr * 2.0 ** (f + UPDATE_BITS)).astype(np.int64)
-        masked, rs = mask(self.pk, self.enc_a.T @ d2)           # [[A^T lr delta]] at 3f + UPDATE_BITS... bits
+        masked, rs = mask(self.pk, self.enc_a.matvec_t(d2, jobs=self.jobs).T)   # [[A^T lr delta]]
         self.ctx.send(self.host, "he_g", masked)
         shift = f + UPDATE_BITS
         mine = np.array([(-(r >> shift)) % (1 << 64) for r in rs], dtype=np.uint64).reshape(self.d, self.k)
@@ -441,8 +443,9 @@ class _HEGuest(_Link):
 
 
 class _HEHost(_Link):
-    def __init__(self, ctx: Any, guest: str, kp: Any, d: int, k: int, frac: int, share: dict | None):
-        self.ctx, self.guest, self.kp, self.d, self.k, self.f = ctx, guest, kp, d, k, frac
+    def __init__(self, ctx: Any, guest: str, kp: Any, d: int, k: int, frac: int, share: dict | None,
+                 jobs: int = 1):
+        self.ctx, self.guest, self.kp, self.d, self.k, self.f, self.jobs = ctx, guest, kp, d, k, frac, jobs
         self.wh = np.asarray(share["w"], dtype=np.uint64) if share is not None else np.zeros((d, k), np.uint64)
         self.n = 0
 
@@ -458,8 +461,8 @@ class _HEHost(_Link):
     def forward(self, a: np.ndarray, train: bool) -> None:
         n = a.shape[0]
         aint = np.rint(np.asarray(a, dtype=np.float64) * 2.0 ** self.f).astype(np.int64)
-        self.ctx.send(self.guest, "he_a", self.kp.public_key.encrypt_int(aint))
-        raw = self.kp.private_key.decrypt_int(self._recv_enc("he_aw", (n, self.k)))
+        self.ctx.send(self.guest, "he_a", self.kp.public_key.encrypt_int(aint, jobs=self.jobs))
+        raw = self.kp.private_key.decrypt_int(self._recv_enc("he_aw", (n, self.k)), jobs=self.jobs)
         mine = _mod64(raw) + ring.matmul(ring.encode_int(aint), self.wh)
         self.ctx.send(self.guest, "he_z", mine)
         self.n = n
@@ -467,8 +470,9 @@ class _HEHost(_Link):
     def backward(self) -> np.ndarray:
         n, f = self.n, self.f
         self.ctx.send(self.guest, "he_w", self.kp.public_key.encrypt_int(ring.signed(self.wh)))
-        da = ring.decode(_mod64(self.kp.private_key.decrypt_int(self._recv_enc("he_da", (n, self.d)))), 2 * f)
-        raw = self.kp.private_key.decrypt_int(self._recv_enc("he_g", (self.d, self.k)))
+        da = ring.decode(_mod64(self.kp.private_key.decrypt_int(self._recv_enc("he_da", (n, self.d)),
+                                                                jobs=self.jobs)), 2 * f)
+        raw = self.kp.private_key.decrypt_int(self._recv_enc("he_g", (self.d, self.k)), jobs=self.jobs)
         shift = f + UPDATE_BITS
         upd = np.array([(int(v) >> shift) % (1 << 64) for v in raw.ravel()], dtype=np.uint64)
         self.wh = self.wh - upd.reshape(self.d, self.k)
@@ -640,7 +644,7 @@ class HeteroNNGuest(_Role):
                 pk = ctx.recv(h, "he_pk")
                 if getattr(pk, "scheme", None) != p.scheme or getattr(pk, "key_bits", 0) < p.key_bits:
                     raise CryptoError(f"hetero_nn: host {h}'s key is not {p.scheme} with at least {p.key_bits} bits")
-                out[h] = _HEGuest(ctx, h, pk, dims[h], k, p.frac_bits, w0, st)
+                out[h] = _HEGuest(ctx, h, pk, dims[h], k, p.frac_bits, w0, st, p.n_jobs)
         return out
 
     def _forward(self, links: dict[str, _Link], bottom: nn.Module, inter: nn.Module, top: nn.Module,
@@ -797,7 +801,7 @@ class HeteroNNHost(_Role):
 
         kp = he.generate_keypair(p.scheme, p.key_bits)
         ctx.send(guest, "he_pk", kp.public_key)
-        return _HEHost(ctx, guest, kp, d, p.interactive_units, p.frac_bits, share)
+        return _HEHost(ctx, guest, kp, d, p.interactive_units, p.frac_bits, share, p.n_jobs)
 
     def fit(self, ctx: Any, x: Any, ids: Sequence[Any] | None = None) -> HeteroNNPartModel:
         p = self.params
