@@ -9,6 +9,7 @@ from atoll.jobs.components import (  # noqa: F401
     evaluate,
     ftl,
     glm,
+    hetero_nn,
     homo,
     mpc,
     predict,
