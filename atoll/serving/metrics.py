@@ -1,0 +1,44 @@
+"""Request counters and latency histograms, in Prometheus' text exposition format (no extra dependency)."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+
+#: histogram bucket upper bounds, seconds
+BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """Requests by outcome and a latency histogram of one serving process."""
+
+    def __init__(self, who: str):
+        self.who = who
+        self._lock = threading.Lock()
+        self.outcomes: dict[str, int] = {}
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, outcome: str, seconds: float) -> None:
+        with self._lock:
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+            self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+            self.total += seconds
+
+    def prometheus(self) -> str:
+        """The metrics as a Prometheus scrape answer."""
+        with self._lock:
+            outcomes, counts, total = dict(self.outcomes), list(self.counts), self.total
+        lines = ["# HELP atoll_serving_requests_total Scoring requests by outcome.",
+                 "# TYPE atoll_serving_requests_total counter"]
+        lines += [f'atoll_serving_requests_total{{outcome="{k}"}} {v}' for k, v in sorted(outcomes.items())]
+        lines += ["# HELP atoll_serving_latency_seconds Time to answer a scoring request.",
+                  "# TYPE atoll_serving_latency_seconds histogram"]
+        acc = 0
+        for le, c in zip(BUCKETS, counts):
+            acc += c
+            lines.append(f'atoll_serving_latency_seconds_bucket{{le="{le:g}"}} {acc}')
+        acc += counts[-1]
+        lines += [f'atoll_serving_latency_seconds_bucket{{le="+Inf"}} {acc}',
+                  f"atoll_serving_latency_seconds_sum {total:.6f}", f"atoll_serving_latency_seconds_count {acc}"]
+        return "\n".join(lines) + "\n"
