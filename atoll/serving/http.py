@@ -49,7 +49,7 @@ def make_app(guest: GuestServing, admin_token: str | None = None) -> FastAPI:
 
     def admin(auth: str | None) -> None:
         if not admin_token or not auth or not hmac.compare_digest(auth, f"Bearer {admin_token}"):
-            raise ServingError("refused", "auth", "admin calls need the admin token")
+            raise ServingError("forbidden", "auth", "admin calls need the admin token")
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, e: ServingError) -> JSONResponse:

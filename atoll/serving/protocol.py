@@ -74,7 +74,7 @@ MASK_FRAC_BITS = 32
 class ServingError(AtollError):
     """A request could not be scored: ``category`` and ``step`` say why (they may cross the wire)."""
 
-    STATUS = {"unknown_id": 404, "bad_request": 422, "unknown_version": 404, "level_refused": 403,
+    STATUS = {"unknown_id": 404, "bad_request": 422, "unknown_version": 404, "level_refused": 403, "forbidden": 403,
               "timeout": 504, "unavailable": 503, "bad_answer": 502, "refused": 502, "internal": 500}
 
     def __init__(self, category: str, step: str, message: str, peer: str | None = None):

@@ -90,6 +90,13 @@ def lr_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def lr_run_v2(tmp_path_factory):
+    """A second version of the LR model: other seed, more epochs, the same data."""
+    return finished_run(tmp_path_factory.mktemp("lr2"), LR_JOB.replace("seed: 7", "seed: 8")
+                        .replace("max_iter: 2", "max_iter: 3"), hosts=2)
+
+
+@pytest.fixture(scope="session")
 def sb_run(tmp_path_factory):
     return finished_run(tmp_path_factory.mktemp("sb"), SB_JOB, hosts=1)
 
@@ -106,8 +113,9 @@ def tls_of(certs):
     return lambda party: TlsConfig.load(certs, party)
 
 
-def make_host(run: dict, party: str, **kw) -> HostServing:
-    return HostServing(party, "s1", {"v1": part_from_run(run["run"], party, "train")},
+def make_host(run: dict, party: str, versions: dict | None = None, **kw) -> HostServing:
+    runs = versions or {"v1": run}
+    return HostServing(party, "s1", {v: part_from_run(r["run"], party, "train") for v, r in runs.items()},
                        TableSource.from_file(run["files"][party]), **kw)
 
 
@@ -121,14 +129,15 @@ def serving(tls_of):
     """start(run, hosts, ...) -> GuestServing over real gRPC + mTLS to in-process host servers."""
     started = []
 
-    def start(run, hosts, level="plain-partial", host_kw=None, timeout=5.0, replicas=1, **kw):
+    def start(run, hosts, level="plain-partial", host_kw=None, timeout=5.0, replicas=1, versions=None, **kw):
         addrs = {}
         for h in hosts:
             for _ in range(replicas):
-                host = make_host(run, h, **(host_kw or {}).get(h, {}))
+                extra = dict((host_kw or {}).get(h, {}))
+                host = make_host(run, h, extra.pop("versions", versions), **extra)
                 started.append(host.serve("127.0.0.1:0", tls_of(h)))
                 addrs.setdefault(h, []).append(f"127.0.0.1:{host.port}")
-        versions = {"v1": part_from_run(run["run"], "guest", "train")}
+        versions = {v: part_from_run(r["run"], "guest", "train") for v, r in (versions or {"v1": run}).items()}
         sets = {h: ReplicaSet(h, a, tls_of("guest"), health_interval=0) for h, a in addrs.items()}
         guest = GuestServing("guest", "s1", versions, sets, TableSource.from_file(run["files"]["guest"]),
                              level=level, timeout=timeout, **kw)
