@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from atoll.errors import ConfigError, DataError
@@ -38,6 +39,15 @@ class FeatureSource(abc.ABC):
     def lookup(self, ids: Sequence[str]) -> pd.DataFrame:
         """The rows of ``ids`` (index = the ids, in this order); :class:`UnknownIds` if any is missing."""
 
+    def rows(self, ids: Sequence[str], columns: Sequence[str]) -> np.ndarray:
+        """The ``columns`` of the rows of ``ids`` as a float matrix (what scoring reads)."""
+        frame = self.lookup(ids)
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ConfigError(f"the feature source lacks {len(missing)} of the model's columns "
+                              f"(e.g. {missing[0]!r}); serve it the columns the model was trained on")
+        return frame.loc[:, list(columns)].to_numpy(dtype=np.float64, copy=True)
+
 
 class TableSource(FeatureSource):
     """An in-memory table indexed by id (as strings)."""
@@ -48,6 +58,10 @@ class TableSource(FeatureSource):
         if not frame.index.is_unique:
             raise ConfigError("the feature table has duplicate ids; each id must name one row")
         self.frame = frame
+        self._pos = {i: k for k, i in enumerate(frame.index)}
+        self._col = {c: k for k, c in enumerate(frame.columns)}
+        self._values = frame.to_numpy(dtype=np.float64) if all(
+            pd.api.types.is_numeric_dtype(t) for t in frame.dtypes) else None
 
     @classmethod
     def from_file(cls, path: str | Path, id_column: str | None = None) -> "TableSource":
@@ -62,12 +76,25 @@ class TableSource(FeatureSource):
             raise ConfigError(f"the feature file {p} has no id column {col!r}")
         return cls(df.set_index(col))
 
-    def lookup(self, ids: Sequence[str]) -> pd.DataFrame:
-        idx = self.frame.index.get_indexer(pd.Index(ids))
-        missing = int((idx < 0).sum())
+    def _positions(self, ids: Sequence[str]) -> list[int]:
+        pos = [self._pos.get(i, -1) for i in ids]
+        missing = sum(p < 0 for p in pos)
         if missing:
             raise UnknownIds(missing, len(ids))
-        return self.frame.iloc[idx]
+        return pos
+
+    def lookup(self, ids: Sequence[str]) -> pd.DataFrame:
+        return self.frame.iloc[self._positions(ids)]
+
+    def rows(self, ids: Sequence[str], columns: Sequence[str]) -> np.ndarray:
+        if self._values is None:
+            return super().rows(ids, columns)
+        try:
+            cols = [self._col[c] for c in columns]
+        except KeyError as e:
+            raise ConfigError(f"the feature source lacks the model's column {e.args[0]!r}; serve it the "
+                              "columns the model was trained on") from None
+        return self._values[np.ix_(self._positions(ids), cols)]
 
 
 class SqlSource(FeatureSource):

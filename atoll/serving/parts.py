@@ -45,18 +45,33 @@ class ServedPart:
     def adapter(self) -> Adapter:
         return adapter(self.algorithm)
 
+    def __post_init__(self) -> None:
+        # each scale state as (positions in this part's columns, offsets, divisors), computed once
+        self._scale = []
+        for st in self.scalers:
+            cols = list(st["columns"])
+            idx = [k for k, c in enumerate(self.columns) if c in cols]
+            pos = [cols.index(self.columns[k]) for k in idx]
+            self._scale.append((np.asarray(idx, dtype=np.int64), np.asarray(st["offset"], np.float64)[pos],
+                                np.asarray(st["divisor"], np.float64)[pos]))
+
+    def preprocess(self, x: np.ndarray) -> np.ndarray:
+        """Apply the fitted scale steps to raw rows of this part's columns (in place)."""
+        for idx, off, div in self._scale:
+            x[:, idx] = (x[:, idx] - off) / div
+        return x
+
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """This party's looked-up rows as the model's input: its columns, in order, preprocessed."""
+        """Rows given as a frame (its columns by name) as the model's input, preprocessed."""
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
             raise ConfigError(f"the feature source lacks {len(missing)} of the model's columns "
                               f"(e.g. {missing[0]!r}); serve it the columns the model was trained on")
-        x = frame.loc[:, self.columns].to_numpy(dtype=np.float64, copy=True)
-        for st in self.scalers:
-            idx = [self.columns.index(c) for c in st["columns"] if c in self.columns]
-            pos = [list(st["columns"]).index(self.columns[i]) for i in idx]
-            x[:, idx] = (x[:, idx] - np.asarray(st["offset"])[pos]) / np.asarray(st["divisor"])[pos]
-        return x
+        return self.preprocess(frame.loc[:, self.columns].to_numpy(dtype=np.float64, copy=True))
+
+    def rows(self, source: Any, ids: list[str]) -> np.ndarray:
+        """The rows of ``ids`` from a feature source as the model's input, preprocessed."""
+        return self.preprocess(source.rows(ids, self.columns))
 
 
 def part_from_bytes(blob: bytes, scalers: list[bytes] = ()) -> ServedPart:

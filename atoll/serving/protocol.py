@@ -229,7 +229,7 @@ class HostServing:
         if level == "masked" and not part.adapter.linear:
             raise ServingError("level_refused", "level", "masked is for linear models")
         try:
-            x = part.matrix(self.source.lookup(ids))
+            x = part.rows(self.source, ids)
         except UnknownIds as e:
             raise ServingError("unknown_id", "lookup", f"{e.missing} of {e.asked} ids unknown here") from None
         except (ConfigError, DataError, ValueError, KeyError) as e:
@@ -379,7 +379,7 @@ class GuestServing:
             exposure = np.asarray(exposure, dtype=np.float64)
             if exposure.shape != (len(ids),) or not np.all(np.isfinite(exposure)):
                 raise ServingError("bad_request", "parse", "send one finite exposure per id")
-        frame = self._guest_rows(ids, features)
+        frame = self._check_features(ids, features)
         groups: dict[str, list[int]] = {}
         for k, i in enumerate(ids):
             groups.setdefault(self.router.version_for(i), []).append(k)
@@ -389,7 +389,10 @@ class GuestServing:
             part = self.versions[version]
             sub_ids = [ids[k] for k in rows]
             try:
-                x = part.matrix(frame.iloc[rows])
+                x = part.matrix(frame.iloc[rows]) if frame is not None else part.rows(self.source, sub_ids)
+            except UnknownIds as e:
+                raise ServingError("unknown_id", "lookup", f"{e.missing} of {e.asked} ids are not in the guest's "
+                                   "features") from None
             except ConfigError as e:
                 raise ServingError("bad_request", "features", str(e)) from None
             partials = self._ask_hosts(version, sub_ids, rid)
@@ -402,7 +405,7 @@ class GuestServing:
         return Scored(ids, scores, versions, self.level,
                       {v: self.versions[v].sha256 for v in groups}, rid)
 
-    def _guest_rows(self, ids: list[str], features: pd.DataFrame | None) -> pd.DataFrame:
+    def _check_features(self, ids: list[str], features: pd.DataFrame | None) -> pd.DataFrame | None:
         if features is not None:
             features = features.copy()
             features.index = features.index.astype(str)
@@ -411,11 +414,7 @@ class GuestServing:
             return features
         if self.source is None:
             raise ServingError("bad_request", "features", "this guest has no feature source: send the features")
-        try:
-            return self.source.lookup(ids)
-        except UnknownIds as e:
-            raise ServingError("unknown_id", "lookup", f"{e.missing} of {e.asked} ids are not in the guest's "
-                               "features") from None
+        return None
 
     def _ask_hosts(self, version: str, ids: list[str], rid: str) -> dict[str, Any]:
         payload = wire.dumps({"session": self.session, "version": version, "ids": ids,
