@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -177,6 +178,7 @@ def main() -> None:
     ap.add_argument("--trees", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=None)
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the host processes are stopped (finally)
     batches = [1, 10] if args.quick else [1, 10, 50]
     rates = [100, 500] if args.quick else [100, 500, 1000]
     seconds = args.seconds or (2.0 if args.quick else 3.0)

@@ -68,10 +68,65 @@ def guest_cmd(config: Path = typer.Option(..., "--config", help="Guest serving c
         _fail(e)
     host, _, port = cfg.listen.rpartition(":")
     typer.echo(f"guest predict API on http://{host}:{port}/api/v1/predict (level {cfg.level})")
+    grpc_server = None
+    if cfg.grpc_listen:
+        from atoll.serving.config import tls_of
+        from atoll.serving.grpc_api import serve_predict
+
+        grpc_server, gport = serve_predict(guest, cfg.grpc_listen, tls_of(cfg), cfg.grpc_clients)
+        typer.echo(f"guest predict API over gRPC on {cfg.grpc_listen.rpartition(':')[0]}:{gport}")
     try:
         uvicorn.run(make_app(guest, token), host=host, port=int(port), log_level="warning")
     finally:
+        if grpc_server is not None:
+            grpc_server.stop(1)
         guest.close()
+
+
+def _admin(guest: str, token_file: Path, path: str, body: dict | None = None) -> None:
+    import json
+
+    import httpx
+
+    try:
+        token = token_file.read_text().strip()
+        r = httpx.post(f"{guest.rstrip('/')}/api/v1/{path}", json=body,
+                       headers={"Authorization": f"Bearer {token}"}, timeout=30.0)
+    except (OSError, httpx.HTTPError) as e:
+        _fail(e)
+    if r.status_code != 200:
+        _fail(Exception(r.json().get("detail", r.text) if r.headers.get("content-type", "").startswith(
+            "application/json") else r.text))
+    typer.echo(json.dumps(r.json(), indent=2))
+
+
+GuestOpt = typer.Option(..., "--guest", help="The guest's predict API, e.g. http://127.0.0.1:8080")
+TokenOpt = typer.Option(..., "--admin-token-file", help="File with the guest's admin token")
+
+
+@app.command("publish")
+def publish_cmd(version: str = typer.Argument(...), guest: str = GuestOpt, token: Path = TokenOpt) -> None:
+    """Make a version routable once every host serves it (checked against the pinned hashes)."""
+    _admin(guest, token, "publish", {"version": version})
+
+
+@app.command("canary")
+def canary_cmd(version: str = typer.Argument(...), fraction: float = typer.Option(..., help="Share of ids, 0-1"),
+               guest: str = GuestOpt, token: Path = TokenOpt) -> None:
+    """Send the share FRACTION of request ids (the same ids every time) to VERSION."""
+    _admin(guest, token, "canary", {"version": version, "fraction": fraction})
+
+
+@app.command("promote")
+def promote_cmd(guest: str = GuestOpt, token: Path = TokenOpt) -> None:
+    """Make the canary the stable version (the old one is kept for rollback)."""
+    _admin(guest, token, "promote")
+
+
+@app.command("rollback")
+def rollback_cmd(guest: str = GuestOpt, token: Path = TokenOpt) -> None:
+    """Drop the canary, or restore the version before the last promotion."""
+    _admin(guest, token, "rollback")
 
 
 @app.command("mask-key")

@@ -19,6 +19,7 @@ A guest::
     role: guest
     session: credit-serving
     listen: 127.0.0.1:8080              # the predict API (HTTP/JSON)
+    grpc_listen: 127.0.0.1:8443         # and over gRPC (mutual TLS; grpc_clients: [names] may call)
     certs: certs/
     features: {path: guest.csv}
     hosts: {host_0: [127.0.0.1:7201, 127.0.0.1:7202]}   # replicas of each host
@@ -98,6 +99,8 @@ class GuestConfig(_Common):
     timeout_s: float = Field(2.0, gt=0, le=120)
     health_interval_s: float = Field(1.0, ge=0)
     manifest: dict[str, dict[str, str]] = Field(default_factory=dict)
+    grpc_listen: str | None = None           # also serve the predict API over gRPC (mutual TLS) here
+    grpc_clients: list[str] | None = None    # certificate names allowed to call it (None: any of the CA)
 
 
 def load_config(path: str | Path) -> HostConfig | GuestConfig:
@@ -122,7 +125,7 @@ def _base(cfg: _Common) -> Path:
     return getattr(cfg, "_base", Path.cwd())
 
 
-def _tls(cfg: _Common):
+def tls_of(cfg: _Common):
     from atoll.federation.certs import TlsConfig
 
     return None if cfg.certs is None else TlsConfig.load(_base(cfg) / cfg.certs, cfg.party)
@@ -149,7 +152,7 @@ def build_host(cfg: HostConfig):
     versions = {v: m.load(cfg.party, base) for v, m in cfg.models.items()}
     host = HostServing(cfg.party, cfg.session, versions, open_source(cfg.features, base), cfg.guests,
                        cfg.levels, keys)
-    return host, _tls(cfg)
+    return host, tls_of(cfg)
 
 
 def build_guest(cfg: GuestConfig):
@@ -160,7 +163,7 @@ def build_guest(cfg: GuestConfig):
     from atoll.serving.replicas import ReplicaSet
 
     base = _base(cfg)
-    tls = _tls(cfg)
+    tls = tls_of(cfg)
     versions = {v: m.load(cfg.party, base) for v, m in cfg.models.items()}
     routes = cfg.routes or Routes(stable=next(iter(cfg.models)))
     for v in (routes.stable, routes.canary):

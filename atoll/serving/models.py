@@ -98,30 +98,47 @@ def _glm_combine(m: LinearPart, x: np.ndarray, partials: Mapping[str, Any],
 
 
 # ---------------------------------------------------------------------------------- SecureBoost
-def _load_sb(d: dict) -> Any:
+@dataclass
+class TreesPart:
+    """A SecureBoost part with its routing compiled (:mod:`atoll.serving.trees`) on first use."""
+
+    model: Any
+    compiled: dict[str, Any]
+
+
+def _load_sb(d: dict) -> TreesPart:
     from atoll.jobs.components.secureboost import guest_model_from_wire, host_model_from_wire
 
-    return guest_model_from_wire(d) if d.get("role") == "guest" else host_model_from_wire(d)
+    if d.get("role") == "guest":
+        from atoll.serving.trees import compile_guest
+
+        m = guest_model_from_wire(d)
+        return TreesPart(m, {"guest": compile_guest(m)})
+    return TreesPart(host_model_from_wire(d), {})
 
 
-def _sb_partial(m: Any, x: np.ndarray, party: str) -> Any:
-    from atoll.ml.vertical.secureboost import host_reach
+def _sb_partial(m: TreesPart, x: np.ndarray, party: str) -> Any:
+    from atoll.serving.trees import compile_host, host_answer
 
-    return host_reach(x, m, 0, len(m.topologies), party)
+    routing = m.compiled.get(party)
+    if routing is None:
+        routing = m.compiled[party] = compile_host(m.model, party)
+    return host_answer(routing, x)
 
 
-def _sb_combine(m: Any, x: np.ndarray, partials: Mapping[str, Any], exposure: np.ndarray | None) -> np.ndarray:
+def _sb_combine(m: TreesPart, x: np.ndarray, partials: Mapping[str, Any], exposure: np.ndarray | None) -> np.ndarray:
     from atoll.ml.vertical.boosting_core import get_objective
-    from atoll.ml.vertical.secureboost import route_margin
+    from atoll.serving.trees import guest_margin
 
-    margin = route_margin(x, m.trees, partials, m.n_outputs) + m.base_margin[None, :]
-    return get_objective(m.objective).transform(margin)
+    g = m.model
+    margin = guest_margin(m.compiled["guest"], x, partials) + g.base_margin[None, :]
+    return get_objective(g.objective).transform(margin)
 
 
-def _sb_task(m: Any) -> str:
+def _sb_task(m: TreesPart) -> str:
     from atoll.jobs.components.secureboost import TASKS
 
-    return TASKS[m.objective]
+    return TASKS[m.model.objective]
 
 
 ADAPTERS: dict[str, Adapter] = {

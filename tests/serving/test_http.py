@@ -41,3 +41,31 @@ def test_predict_api_scores_errors_metrics_and_admin(lr_run, lr_run_v2, serving)
     assert c.post("/api/v1/rollback", headers=auth).json()["routes"]["canary"] is None
     assert c.post("/api/v1/predict", json={"ids": ids}).json()["versions"] == ["v1"] * 10
     assert c.get("/api/v1/status").json()["hosts"]["host_0"][0]["healthy"] is True
+
+
+def test_grpc_predict_api_over_mtls(lr_run, serving, tls_of):
+    import pytest
+
+    from atoll.serving.grpc_api import PredictClient, serve_predict
+    from atoll.serving.protocol import ServingError
+
+    guest = serving(lr_run, ["host_0", "host_1"])
+    server, port = serve_predict(guest, "127.0.0.1:0", tls_of("guest"), clients=["host_1"])
+    ok, stranger = PredictClient(f"127.0.0.1:{port}", tls_of("host_1")), PredictClient(f"127.0.0.1:{port}", tls_of("mallory"))
+    try:
+        ids = [int(i) for i in lr_run["predict"].index[:8]]
+        ans = ok.predict(ids)
+        np.testing.assert_allclose(ans["scores"], lr_run["predict"].loc[ids, "score"].to_numpy(), atol=1e-12)
+        assert ans["level"] == "plain-partial" and ans["versions"] == ["v1"] * 8
+        g = TableSource.from_file(lr_run["files"]["guest"]).lookup([str(i) for i in ids[:1]])
+        one = ok.predict(ids[:1], {k: g[k].to_numpy() for k in g.columns})
+        np.testing.assert_allclose(one["scores"], ans["scores"][:1], atol=1e-12)
+        with pytest.raises(ServingError) as e:
+            ok.predict(["nobody"])
+        assert e.value.category == "unknown_id"
+        with pytest.raises(Exception, match="PERMISSION_DENIED|not a client"):
+            stranger.predict(ids[:1])
+    finally:
+        ok.close()
+        stranger.close()
+        server.stop(0)

@@ -121,7 +121,7 @@ def _wrong_shape(self, caller, payload):
     ans = wire.loads(_REAL_ANSWER(self, caller, payload))
     if self.party == "host_0":
         p = ans["partial"]
-        ans["partial"] = np.append(p, 0.5) if isinstance(p, np.ndarray) else [(b"\x00", (1, 1)) for _ in p]
+        ans["partial"] = np.append(p, 0.5) if isinstance(p, np.ndarray) else (p[0], (p[1][0], p[1][1] + 1))
     return wire.dumps(ans)
 
 

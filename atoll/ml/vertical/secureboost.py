@@ -164,67 +164,6 @@ def _threshold_left(x: np.ndarray, threshold: float, missing_left: bool) -> np.n
     return np.where(np.isnan(x32), missing_left, x32 < threshold)
 
 
-def host_reach(x: np.ndarray, model: "SecureBoostHostModel", first: int, count: int,
-               party: str) -> list[tuple[bytes, tuple[int, int]]]:
-    """6. A host's answer for trees ``first .. first+count-1``: per tree, the leaves each row can
-    still reach given only this host's splits, as (packed bits, (n_rows, n_leaves))."""
-    if first < 0 or count < 0 or first + count > len(model.topologies):
-        raise DataError(f"the guest asked for trees {first}..{first + count - 1}; this host has "
-                        f"{len(model.topologies)}")
-    out = []
-    for t in range(first, first + count):
-        topo, lookup = model.topologies[t], model.lookup[t]
-
-        def decide(node: int, lookup=lookup) -> np.ndarray:
-            f, thr, ml = lookup[node]
-            return _threshold_left(x[:, f], thr, ml)
-
-        m = reachable_leaves(topo["left"], topo["right"], topo["owner"], party, decide, len(x))
-        out.append((np.packbits(m.ravel()).tobytes(), m.shape))
-    return out
-
-
-def route_margin(x: np.ndarray, trees: list["Tree"], reach: Mapping[str, Any], n_outputs: int) -> np.ndarray:
-    """6. The guest's side of joint prediction: intersect its own reachable leaves with every
-    host's (``reach[host]`` = :func:`host_reach`'s answer) and add the leaf values.
-
-    Raises :class:`DataError` if a host's answer has the wrong shape or a row does not end in
-    exactly one leaf (the parties' rows are not aligned, or a host answered for another model).
-    """
-    n = len(x)
-    out = np.zeros((n, n_outputs))
-    for hname, msgs in reach.items():
-        if not isinstance(msgs, (list, tuple)) or len(msgs) != len(trees):
-            raise DataError(f"{hname} answered for {len(msgs) if isinstance(msgs, (list, tuple)) else 'no'} "
-                            f"trees, the model has {len(trees)}")
-    for t, tree in enumerate(trees):
-        left, right = np.asarray(tree.left), np.asarray(tree.right)
-
-        def decide(node: int, tree: Tree = tree) -> np.ndarray:
-            return _threshold_left(x[:, tree.feature[node]], tree.threshold[node], tree.missing_left[node])
-
-        mask = reachable_leaves(left, right, tree.owner, "guest", decide, n)
-        for hname, msgs in reach.items():
-            try:
-                raw, shape = msgs[t]
-                shape = tuple(int(v) for v in shape)
-                if shape != mask.shape or not isinstance(raw, (bytes, bytearray)) \
-                        or len(raw) != (mask.size + 7) // 8:
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise DataError(f"{hname} answered tree {t} with the wrong shape (expected "
-                                f"{mask.shape[0]} rows x {mask.shape[1]} leaves)") from None
-            m = np.unpackbits(np.frombuffer(raw, np.uint8), count=mask.size).astype(bool)
-            mask &= m.reshape(mask.shape)
-        if not np.all(mask.sum(axis=1) == 1):
-            raise DataError("joint prediction did not route every row to exactly one leaf; "
-                            "are the parties' rows aligned (same ids, same order)?")
-        leaves = [i for i in range(tree.n_nodes) if tree.left[i] < 0]
-        vals = np.asarray(tree.value)[leaves]
-        out[:, tree.output] += vals[np.argmax(mask, axis=1)]
-    return out
-
-
 # ============================================================================ models
 
 @dataclass
@@ -517,8 +456,28 @@ class SecureBoostGuest:
                         K: int) -> np.ndarray:
         """6. Joint prediction of ``trees`` (global indices from ``first``) on aligned rows."""
         x = np.asarray(x, dtype=np.float64)
-        ctx.broadcast("host", "predict", {"first": int(first), "count": len(trees), "n_rows": len(x)})
-        return route_margin(x, trees, ctx.gather("host", "reach"), K)
+        n = len(x)
+        ctx.broadcast("host", "predict", {"first": int(first), "count": len(trees), "n_rows": n})
+        reach = ctx.gather("host", "reach")
+        out = np.zeros((n, K))
+        for t, tree in enumerate(trees):
+            left, right = np.asarray(tree.left), np.asarray(tree.right)
+
+            def decide(node: int, tree: Tree = tree) -> np.ndarray:
+                return _threshold_left(x[:, tree.feature[node]], tree.threshold[node], tree.missing_left[node])
+
+            mask = reachable_leaves(left, right, tree.owner, "guest", decide, n)
+            for hname, msgs in reach.items():
+                raw, shape = msgs[t]
+                m = np.unpackbits(np.frombuffer(raw, np.uint8), count=int(np.prod(shape))).astype(bool)
+                mask &= m.reshape(shape)
+            if not np.all(mask.sum(axis=1) == 1):
+                raise DataError("joint prediction did not route every row to exactly one leaf; "
+                                "are the parties' rows aligned (same ids, same order)?")
+            leaves = [i for i in range(tree.n_nodes) if tree.left[i] < 0]
+            vals = np.asarray(tree.value)[leaves]
+            out[:, tree.output] += vals[np.argmax(mask, axis=1)]
+        return out
 
     def predict_margin(self, ctx: Context, x: np.ndarray, model: SecureBoostGuestModel | None = None) -> np.ndarray:
         model = model or self.model
@@ -666,7 +625,16 @@ class SecureBoostHost:
         first, count = int(req["first"]), int(req["count"])
         if int(req["n_rows"]) != len(x):
             raise DataError(f"host has {len(x)} rows to predict but the guest {req['n_rows']}; align rows first")
-        out = host_reach(x, model, first, count, ctx.party)
+        out = []
+        for t in range(first, first + count):
+            topo, lookup = model.topologies[t], model.lookup[t]
+
+            def decide(node: int, lookup=lookup) -> np.ndarray:
+                f, thr, ml = lookup[node]
+                return _threshold_left(x[:, f], thr, ml)
+
+            m = reachable_leaves(topo["left"], topo["right"], topo["owner"], ctx.party, decide, len(x))
+            out.append((np.packbits(m.ravel()).tobytes(), m.shape))
         ctx.send("guest", "reach", out)
         return True
 
