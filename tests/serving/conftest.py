@@ -102,6 +102,20 @@ def sb_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def glm_runs(tmp_path_factory):
+    """finished run of another linear family (component name) on the LR job's data, cached."""
+    cache = {}
+
+    def get(component: str) -> dict:
+        if component not in cache:
+            text = LR_JOB.replace("hetero_lr", component).replace("learning_rate: 0.1", "learning_rate: 0.01")
+            cache[component] = finished_run(tmp_path_factory.mktemp(component), text, hosts=2)
+        return cache[component]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def certs(tmp_path_factory):
     d = tmp_path_factory.mktemp("certs")
     init_certs(["guest", "host_0", "host_1", "mallory"], d)

@@ -171,3 +171,13 @@ def test_caller_without_a_guest_certificate_is_refused(lr_run, serving, tls_of):
         assert intruder.health(intruder.replicas[0]) is None
     finally:
         intruder.close()
+
+
+@pytest.mark.parametrize("component", ["hetero_linr", "hetero_poisson"])
+def test_served_linear_and_poisson_regression_equal_atoll_predict(component, glm_runs, serving):
+    run = glm_runs(component)
+    ids = [str(i) for i in run["predict"].index[:30]]
+    want = run["predict"].loc[[int(i) for i in ids], "score"].to_numpy()
+    for level, kw in (("plain-partial", {}), ("masked", _mask_keys(["host_0", "host_1"]))):
+        guest = serving(run, ["host_0", "host_1"], level=level, host_kw=kw)
+        np.testing.assert_allclose(guest.score(ids).scores, want, rtol=1e-9, atol=1e-8)
