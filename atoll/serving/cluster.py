@@ -27,6 +27,9 @@ Protocol:
    a rolling upgrade activates another measurement's group (its own key), rollback the
    previous one.
 
+The CM runs in-process or as a network service (:class:`ClusterManagerServer`, reached through
+:class:`RemoteClusterManager`, which has the CM's methods).
+
 What each party sees: the CM sees ids, addresses, measurements, key hashes and loads — never
 a key, a request or a score. The host running an enclave sees ciphertexts only (on real
 hardware). A member learns the cluster key only after proving its measurement; a client
@@ -222,6 +225,135 @@ class ClusterManager:
             return out
 
 
+class ClusterManagerServer:
+    """The CM as a network service: one wire-encoded request and answer per frame over TCP.
+
+    Requests ``{"op": register | heartbeat | deregister | live_members | group_key_hash, ...}``;
+    every field is type-checked before it reaches the CM. The channel carries no secret (ids,
+    addresses, measurements, key hashes); a forged registration gains nothing — members and
+    clients attest every enclave themselves — but deployments should still keep the CM's port
+    on the cluster's private network.
+    """
+
+    def __init__(self, cm: ClusterManager, host: str = "127.0.0.1", port: int = 0):
+        import socket
+
+        self.cm = cm
+        self.sock = socket.create_server((host, port))
+        self.address = self.sock.getsockname()[:2]
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True, name="atoll-cm").start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                break
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: Any) -> None:
+        chan = Framed(raw, max_frame=1 << 16)
+        try:
+            while True:
+                req = chan.recv()
+                try:
+                    chan.send({"ok": self._call(req)})
+                except (KeyError, TypeError, ValueError, ClusterError) as e:
+                    chan.send({"error": type(e).__name__})
+        except (TeeError, WireError, OSError):
+            pass
+        finally:
+            chan.close()
+
+    @staticmethod
+    def _address(v: Any) -> tuple[str, int]:
+        host, port = v
+        if not isinstance(host, str) or type(port) is not int or not 0 < port < 65536:
+            raise ValueError("address")
+        return host, port
+
+    def _call(self, req: Any) -> Any:
+        op = req["op"]
+        if op == "register":
+            mid, meas = req["id"], req["measurement"]
+            if not isinstance(mid, str) or not isinstance(meas, str) or len(meas) > 128:
+                raise TypeError("register")
+            bytes.fromhex(meas)
+            return self.cm.register(mid[:64], self._address(req["address"]), self._address(req["peer_address"]),
+                                    meas, bool(req["simulated"]))
+        if op == "heartbeat":
+            kh = req["key_hash"]
+            if not isinstance(req["id"], str) or not (kh is None or isinstance(kh, str)) or type(req["load"]) is not int:
+                raise TypeError("heartbeat")
+            return self.cm.heartbeat(req["id"], kh, req["load"])
+        if op == "deregister":
+            return self.cm.deregister(str(req["id"]))
+        meas = req.get("measurement")
+        if meas is not None and not isinstance(meas, str):
+            raise TypeError("measurement")
+        if op == "live_members":
+            return [{"id": m.id, "address": list(m.address), "peer_address": list(m.peer_address),
+                     "measurement": m.measurement, "simulated": m.simulated, "key_hash": m.key_hash}
+                    for m in self.cm.live_members(meas)]
+        if op == "group_key_hash":
+            return self.cm.group_key_hash(meas)
+        raise KeyError(op)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+class RemoteClusterManager:
+    """What enclaves and clients use to reach a :class:`ClusterManagerServer` (same methods as the CM)."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = 5.0):
+        self.address, self.timeout = tuple(address), timeout
+        self._chan: Framed | None = None
+        self._lock = threading.Lock()
+
+    def _call(self, **req: Any) -> Any:
+        import socket
+
+        with self._lock:
+            for attempt in range(2):  # one reconnect: the CM may have restarted
+                try:
+                    if self._chan is None:
+                        self._chan = Framed(socket.create_connection(self.address, timeout=self.timeout), 1 << 20)
+                    self._chan.send(req)
+                    ans = self._chan.recv()
+                    break
+                except (OSError, TeeError):
+                    if self._chan is not None:
+                        self._chan.close()
+                    self._chan = None
+                    if attempt:
+                        raise ClusterError(f"the ClusterManager at {self.address[0]}:{self.address[1]} "
+                                           "does not answer") from None
+        if not isinstance(ans, dict) or "ok" not in ans:
+            raise ClusterError(f"the ClusterManager refused {req.get('op')}")
+        return ans["ok"]
+
+    def register(self, mid: str, address: tuple[str, int], peer_address: tuple[str, int], measurement: str,
+                 simulated: bool) -> dict | None:
+        return self._call(op="register", id=mid, address=list(address), peer_address=list(peer_address),
+                          measurement=measurement, simulated=bool(simulated))
+
+    def heartbeat(self, mid: str, key_hash_: str | None, load: int = 0) -> dict | None:
+        return self._call(op="heartbeat", id=mid, key_hash=key_hash_, load=int(load))
+
+    def deregister(self, mid: str) -> None:
+        self._call(op="deregister", id=mid)
+
+    def live_members(self, measurement: str | None = None) -> list[Member]:
+        return [Member(d["id"], tuple(d["address"]), tuple(d["peer_address"]), d["measurement"], d["simulated"],
+                       d["key_hash"]) for d in self._call(op="live_members", measurement=measurement)]
+
+    def group_key_hash(self, measurement: str | None = None) -> str | None:
+        return self._call(op="group_key_hash", measurement=measurement)
+
+
 # ================================================================================ enclave service
 class EnclaveService:
     """One enclave serving predictions in the cluster (see the module docstring).
@@ -232,7 +364,7 @@ class EnclaveService:
     in the clear instead (``model``) and then seals it itself (:attr:`sealed_model`).
     """
 
-    def __init__(self, runtime: EnclaveRuntime, cm: ClusterManager, model_blob: bytes | None = None,
+    def __init__(self, runtime: EnclaveRuntime, cm: "ClusterManager | RemoteClusterManager", model_blob: bytes | None = None,
                  model: dict[str, Any] | None = None, peer_policy: EnclavePolicy | None = None,
                  interval: float = 0.2, host: str = "127.0.0.1"):
         self.runtime, self.cm, self.interval = runtime, cm, interval
@@ -273,7 +405,7 @@ class EnclaveService:
                 cmd = self.cm.register(self.id, self.server.address, self.peer_server.address,
                                        self.runtime.measurement, self.runtime.simulated)
             self._apply(cmd)
-        except (TeeError, OSError, CryptoError, WireError) as e:
+        except (TeeError, OSError, CryptoError, WireError, ClusterError) as e:
             log.warning("enclave %s: heartbeat step failed: %s", self.id, type(e).__name__)
 
     def stop(self, deregister: bool = True) -> None:
@@ -371,7 +503,7 @@ class EnclaveService:
 class ClusterClient:
     """The SDK: hides the cluster behind ``predict(x)`` (see the module docstring, step 4)."""
 
-    def __init__(self, cm: ClusterManager, policy: EnclavePolicy, timeout: float = 5.0):
+    def __init__(self, cm: "ClusterManager | RemoteClusterManager", policy: EnclavePolicy, timeout: float = 5.0):
         self.cm, self.policy, self.timeout = cm, policy, timeout
         self._rr = itertools.count()
         self._conns: dict[str, Any] = {}
@@ -435,5 +567,5 @@ class ClusterClient:
             self._drop(mid)
 
 
-__all__ = ["ClusterClient", "ClusterError", "ClusterManager", "EnclaveService", "key_hash", "lr_scores",
-           "seal_model"]
+__all__ = ["ClusterClient", "ClusterError", "ClusterManager", "ClusterManagerServer", "EnclaveService",
+           "RemoteClusterManager", "key_hash", "lr_scores", "seal_model"]

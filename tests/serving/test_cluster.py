@@ -157,3 +157,36 @@ def test_rolling_upgrade_to_a_new_measurement_and_rollback(cluster, data):
         assert key_hash(old.public_key) == cm.group_key_hash()
     finally:
         client.close()
+
+
+def test_cluster_manager_over_the_network(tmp_path, data):
+    import socket
+
+    from atoll.serving.cluster import ClusterManagerServer, RemoteClusterManager
+    from atoll.tee.channel import Framed
+
+    platform = SimulatedPlatform(tmp_path / "platform")
+    server = ClusterManagerServer(ClusterManager(dead_after=1.0))
+    remote = RemoteClusterManager(server.address)
+    a = EnclaveService(SimulatedRuntime(M1, platform), RemoteClusterManager(server.address), model=data["model"],
+                       interval=0.1).start()
+    b = EnclaveService(SimulatedRuntime(M1, platform), RemoteClusterManager(server.address), interval=0.1).start()
+    client = ClusterClient(remote, platform.policy([M1]))
+    try:
+        wait_until(lambda: {m.id for m in remote.live_members()} == {a.id, b.id}, "both members via the remote CM")
+        np.testing.assert_allclose(client.predict(data["x"][:3]), data["clf"].predict_proba(data["x"][:3])[:, 1],
+                                   atol=1e-12)
+        with socket.create_connection(server.address) as raw:       # hostile requests: refused, server lives on
+            chan = Framed(raw)
+            for bad in ({"op": "register", "id": 1}, {"op": "nope"}, {"op": "heartbeat", "id": "x", "key_hash": 3,
+                                                                       "load": "y"}, [1, 2]):
+                chan.send(bad)
+                assert "error" in chan.recv()
+            raw.sendall(b"\xff\xff\xff\xff")                         # a frame far over the limit
+        assert remote.group_key_hash() == a.key_hash
+        assert {m.measurement for m in remote.live_members()} == {M1}
+    finally:
+        client.close()
+        a.stop()
+        b.stop()
+        server.close()
