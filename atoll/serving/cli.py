@@ -33,7 +33,11 @@ def host_cmd(config: Path = typer.Option(..., "--config", help="Host serving con
             raise typer.BadParameter("this is a guest's config; use atoll serve guest")
         host, tls = build_host(cfg)
         server = host.serve(listen or cfg.listen, tls)
-    except AtollError as e:
+        if cfg.metrics_listen:
+            from atoll.serving.metrics import serve_metrics
+
+            serve_metrics(host.metrics, cfg.metrics_listen)
+    except (AtollError, OSError) as e:
         _fail(e)
     addr = (listen or cfg.listen).rpartition(":")[0]
     typer.echo(f"serving {cfg.party} (session {cfg.session}, versions {', '.join(host.versions)}) "

@@ -12,6 +12,7 @@ A host::
     models:
       v1: {run: runs/credit, step: train}   # this party's part of a finished run (with its scaling)
     levels: [plain-partial]             # or [masked] (needs mask_key and mask_peers)
+    metrics_listen: 127.0.0.1:9201      # Prometheus scrape endpoint (optional)
 
 A guest::
 
@@ -89,6 +90,7 @@ class HostConfig(_Common):
     levels: list[Literal["plain-partial", "masked"]] = Field(default_factory=lambda: ["plain-partial"])
     mask_key: str | None = None              # file with this host's 32-byte X25519 private key
     mask_peers: dict[str, str] = Field(default_factory=dict)  # other hosts' public keys (hex)
+    metrics_listen: str | None = None        # a Prometheus endpoint (GET /metrics) here
 
 
 class GuestConfig(_Common):

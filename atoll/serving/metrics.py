@@ -42,3 +42,29 @@ class Metrics:
         lines += [f'atoll_serving_latency_seconds_bucket{{le="+Inf"}} {acc}',
                   f"atoll_serving_latency_seconds_sum {total:.6f}", f"atoll_serving_latency_seconds_count {acc}"]
         return "\n".join(lines) + "\n"
+
+
+def serve_metrics(metrics: Metrics, listen: str):
+    """A Prometheus scrape endpoint (``GET /metrics``) for a process without an HTTP API (a host)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            if self.path != "/metrics":
+                self.send_error(404)
+                return
+            body = metrics.prometheus().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    host, _, port = listen.rpartition(":")
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="atoll-metrics").start()
+    return server

@@ -20,3 +20,22 @@ def test_sql_source_matches_csv_and_is_parameterised(lr_run, tmp_path):
     assert e.value.missing == 1 and "OR" not in str(e.value)
     with pytest.raises(Exception, match="identifier"):
         SqlSource(f"sqlite:///{db}", "features; DROP TABLE features", "id")
+
+
+def test_host_metrics_endpoint(lr_run, host_for):
+    import httpx
+
+    from atoll import wire
+    from atoll.serving.metrics import serve_metrics
+
+    host = host_for(lr_run, "host_0")
+    host.answer("guest", wire.dumps({"session": "s1", "version": "v1", "level": "plain-partial",
+                                     "ids": [str(lr_run["predict"].index[0])]}))
+    host.answer("guest", b"junk")
+    server = serve_metrics(host.metrics, "127.0.0.1:0")
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.server_address[1]}/metrics").text
+        assert 'outcome="ok"} 1' in text and 'outcome="bad_request"} 1' in text
+        assert "atoll_serving_latency_seconds_count 2" in text
+    finally:
+        server.shutdown()

@@ -11,7 +11,6 @@ import threading
 from concurrent import futures
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
