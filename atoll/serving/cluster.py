@@ -236,21 +236,19 @@ class ClusterManagerServer:
     """
 
     def __init__(self, cm: ClusterManager, host: str = "127.0.0.1", port: int = 0):
-        import socket
+        import socketserver
+
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                outer._serve(self.request)
 
         self.cm = cm
-        self.sock = socket.create_server((host, port))
-        self.address = self.sock.getsockname()[:2]
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True, name="atoll-cm").start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                break
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+        self._server = socketserver.ThreadingTCPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.address = self._server.server_address[:2]
+        threading.Thread(target=self._server.serve_forever, daemon=True, name="atoll-cm").start()
 
     def _serve(self, raw: Any) -> None:
         chan = Framed(raw, max_frame=1 << 16)
@@ -263,8 +261,6 @@ class ClusterManagerServer:
                     chan.send({"error": type(e).__name__})
         except (TeeError, WireError, OSError):
             pass
-        finally:
-            chan.close()
 
     @staticmethod
     def _address(v: Any) -> tuple[str, int]:
@@ -301,8 +297,8 @@ class ClusterManagerServer:
         raise KeyError(op)
 
     def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
+        self._server.shutdown()
+        self._server.server_close()
 
 
 class RemoteClusterManager:
