@@ -126,9 +126,15 @@ class SqlSource(FeatureSource):
 
 
 def open_source(spec: dict[str, Any], base: Path | None = None) -> FeatureSource:
-    """A source from a config entry: ``{path: FILE, id: COL}`` or ``{url: URL, table: T, id: COL}``."""
+    """A source from a config entry: ``{path: FILE, id: COL}``, ``{url: URL, table: T, id: COL}`` or a
+    bundled data set ``{dataset: NAME, party: guest|host}``."""
     if "url" in spec:
         return SqlSource(str(spec["url"]), str(spec.get("table", "features")), str(spec.get("id", "id")))
+    if "dataset" in spec:  # a bundled data set (examples, tests)
+        from atoll import datasets
+
+        return TableSource.from_file(datasets.path(str(spec["dataset"]), str(spec.get("split", "hetero")),
+                                                   str(spec.get("party", "guest"))), spec.get("id"))
     if "path" in spec:
         p = Path(spec["path"])
         return TableSource.from_file(p if p.is_absolute() or base is None else base / p, spec.get("id"))

@@ -54,3 +54,16 @@ def test_yaml_configs_build_a_masked_canary_deployment(lr_run, lr_run_v2, certs,
     bad.write_text("role: guest\nparty: guest\n")
     res = runner.invoke(app, ["serve", "guest", "--config", str(bad)])
     assert res.exit_code == 1 and "not a valid serving config" in res.output
+
+
+def test_example_configs_are_valid():
+    from pathlib import Path
+
+    from atoll.serving.config import GuestConfig, HostConfig
+    from atoll.serving.features import open_source
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "serving"
+    host, guest = load_config(root / "host_0.yaml"), load_config(root / "guest.yaml")
+    assert isinstance(host, HostConfig) and isinstance(guest, GuestConfig)
+    assert host.session == guest.session and set(guest.hosts) == {"host_0"}
+    assert len(open_source(host.features).lookup(["10274", "10365"])) == 2
