@@ -80,12 +80,15 @@ def seal_model(cluster_public: bytes, model: dict[str, Any]) -> bytes:
     return wrap_to(cluster_public, wire.dumps(model), MODEL_CONTEXT)
 
 
-def lr_scores(model: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    """Logistic regression inside the enclave: ``sigmoid(x @ coef + intercept)``."""
-    coef = np.asarray(model["coef"], dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != coef.shape[0] or not 1 <= x.shape[0] <= MAX_ROWS:
+def score(model: tuple[dict[str, Any], Any], x: np.ndarray) -> np.ndarray:
+    """A TEE-route model payload (:func:`atoll.tee.training.model_payload`: XGBoost or logistic
+    regression), loaded once, scored on rows of its width inside the enclave."""
+    from atoll.tee.training import predict_payload
+
+    payload, loaded = model
+    if x.ndim != 2 or x.shape[1] != len(payload["columns"]) or not 1 <= x.shape[0] <= MAX_ROWS:
         raise ValueError("rows of the model's width, 1 to MAX_ROWS of them")
-    return 0.5 * (1.0 + np.tanh(0.5 * (x @ coef + float(model["intercept"]))))
+    return predict_payload(payload, x, loaded)
 
 
 # ================================================================================ cluster manager
@@ -356,7 +359,8 @@ class EnclaveService:
 
     ``runtime``: its enclave runtime; ``peer_policy``: the policy peers must satisfy — by default
     exactly this runtime's measurement on its (simulated) platform; ``model_blob``: the model
-    sealed to the cluster key (:func:`seal_model`); the genesis member may be given the model
+    sealed to the cluster key (:func:`seal_model`; a TEE-route model payload, as ``tee_train``
+    releases: XGBoost or logistic regression); the genesis member may be given the model
     in the clear instead (``model``) and then seals it itself (:attr:`sealed_model`).
     """
 
@@ -451,7 +455,12 @@ class EnclaveService:
         log.info("enclave %s synced the cluster key%s", self.id, f" {SIMULATED_MARK}" if self.runtime.simulated else "")
 
     def _set_key(self, sk: bytes) -> None:
-        model = wire.loads(unwrap(sk, self.sealed_model, MODEL_CONTEXT)) if self.sealed_model else None
+        model = None
+        if self.sealed_model:
+            from atoll.tee.training import load_model
+
+            payload = wire.loads(unwrap(sk, self.sealed_model, MODEL_CONTEXT))
+            model = (payload, load_model(payload))
         with self._lock:
             self._private, self.model = sk, model
 
@@ -484,7 +493,7 @@ class EnclaveService:
             elif op == "predict" and sk is not None and model is not None:
                 try:
                     body = wire.loads(unwrap(sk, req["sealed"], REQUEST_CONTEXT), max_bytes=64 << 20)
-                    scores = lr_scores(model, np.asarray(body["x"], dtype=np.float64))
+                    scores = score(model, np.asarray(body["x"], dtype=np.float64))
                     reply = wrap_to(bytes(body["reply"]), wire.dumps(scores), REPLY_CONTEXT)
                 except (KeyError, TypeError, ValueError, CryptoError, WireError):
                     conn.send({"error": "bad request"})
@@ -564,4 +573,4 @@ class ClusterClient:
 
 
 __all__ = ["ClusterClient", "ClusterError", "ClusterManager", "ClusterManagerServer", "EnclaveService",
-           "RemoteClusterManager", "key_hash", "lr_scores", "seal_model"]
+           "RemoteClusterManager", "key_hash", "score", "seal_model"]

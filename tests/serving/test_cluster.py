@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
 
 from atoll import datasets
 from atoll.serving.cluster import ClusterClient, ClusterManager, EnclaveService, key_hash
 from atoll.tee.base import SIMULATED_MARK, TeeError
 from atoll.tee.channel import attested_connect
 from atoll.tee.simulated import SimulatedPlatform, SimulatedRuntime
+from atoll.tee.training import TeeTrainParams, model_payload
 
 M1, M2 = "11" * 32, "22" * 32
 
@@ -26,12 +26,18 @@ def wait_until(cond, what, bound=20.0):
         time.sleep(0.05)
 
 
+def _payload(algorithm, x, y, **kw):
+    p = TeeTrainParams(algorithm=algorithm, **kw)
+    est = p.estimator(0).fit(x, y)
+    return model_payload(est, p, 0, [f"x{k}" for k in range(x.shape[1])]), est
+
+
 @pytest.fixture(scope="module")
 def data():
     df = datasets.load("breast", "hetero", "guest")
     x, y = df.drop(columns="y").to_numpy(float), df["y"].to_numpy()
-    clf = LogisticRegression(max_iter=500).fit(x[:400], y[:400])
-    return {"model": {"coef": clf.coef_[0], "intercept": float(clf.intercept_[0])}, "x": x[400:], "clf": clf}
+    model, clf = _payload("logistic_regression", x[:400], y[:400], max_iter=500)
+    return {"model": model, "x": x[400:], "clf": clf, "y": y}
 
 
 @pytest.fixture
@@ -143,7 +149,10 @@ def test_rolling_upgrade_to_a_new_measurement_and_rollback(cluster, data):
     cm, platform, enclave = cluster
     old = enclave(model=data["model"])
     wait_until(lambda: in_sync(cm, old), "old group")
-    new = enclave(M2, model={"coef": data["model"]["coef"] * 0.5, "intercept": 0.0})
+    df = datasets.load("breast", "hetero", "guest")
+    xgb_model, booster = _payload("xgboost", df.drop(columns="y").to_numpy(float)[:400], df["y"].to_numpy()[:400],
+                                  n_estimators=20, max_depth=3)
+    new = enclave(M2, model=xgb_model)                                   # the upgrade: another model kind too
     wait_until(lambda: new.key_hash is not None and cm.group_key_hash(M2) == new.key_hash, "new group")
     client = ClusterClient(cm, platform.policy([M1, M2]))
     try:
@@ -152,6 +161,7 @@ def test_rolling_upgrade_to_a_new_measurement_and_rollback(cluster, data):
         cm.activate(M2)
         upgraded = client.predict(x)
         assert new.served == 1 and not np.allclose(upgraded, before)
+        np.testing.assert_allclose(upgraded, booster.predict_proba(x)[:, 1], rtol=0, atol=1e-6)
         cm.rollback()
         np.testing.assert_allclose(client.predict(x), before, atol=0)
         assert key_hash(old.public_key) == cm.group_key_hash()
