@@ -101,6 +101,7 @@ class GuestConfig(_Common):
     timeout_s: float = Field(2.0, gt=0, le=120)
     health_interval_s: float = Field(1.0, ge=0)
     manifest: dict[str, dict[str, str]] = Field(default_factory=dict)
+    he_key_bits: int = Field(2048, ge=1024)  # the guest's Paillier key of masked tree queries
     grpc_listen: str | None = None           # also serve the predict API over gRPC (mutual TLS) here
     grpc_clients: list[str] | None = None    # certificate names allowed to call it (None: any of the CA)
 
@@ -175,7 +176,8 @@ def build_guest(cfg: GuestConfig):
     hosts = {h: ReplicaSet(h, addrs, tls, cfg.health_interval_s) for h, addrs in cfg.hosts.items()}
     guest = GuestServing(cfg.party, cfg.session, versions, hosts,
                          None if cfg.features is None else open_source(cfg.features, base), router,
-                         cfg.level, cfg.timeout_s, cfg.manifest, published=[routes.stable])
+                         cfg.level, cfg.timeout_s, cfg.manifest, published=[routes.stable],
+                         he_key_bits=cfg.he_key_bits)
     if routes.canary is not None:
         guest.publish(routes.canary)
         guest.start_canary(routes.canary, routes.fraction)

@@ -39,8 +39,13 @@ class Adapter:
     task: Callable[[Any], str]
     #: levels this algorithm can be served at
     levels: tuple[str, ...] = ("plain-partial",)
-    #: masked level: a host's partial as a float vector (linear models only)
+    #: masked level of linear models: a host's partial is a float vector, masked in Z_2^64 among hosts
     linear: bool = False
+    #: masked level of other models (one host, the guest's HE key): the guest's encrypted query,
+    #: the host's encrypted answer, the guest's scores from the decrypted answer
+    mask_query: Callable[[Any, np.ndarray, Any], Any] | None = None
+    mask_answer: Callable[[Any, np.ndarray, str, Any], Any] | None = None
+    mask_combine: Callable[[Any, np.ndarray], np.ndarray] | None = None
 
 
 # ---------------------------------------------------------------------------------- linear models
@@ -118,12 +123,9 @@ def _load_sb(d: dict) -> TreesPart:
 
 
 def _sb_partial(m: TreesPart, x: np.ndarray, party: str) -> Any:
-    from atoll.serving.trees import compile_host, host_answer
+    from atoll.serving.trees import host_answer
 
-    routing = m.compiled.get(party)
-    if routing is None:
-        routing = m.compiled[party] = compile_host(m.model, party)
-    return host_answer(routing, x)
+    return host_answer(_host_routing(m, party), x)
 
 
 def _sb_combine(m: TreesPart, x: np.ndarray, partials: Mapping[str, Any], exposure: np.ndarray | None) -> np.ndarray:
@@ -135,6 +137,34 @@ def _sb_combine(m: TreesPart, x: np.ndarray, partials: Mapping[str, Any], exposu
     return get_objective(g.objective).transform(margin)
 
 
+def _host_routing(m: TreesPart, party: str) -> Any:
+    from atoll.serving.trees import compile_host
+
+    routing = m.compiled.get(party)
+    if routing is None:
+        routing = m.compiled[party] = compile_host(m.model, party)
+    return routing
+
+
+def _sb_mask_query(m: TreesPart, x: np.ndarray, pk: Any) -> Any:
+    from atoll.serving.trees import masked_query
+
+    return masked_query(m.compiled["guest"], x, pk)
+
+
+def _sb_mask_answer(m: TreesPart, x: np.ndarray, party: str, query: Any) -> Any:
+    from atoll.serving.trees import masked_answer
+
+    return masked_answer(_host_routing(m, party), x, query)
+
+
+def _sb_mask_combine(m: TreesPart, margin: np.ndarray) -> np.ndarray:
+    from atoll.ml.vertical.boosting_core import get_objective
+
+    g = m.model
+    return get_objective(g.objective).transform(np.asarray(margin, np.float64)[:, None] + g.base_margin[None, :])
+
+
 def _sb_task(m: TreesPart) -> str:
     from atoll.jobs.components.secureboost import TASKS
 
@@ -144,7 +174,8 @@ def _sb_task(m: TreesPart) -> str:
 ADAPTERS: dict[str, Adapter] = {
     **{name: Adapter(_load_glm, _glm_partial, _glm_combine, lambda m: _GLM_TASK[m.family],
                      levels=LEVELS, linear=True) for name in _FAMILY},
-    "secureboost": Adapter(_load_sb, _sb_partial, _sb_combine, _sb_task),
+    "secureboost": Adapter(_load_sb, _sb_partial, _sb_combine, _sb_task, levels=LEVELS,
+                           mask_query=_sb_mask_query, mask_answer=_sb_mask_answer, mask_combine=_sb_mask_combine),
 }
 
 

@@ -15,10 +15,15 @@ single-round inference, with the protection level chosen explicitly):
 
    * ``plain-partial``: linear models' partial scores ``x_h · w_h`` (+ offset); SecureBoost's
      per-tree reachable-leaf bit matrices (as FATE and SecretFlow answer);
-   * ``masked`` (linear models, two or more hosts): ``encode(x_h · w_h) + Σ_j ±PRF(k_hj, session,
+   * ``masked``, linear models (two or more hosts): ``encode(x_h · w_h) + Σ_j ±PRF(k_hj, session,
      v, id)`` in Z_2^64, where ``k_hj`` is an X25519 key the hosts h and j agreed (each holds its
      own private key and the others' public keys); the masks cancel in the sum, so the guest
      learns only the sum of the hosts' partial scores, i.e. exactly what the final score tells it.
+   * ``masked``, SecureBoost (one host; EINI-like, Chen et al. 2021): the guest's request also
+     carries ``[[Mg[i, l] · w_l]]`` under its own Paillier key for every row i and leaf l of every
+     tree (``Mg``: the leaves its own splits let the row reach); the host multiplies each by its
+     own reachability bit, sums per row and re-randomises: one ciphertext per row, which the guest
+     decrypts to the margin. Cost: one encryption per row and leaf at the guest.
 
 4. The guest checks each answer (version hash, level, shape: a wrong shape is a clear error,
    never a score), combines (:mod:`atoll.serving.models`) and answers with the scores and the
@@ -31,8 +36,11 @@ What each party sees:
   and says only how many were missing.
 * Guest: per request, each host's partial score (``plain-partial``; for SecureBoost which leaves
   each row can still reach at that host), or in ``masked`` only the sum of the hosts' partial
-  scores (with one host the final score reveals that host's partial anyway, so ``masked``
-  needs two or more); never a host's feature value or threshold.
+  scores (linear: with one host the final score reveals that host's partial anyway, so
+  ``masked`` needs two or more) or, for trees, only each row's margin; never a host's feature
+  value or threshold.
+* Host, ``masked`` trees: besides the ids, ciphertexts under the guest's key (the number of
+  leaves it already knows), nothing it can decrypt.
 * Errors that cross the wire carry a category and a step, never an id, a value or a path.
 """
 
@@ -65,7 +73,9 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_ID_LEN = 128
-MAX_REQUEST_BYTES = 1 << 20
+MAX_REQUEST_BYTES = 64 << 20  # masked tree queries carry a ciphertext per row and leaf
+#: the smallest HE key a host accepts in a masked tree query (tests use 1024; the default is 2048)
+MIN_QUERY_KEY_BITS = 1024
 MAX_ANSWER_BYTES = 64 << 20
 #: fractional bits of masked partial scores in Z_2^64 (|partial| < 2^30)
 MASK_FRAC_BITS = 32
@@ -165,6 +175,17 @@ def unmask_sum(answers: Mapping[str, Any], n: int) -> np.ndarray:
     return ring.decode(total, MASK_FRAC_BITS)
 
 
+def check_query(query: Any) -> Any:
+    """A masked tree query: a ciphertext matrix under a key of at least MIN_QUERY_KEY_BITS bits."""
+    from atoll.crypto.cipherarray import CipherArray
+
+    if not isinstance(query, CipherArray) or query.ndim != 2:
+        raise ServingError("bad_request", "query", "a masked tree query is a ciphertext matrix")
+    if int(query.pk.n).bit_length() < MIN_QUERY_KEY_BITS:
+        raise ServingError("bad_request", "query", f"the query's key has fewer than {MIN_QUERY_KEY_BITS} bits")
+    return query
+
+
 def _peer_name(context: grpc.ServicerContext) -> str | None:
     names = context.auth_context().get("x509_common_name") or []
     return names[0].decode() if names else None
@@ -185,8 +206,9 @@ class HostServing:
         for v, p in versions.items():
             if p.role != "host":
                 raise ConfigError(f"version {v!r}: {party} serves host parts, this is a {p.role}'s")
-        if "masked" in levels and mask_keys is None:
-            raise ConfigError("the masked level needs this host's mask key and the other hosts' public keys")
+        if "masked" in levels and mask_keys is None and any(p.adapter.linear for p in versions.values()):
+            raise ConfigError("the masked level of linear models needs this host's mask key and the other "
+                              "hosts' public keys")
         self.party, self.session, self.source = party, session, source
         self.versions = dict(versions)
         self.guests, self.levels, self.mask_keys = set(guests), tuple(levels), mask_keys
@@ -226,8 +248,8 @@ class HostServing:
             raise ServingError("unknown_version", "version", "this host does not serve that version")
         if level not in self.levels:
             raise ServingError("level_refused", "level", f"this host answers only at {', '.join(self.levels)}")
-        if level == "masked" and not part.adapter.linear:
-            raise ServingError("level_refused", "level", "masked is for linear models")
+        if level == "masked" and not (part.adapter.linear or part.adapter.mask_answer):
+            raise ServingError("level_refused", "level", "this model cannot be served masked")
         try:
             x = part.rows(self.source, ids)
         except UnknownIds as e:
@@ -235,12 +257,18 @@ class HostServing:
         except (ConfigError, DataError, ValueError, KeyError) as e:
             log.warning("feature lookup failed: %s", e)
             raise ServingError("internal", "lookup", "the host could not read its features") from None
-        partial = part.adapter.partial(part.model, x, self.party)
         out: dict[str, Any] = {"version": version, "sha256": part.sha256, "level": level, "n": len(ids)}
-        if level == "masked":
+        if level == "masked" and part.adapter.linear:
+            partial = part.adapter.partial(part.model, x, self.party)
             out["masked"] = mask_partial(np.asarray(partial), self.mask_keys, session, version, ids)
+        elif level == "masked":
+            query = check_query(body.get("query"))
+            try:
+                out["masked"] = part.adapter.mask_answer(part.model, x, self.party, query)
+            except DataError:
+                raise ServingError("bad_request", "query", "the masked query does not fit this model") from None
         else:
-            out["partial"] = partial
+            out["partial"] = part.adapter.partial(part.model, x, self.party)
         return wire.dumps(out)
 
     def health(self) -> bytes:
@@ -312,15 +340,26 @@ class GuestServing:
     def __init__(self, party: str, session: str, versions: Mapping[str, ServedPart],
                  hosts: Mapping[str, ReplicaSet], source: FeatureSource | None = None,
                  router: VersionRouter | None = None, level: str = "plain-partial", timeout: float = 2.0,
-                 manifest: Mapping[str, Mapping[str, str]] | None = None, published: Sequence[str] | None = None):
+                 manifest: Mapping[str, Mapping[str, str]] | None = None, published: Sequence[str] | None = None,
+                 he_key_bits: int = 2048):
         if level not in LEVELS:
             raise ConfigError(f"level must be one of {', '.join(LEVELS)}")
+        self._keys = None
         for v, p in versions.items():
             if p.role != "guest":
                 raise ConfigError(f"version {v!r}: the guest serves its own part, this is a {p.role}'s")
-            if level == "masked" and (not p.adapter.linear or len(hosts) < 2):
-                raise ConfigError(f"version {v!r}: masked needs a linear model and two or more hosts (with "
-                                  "one host the final score itself reveals the host's partial score)")
+            if level != "masked":
+                continue
+            if p.adapter.linear and len(hosts) < 2:
+                raise ConfigError(f"version {v!r}: masked linear models need two or more hosts (with one host "
+                                  "the final score itself reveals the host's partial score)")
+            if not p.adapter.linear:
+                if p.adapter.mask_query is None or len(hosts) != 1:
+                    raise ConfigError(f"version {v!r}: this model is served masked with exactly one host")
+                if self._keys is None:
+                    from atoll.crypto import he
+
+                    self._keys = he.generate_keypair("paillier", he_key_bits)
         if not versions:
             raise ConfigError("serve at least one model version")
         self.party, self.session, self.level, self.timeout = party, session, level, float(timeout)
@@ -395,7 +434,13 @@ class GuestServing:
                                    "features") from None
             except ConfigError as e:
                 raise ServingError("bad_request", "features", str(e)) from None
-            partials = self._ask_hosts(version, sub_ids, rid)
+            query = None
+            if self.level == "masked" and not part.adapter.linear:
+                try:
+                    query = part.adapter.mask_query(part.model, x, self._keys.public_key)
+                except DataError as e:
+                    raise ServingError("bad_request", "query", str(e)) from None
+            partials = self._ask_hosts(version, sub_ids, rid, query)
             s = self._combine(part, x, partials, None if exposure is None else exposure[rows])
             if scores is None:
                 scores = np.zeros((len(ids),) + s.shape[1:])
@@ -416,9 +461,11 @@ class GuestServing:
             raise ServingError("bad_request", "features", "this guest has no feature source: send the features")
         return None
 
-    def _ask_hosts(self, version: str, ids: list[str], rid: str) -> dict[str, Any]:
-        payload = wire.dumps({"session": self.session, "version": version, "ids": ids,
-                              "level": self.level, "request": rid})
+    def _ask_hosts(self, version: str, ids: list[str], rid: str, query: Any = None) -> dict[str, Any]:
+        body = {"session": self.session, "version": version, "ids": ids, "level": self.level, "request": rid}
+        if query is not None:
+            body["query"] = query
+        payload = wire.dumps(body)
         names = list(self.hosts)
         if len(names) == 1:
             raw = {names[0]: self._ask(names[0], payload)}
@@ -460,6 +507,8 @@ class GuestServing:
     def _combine(self, part: ServedPart, x: np.ndarray, partials: dict[str, Any],
                  exposure: np.ndarray | None) -> np.ndarray:
         try:
+            if self.level == "masked" and not part.adapter.linear:
+                return part.adapter.mask_combine(part.model, self._decrypt(partials, len(x)))
             if self.level == "masked":
                 return linear_score(part.model, x, unmask_sum(partials, len(x)), exposure)
             return part.adapter.combine(part.model, x, partials, exposure)
@@ -467,6 +516,15 @@ class GuestServing:
             if "exposure" in str(e):
                 raise ServingError("bad_request", "exposure", str(e)) from None
             raise ServingError("bad_answer", "combine", str(e)) from None
+
+    def _decrypt(self, answers: Mapping[str, Any], n: int) -> np.ndarray:
+        from atoll.crypto.cipherarray import CipherArray
+
+        (host, a), = answers.items()
+        if not isinstance(a, CipherArray) or a.shape != (n,) or a.pk != self._keys.public_key:
+            raise DataError(f"{host} answered the masked query with something other than {n} ciphertexts "
+                            "under the guest's key")
+        return self._keys.private_key.decrypt(a)
 
     def status(self) -> dict[str, Any]:
         r = self.router.routes

@@ -133,3 +133,26 @@ def guest_margin(compiled: tuple[CompiledRouting, np.ndarray], x: np.ndarray, re
         raise DataError("joint prediction did not route every row to exactly one leaf per tree; are the "
                         "parties' rows aligned (same ids), and do they serve the same version?")
     return mask.astype(np.float64) @ values
+
+
+# ------------------------------------------------------------------------ masked level (one host)
+def masked_query(compiled: tuple[CompiledRouting, np.ndarray], x: np.ndarray, pk: Any) -> Any:
+    """The guest's masked query: ``[[Mg[i, l] * value_l]]`` for every row and leaf, under its own key.
+
+    The host can only select and add these ciphertexts (by its own reachable leaves), so the guest
+    decrypts nothing but each row's sum over all trees: the margin. Single-output models only.
+    """
+    routing, values = compiled
+    if values.shape[1] != 1:
+        raise DataError("masked scoring of trees serves single-output models (binary, regression)")
+    return pk.encrypt(routing.reach(x) * values[:, 0])
+
+
+def masked_answer(routing: CompiledRouting, x: np.ndarray, query: Any) -> Any:
+    """The host's masked answer: per row, the re-randomised sum of the query's ciphertexts at the
+    leaves this host's splits let the row reach (the others are multiplied by 0)."""
+    mask = routing.reach(x)
+    if getattr(query, "shape", None) != mask.shape:
+        raise DataError(f"the masked query has shape {getattr(query, 'shape', None)}, this host's trees "
+                        f"{mask.shape}")
+    return (query * mask.astype(np.int64)).sum(axis=1).rerandomize()

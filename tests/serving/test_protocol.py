@@ -109,8 +109,43 @@ def test_served_secureboost_equals_atoll_predict(sb_run, serving):
     want = sb_run["predict"].loc[[int(i) for i in ids], "score"].to_numpy()
     np.testing.assert_allclose(guest.score(ids).scores, want, rtol=0, atol=1e-12)
     np.testing.assert_allclose(guest.score(ids[:1]).scores, want[:1], rtol=0, atol=1e-12)
-    with pytest.raises(Exception, match="masked"):
-        serving(sb_run, ["host_0"], level="masked")
+
+
+def test_masked_secureboost_equals_predict_and_the_guest_sees_only_ciphertexts(sb_run, serving, monkeypatch):
+    from atoll.crypto.cipherarray import CipherArray
+
+    seen = []
+    real = HostServing.answer
+
+    def audit(self, caller, payload):
+        out = real(self, caller, payload)
+        seen.append((wire.loads(payload), wire.loads(out)))
+        return out
+
+    monkeypatch.setattr(HostServing, "answer", audit)
+    guest = serving(sb_run, ["host_0"], level="masked", host_kw={"host_0": {"levels": ["masked"]}}, he_key_bits=1024)
+    ids = [str(i) for i in sb_run["predict"].index[:20]]
+    want = sb_run["predict"].loc[[int(i) for i in ids], "score"].to_numpy()
+    got = guest.score(ids)
+    assert got.level == "masked"
+    np.testing.assert_allclose(got.scores, want, rtol=0, atol=1e-9)
+    (req, ans), = seen
+    assert isinstance(req["query"], CipherArray) and req["query"].shape[0] == 20     # the host sees ciphertexts
+    assert isinstance(ans["masked"], CipherArray) and ans["masked"].shape == (20,)   # one per row: the margin
+    assert "partial" not in ans and not list(arrays(ans))                             # no leaf bit matrix
+    # a query under a short key, or of another shape, is refused by the host
+    host = guest.hosts["host_0"]
+    small = wire.dumps({**req, "query": req["query"][:, :1]})
+    assert wire.loads(host.call(small, 5.0))["error"] == "bad_request"
+    from atoll.serving.parts import part_from_run
+    from atoll.serving.protocol import GuestServing
+    from atoll.serving.replicas import ReplicaSet
+
+    two = {h: ReplicaSet(h, ["127.0.0.1:9"], None, health_interval=0) for h in ("host_0", "host_1")}
+    with pytest.raises(Exception, match="exactly one host"):
+        GuestServing("guest", "s1", {"v1": part_from_run(sb_run["run"], "guest", "train")}, two, level="masked")
+    for rs in two.values():
+        rs.close()
 
 
 _REAL_ANSWER = HostServing._answer
