@@ -10,6 +10,7 @@ import typer
 import atoll
 from atoll.tee.cli import app as tee_app
 from atoll.hfl_cli import app as hfl_app
+from atoll.serving.cli import app as serve_app
 
 app = typer.Typer(help="Atoll: federated learning where every party's raw data stays where it is.",
                   no_args_is_help=True, add_completion=False)
@@ -17,6 +18,7 @@ certs_app = typer.Typer(help="Certificates for mutual TLS between parties.", no_
 app.add_typer(certs_app, name="certs")
 app.add_typer(tee_app, name="tee")
 app.add_typer(hfl_app, name="hfl")
+app.add_typer(serve_app, name="serve")
 
 
 def _node_commands() -> None:
