@@ -88,6 +88,9 @@ def test_batch_prediction_with_hetero_lr_replays_psi_and_scaling(tmp_path):
 
     pred = pd.read_csv(out["guest"]).set_index("id")
     assert len(pred) == 250 and set(pred.index) == set(g.index[50:])
+    # the 50 guest rows without a match are named in the command's output, not only in party.log
+    assert out.warnings == ["step align (psi): 50 of guest's 300 rows had no match at the partners and were "
+                            "left out (250 kept)"]
     inside = wire.loads((r.run_dir / "guest" / "predict" / "scores.bin").read_bytes())
     ref = pd.Series(np.asarray(inside["score"]), index=np.asarray(inside["ids"]))
     common = ref.index.intersection(pred.index)
