@@ -15,24 +15,12 @@ from atoll.jobs import parse_job, run_job
 from atoll.jobs.runner import SavedOutputs
 from atoll.jobs.summary import print_summary
 
-HOMO_JOB = textwrap.dedent("""\
-    name: homo_report
-    seed: 5
-    mode: threads
-    parties:
-      server:   {role: server}
-      client_0: {role: client, data: {dataset: breast, split: homo, party: guest}}
-      client_1: {role: client, data: {dataset: breast, split: homo, party: host}}
-    pipeline:
-      - {id: read, component: reader}
-      - {id: split, component: split, inputs: {data: read.data}, params: {test_size: 0.3}}
-      - id: train
-        component: homo_lr
-        inputs: {train: split.train}
-        params: {rounds: 3, learning_rate: 0.1, batch_size: 32}
-      - {id: predict, component: predict, inputs: {model: train.model, data: split.test}}
-      - {id: evaluate, component: evaluate, inputs: {scores: predict.scores}}
-    """)
+from test_components import HOMO_NN_JOB
+
+# the homo_nn test's job, as a 3-round homo_lr (a linear model: one coefficient per client column)
+HOMO_JOB = (HOMO_NN_JOB.replace("name: nn", "name: homo_report").replace("component: homo_nn", "component: homo_lr")
+            .replace("{rounds: 8, hidden: [8], learning_rate: 0.1, batch_size: 16}",
+                     "{rounds: 3, learning_rate: 0.1, batch_size: 32}"))
 
 HETERO_JOB = textwrap.dedent("""\
     name: {name}
