@@ -75,6 +75,9 @@ def model_summary(model: Any, params: Mapping[str, Any] | None = None) -> dict[s
         facts["trees"] = len(model["trees"])
     elif isinstance(model.get("topologies"), list):
         facts["trees"] = len(model["topologies"])
+    if model.get("coef") is None and model.get("shares") is not None:  # SS-LR with reveal: shared
+        facts.pop("intercept", None)
+        facts["weights"] = "secret-shared between the parties: no party holds a coefficient"
     weights, kind = None, ""
     coef = _floats(model["coef"]) if model.get("coef") is not None else None
     homo = _homo_linear(model, len(cols))
