@@ -278,7 +278,7 @@ def _html(r: dict[str, Any], plots: dict[str, bytes]) -> str:
         parts.append(f"<tr><td>{e(step)}{mark}</td>{cells}</tr>")
     parts.append("</table>")
     if r.get("parameters"):
-        parts.append("<h2>Parameters</h2><table><tr><th>step</th><th>parameters</th></tr>")
+        parts.append("<h2>Parameters</h2><table><tr><th>step</th><th style='text-align:left'>parameters</th></tr>")
         for step, params in r["parameters"].items():
             parts.append(f"<tr><td>{e(step)}</td><td style='text-align:left'><code>{e(_params_text(params))}"
                          "</code></td></tr>")
