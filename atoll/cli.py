@@ -114,6 +114,8 @@ def predict_cmd(run_dir: Path = typer.Argument(..., help="Folder of a finished '
         raise typer.Exit(1) from None
     for party, path in written.items():
         typer.echo(f"{party}: predictions in {path}")
+    for w in written.warnings:
+        typer.secho(f"warning: {w}", fg="yellow", err=True)
 
 
 @app.command("psi")

@@ -141,13 +141,14 @@ def mount(app: FastAPI, node: "Node", prefix: str, user: Callable[..., str]) -> 
     def job_step(job_id: str, step: str, who: str = Depends(user)) -> dict[str, Any]:
         """This node's party's part of one step: record, outputs, model part (own columns only)."""
         j = node.job(job_id)
-        if step not in {s["id"] for s in views.pipeline(_job_text(job_id))}:
+        params = {s["id"]: s["params"] for s in views.pipeline(_job_text(job_id))}
+        if step not in params:
             raise HTTPException(404, f"job {job_id!r} has no step {step!r}")
         run = node.run_store(job_id)
         if not run.exists():
-            return views.step_view(step, None, {})
+            return views.step_view(step, None, {}, params[step])
         party = run.party(j["own_party"])
-        return views.step_view(step, party.record(step), party.outputs(step))
+        return views.step_view(step, party.record(step), party.outputs(step), params[step])
 
     @api.get("/jobs/{job_id}/stream")
     async def job_stream(job_id: str, request: Request, after: int = 0,

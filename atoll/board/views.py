@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-import numpy as np
 import yaml
 
 from atoll.jobs.dag import waves
+from atoll.jobs.views import model_summary
+
+__all__ = ["dag", "filter_jobs", "job_row", "model_summary", "partner_rows", "party_data", "pipeline", "step_view"]
 
 #: task states the board colours; anything else a peer reports is shown as "other"
 STATES = ("pending", "waiting", "running", "done", "failed", "skipped", "cancelled")
@@ -129,61 +131,12 @@ def partner_rows(partners: Iterable[Mapping[str, Any]], now: float, warn_days: f
     return out
 
 
-def _floats(v: Any) -> list[float] | None:
-    try:
-        return [float(x) for x in np.asarray(v, dtype=np.float64).ravel()]
-    except (TypeError, ValueError):
-        return None
-
-
-def model_summary(model: Any) -> dict[str, Any] | None:
-    """This party's own part of a trained model, as a person reads it: facts (iterations,
-    convergence, intercept, trees), the weight of each of its own columns (coefficients of a
-    linear model; split gain of a boosted one; splits a host owns), and warnings (a model that
-    did not converge). Another party's columns never appear: a part holds only its owner's."""
-    if not isinstance(model, dict):
-        return None
-    cols = [str(c) for c in model.get("columns") or []]
-    facts: dict[str, Any] = {}
-    for k in ("family", "objective", "n_iter", "converged", "intercept", "offset", "best_iteration"):
-        v = model.get(k, ...)
-        v = v.item() if isinstance(v, np.generic) else v
-        if v is None or isinstance(v, (int, float, str, bool)):
-            facts[k] = v
-    if isinstance(model.get("trees"), list):
-        facts["trees"] = len(model["trees"])
-    elif isinstance(model.get("topologies"), list):
-        facts["trees"] = len(model["topologies"])
-    weights, kind = None, ""
-    coef = _floats(model["coef"]) if "coef" in model else None
-    if coef is not None and len(coef) == len(cols):
-        weights, kind = coef, "coefficient"
-    elif isinstance(model.get("feature_gain"), dict) and model.get("role") == "guest":
-        gain = _floats(model["feature_gain"].get("guest"))
-        if gain is not None and len(gain) == len(cols):
-            weights, kind = gain, "split gain"
-    elif isinstance(model.get("lookup"), list):  # a host's splits: which of its features each one uses
-        counts = [0.0] * len(cols)
-        for tree in model["lookup"]:
-            for split in tree if isinstance(tree, list) else []:
-                f = int(split[1]) if isinstance(split, (list, tuple)) and len(split) > 1 else -1
-                if 0 <= f < len(counts):
-                    counts[f] += 1
-        weights, kind = counts, "splits"
-    rows = [] if weights is None else sorted(({"column": c, "value": w} for c, w in zip(cols, weights)),
-                                             key=lambda r: -abs(r["value"]))
-    warnings = []
-    if model.get("converged") is False:
-        warnings.append(f"did not converge in {model.get('n_iter', '?')} iterations (raise max_iter or the "
-                        "learning rate, or loosen the tolerance)")
-    return {"component": model.get("component"), "role": model.get("role"), "facts": facts,
-            "weight_kind": kind, "weights": rows, "warnings": warnings}
-
-
-def step_view(step: str, record: Any, outputs: Mapping[str, Any]) -> dict[str, Any]:
-    """What this node's party kept of one step: its record, its outputs' names, its model part."""
+def step_view(step: str, record: Any, outputs: Mapping[str, Any],
+              params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What this node's party kept of one step: its record, its outputs' names, its model part
+    (:func:`atoll.jobs.views.model_summary`, the view the run report uses too)."""
     model = outputs["model"] if "model" in outputs else None
     return {"step": step, "done": record is not None,
             "seconds": getattr(record, "seconds", None), "mode": getattr(record, "mode", None),
             "finished": getattr(record, "finished", None), "outputs": sorted(outputs),
-            "model": model_summary(model)}
+            "model": model_summary(model, params)}

@@ -101,6 +101,10 @@ def test_dag_stream_and_plots_of_a_finished_job(board_fed, done_job):
     report = bank.client().get(f"/jobs/{done_job['id']}/report")["report"]
     plots = [p.removeprefix("plots/") for p in report["plots"]]
     assert "roc_evaluate_guest.png" in plots and "ks_evaluate_guest.png" in plots
+    # the node's report holds its own party's model part only, from the same view as the step page
+    (model,) = report["models"]
+    assert set(model["parts"]) == {"guest"} and len(model["parts"]["guest"]["weights"]) == 13
+    assert [(w["kind"], w["parties"]) for w in report["warnings"]] == [("not_converged", ["guest"])]
     png = httpx.get(f"{bank.url}/api/v1/jobs/{done_job['id']}/plots/roc_evaluate_guest.png",
                     headers={"Authorization": f"Bearer {bank.tokens['admin']}"})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"

@@ -415,7 +415,10 @@ async function pageJob(id) {
 
 // The report's metrics, the federated-vs-centralised panel, training histories and plots.
 function reportView(jobId, r) {
-  const out = [];
+  // the report's row warnings (psi left rows of this party without a match); a model's own
+  // warnings (not converged) show with its part, below (the same views as report.html)
+  const out = (r.warnings || []).filter((w) => w.kind !== "not_converged")
+    .map((w) => el("div", { class: "banner warn report-warning" }, "warning: " + w.text));
   const evals = r.evaluations || [];
   if (evals.length) {
     const keys = [...new Set(evals.flatMap((e) => Object.keys(e.metrics || {})))].sort();
@@ -426,9 +429,9 @@ function reportView(jobId, r) {
   }
   if (r.centralized_baseline && r.centralized_baseline.length) {
     const rows = [];
-    for (const b of r.centralized_baseline) for (const [k, v] of Object.entries(b.metrics)) rows.push({ model: b.model_step + " vs " + b.twin, metric: k, ...v });
+    for (const b of r.centralized_baseline) for (const [k, v] of Object.entries(b.metrics)) rows.push({ model: b.model_step + " vs " + b.twin, party: b.party, metric: k, ...v });
     out.push(el("h3", {}, "Federated (V_FED) vs centralised (V_SUM), same held-out rows"), table([
-      { key: "model", label: "model" }, { key: "metric", label: "metric" }, { key: "V_FED", label: "V_FED", num: true },
+      { key: "model", label: "model" }, { key: "party", label: "party" }, { key: "metric", label: "metric" }, { key: "V_FED", label: "V_FED", num: true },
       { key: "V_SUM", label: "V_SUM", num: true }, { key: "diff", label: "diff", num: true }], rows, { id: "baseline-table" }));
   }
   for (const [step, hist] of Object.entries(r.histories || {})) {
