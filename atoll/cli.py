@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +15,8 @@ from atoll.hfl_cli import app as hfl_app
 from atoll.serving.cli import app as serve_app
 
 app = typer.Typer(help="Atoll: federated learning where every party's raw data stays where it is.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
 certs_app = typer.Typer(help="Certificates for mutual TLS between parties.", no_args_is_help=True)
 app.add_typer(certs_app, name="certs")
 app.add_typer(tee_app, name="tee")
@@ -28,6 +31,46 @@ def _node_commands() -> None:
 
 
 _node_commands()
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time, so that under the live progress display
+    (which redirects it) a warning is printed above the display instead of into it."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # logging.StreamHandler.__init__ assigns it
+        pass
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(atoll.__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print Atoll's version and exit."),
+          log_level: str = typer.Option("warning", "--log-level", envvar="ATOLL_LOG_LEVEL",
+                                        help="Messages of this command at or above this level go to stderr: "
+                                             + " | ".join(LOG_LEVELS))) -> None:
+    """Atoll: federated learning where every party's raw data stays where it is."""
+    level = log_level.lower()
+    if level not in LOG_LEVELS:
+        raise typer.BadParameter(f"{log_level!r}: use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    logger = logging.getLogger("atoll")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(getattr(logging, level.upper()))
 
 
 @app.command()
