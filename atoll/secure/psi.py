@@ -4,7 +4,9 @@
 revealing any id outside that overlap, and returns this party's own ids of the
 intersection in one order agreed by all parties (row ``i`` is the same user
 everywhere). ``align_frame(ctx, frame)`` does the same for a DataFrame indexed
-by id. Protocols are pluggable (``PROTOCOLS``); the one built here is ECDH.
+by id. Protocols are pluggable (``PROTOCOLS``); the one built here is ECDH; KKRT-PSI
+(OT extension, :mod:`atoll.secure.psi_kkrt`) and unbalanced PSI (:mod:`atoll.secure.psi_unbalanced`)
+register themselves beside it (``protocol="kkrt"`` or ``"unbalanced"``).
 
 ECDH-PSI (Meadows 1986, "A more efficient cryptographic matchmaking protocol";
 Huberman, Franklin & Hogg 1999; the semi-honest DH-PSI as reviewed by Pinkas,
@@ -79,6 +81,7 @@ other jobs loaded the machine).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import math
 import os
@@ -100,7 +103,8 @@ from atoll.secure import psi_group
 log = logging.getLogger(__name__)
 
 __all__ = ["PROTOCOLS", "EcdhPsiGuest", "EcdhPsiHost", "PsiParams", "PsiResult", "align_frame",
-           "canonical_id", "match_rows", "normalize_ids", "psi", "register_protocol", "run_psi"]
+           "canonical_id", "match_rows", "normalize_ids", "protocol_roles", "psi", "register_protocol",
+           "run_psi"]
 
 VERSION = 1
 _MAX_EXACT_FLOAT = 2 ** 53
@@ -269,11 +273,12 @@ def _pool(workers: int | None) -> Iterator[ThreadPoolExecutor]:
 @contextlib.contextmanager
 def _progress(enabled: bool | None, party: str) -> Iterator[Any]:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     show = sys.stderr.isatty() if enabled is None else enabled
     with Progress(TextColumn(f"[bold]{party}[/] " + "{task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
                   transient=True, disable=not show) as prog:
         yield prog
 
@@ -452,6 +457,19 @@ class EcdhPsiHost(_EcdhRole):
 
 # ---------------------------------------------------------------------------- entry points
 PROTOCOLS: dict[str, dict[str, type]] = {"ecdh": {"guest": EcdhPsiGuest, "host": EcdhPsiHost}}
+#: the other protocols shipped with Atoll, by the module that registers each (imported on first use:
+#: they build on this module)
+BUILTIN = {"kkrt": "atoll.secure.psi_kkrt", "unbalanced": "atoll.secure.psi_unbalanced"}
+
+
+def protocol_roles(name: str) -> dict[str, type]:
+    """The role classes of PSI protocol ``name`` (ConfigError naming the available ones)."""
+    if name not in PROTOCOLS and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
+    roles = PROTOCOLS.get(name)
+    if roles is None:
+        raise ConfigError(f"unknown PSI protocol {name!r}; available: {sorted(set(PROTOCOLS) | set(BUILTIN))}")
+    return roles
 
 
 def register_protocol(name: str, guest: type, host: type) -> None:
@@ -462,9 +480,7 @@ def register_protocol(name: str, guest: type, host: type) -> None:
 def run_psi(ctx: Context, ids: Iterable[Any], params: PsiParams | None = None) -> PsiResult:
     """Like :func:`psi` but returns the full :class:`PsiResult` (positions, statistics)."""
     params = params or PsiParams()
-    roles = PROTOCOLS.get(params.protocol)
-    if roles is None:
-        raise ConfigError(f"unknown PSI protocol {params.protocol!r}; available: {sorted(PROTOCOLS)}")
+    roles = protocol_roles(params.protocol)
     if ctx.role not in roles:
         raise ConfigError(f"party {ctx.party!r} has role {ctx.role!r}; PSI runs between 'guest' and "
                           "'host' parties")
