@@ -135,6 +135,8 @@ def psi_command(
                                                    "guest: only the guest"),
         duplicates: str = typer.Option("error", help="error, or drop (keep the first occurrence)"),
         strip: bool = typer.Option(True, help="Strip whitespace around ids (must match on all sides)"),
+        protocol: str = typer.Option("ecdh", help="ecdh (X25519), kkrt (OT extension: fastest for big "
+                                                  "sets) or unbalanced (see --help of the guide)"),
 ) -> None:
     """Private set intersection: align this party's ids with other parties' without revealing others."""
     from atoll.errors import AtollError
@@ -142,7 +144,7 @@ def psi_command(
     from atoll.secure.psi import PsiParams
 
     try:
-        params = PsiParams(result_to=result_to, duplicates=duplicates, strip=strip)
+        params = PsiParams(protocol=protocol, result_to=result_to, duplicates=duplicates, strip=strip)
         if standalone:
             results = psi_cli.run_standalone(ids, host_ids, column, params)
             files = {"guest": ids, **{f"host_{i}": h for i, h in enumerate(host_ids)}}
