@@ -125,6 +125,7 @@ class PsiParams:
     workers: int | None = None       # threads blinding in parallel (default: usable cores)
     backend: str | None = None       # X25519 backend: "ipp", "cryptography", None = fastest
     progress: bool | None = None     # rich progress bars (None: when stderr is a terminal)
+    cache_dir: str | None = None     # unbalanced: this party's folder for the offline phase's cache
 
     def __post_init__(self) -> None:
         if self.result_to not in ("both", "guest"):
