@@ -237,20 +237,15 @@ class Buckets:
 class _Plan:
     buckets: int
     seed: bytes
-    c: int
+    c: dict[str, int]          # compared bytes, per host
     cap_guest: int
     bins: int
 
-    @property
-    def words(self) -> int:
-        return (self.c + 7) // 8
 
-
-def _plan_for(n_guest: int, n_hosts: Iterable[int], seed: bytes) -> _Plan:
-    n_hosts = list(n_hosts)
-    p = n_buckets(max([n_guest, *n_hosts]))
+def _plan_for(n_guest: int, n_hosts: dict[str, int], seed: bytes) -> _Plan:
+    p = n_buckets(max([n_guest, *n_hosts.values()]))
     cap = bucket_cap(n_guest, p)
-    return _Plan(p, seed, value_bytes(n_guest, max(n_hosts, default=1)), cap, cuckoo_bins(cap))
+    return _Plan(p, seed, {h: value_bytes(n_guest, n) for h, n in n_hosts.items()}, cap, cuckoo_bins(cap))
 
 
 def _check_size(x: Any, who: str) -> int:
@@ -320,10 +315,10 @@ class KkrtPsiGuest(_KkrtRole):
             ctx.send(hosts, "hello", {**self._hello(), "n": n})
             n_host = {h: _check_size(r.get("n") if isinstance(r, dict) else None, h)
                       for h, r in ctx.gather(hosts, "hello").items()}
-            plan = _plan_for(n, n_host.values(), os.urandom(16))
-            stats.update(n_hosts=dict(n_host), buckets=plan.buckets, value_bytes=plan.c)
+            plan = _plan_for(n, n_host, os.urandom(16))
+            stats.update(n_hosts=dict(n_host), buckets=plan.buckets, value_bytes=dict(plan.c))
             for h in hosts:
-                ctx.send(h, "plan", {"buckets": plan.buckets, "seed": plan.seed, "bytes": plan.c})
+                ctx.send(h, "plan", {"buckets": plan.buckets, "seed": plan.seed, "bytes": plan.c[h]})
             receivers = {h: OPRFReceiver(ctx, h, self.label) for h in hosts}
             for r in receivers.values():
                 r._setup_begin()  # send every host its base-OT key first: hosts work in parallel
@@ -373,7 +368,8 @@ class KkrtPsiGuest(_KkrtRole):
         with ctx.scope("bucket", b):
             for host, r in receivers.items():
                 ctx.send(host, "attempt", attempt)
-                vals[host] = _as_bytes(r.query(inputs, plan.words), plan.c)[bin_of]
+                c = plan.c[host]
+                vals[host] = _as_bytes(r.query(inputs, (c + 7) // 8), c)[bin_of]
         return b, rows, vals
 
     def _finish(self, ctx: Context, plan: _Plan, caps: dict[str, int], pending: tuple,
@@ -384,7 +380,7 @@ class KkrtPsiGuest(_KkrtRole):
         with ctx.scope("bucket", b):
             for host, mine in vals.items():
                 theirs = ctx.recv(host, "values")
-                want = (HASHES * caps[host], plan.c)
+                want = (HASHES * caps[host], plan.c[host])
                 if not isinstance(theirs, np.ndarray) or theirs.dtype != np.uint8 or theirs.shape != want:
                     raise _bad(f"{host} sent {getattr(theirs, 'shape', type(theirs).__name__)} values for "
                                f"bucket {b}; its announced set size implies uint8 {want}")
