@@ -141,6 +141,8 @@ def psi_command(
                                                 "comes (bounded memory, CSV or Parquet; result ordered by id hash)"),
         chunk_rows: int = typer.Option(1 << 20, help="--stream: ids read at a time"),
         cache_dir: Optional[Path] = typer.Option(None, help="unbalanced: folder for this party's offline cache"),
+        cardinality: bool = typer.Option(False, help="ecdh, one host: learn only how many ids are in common "
+                                                     "(PSI-CA); nothing is written"),
 ) -> None:
     """Private set intersection: align this party's ids with other parties' without revealing others."""
     from atoll.errors import AtollError
@@ -149,7 +151,7 @@ def psi_command(
 
     try:
         params = PsiParams(protocol=protocol, result_to=result_to, duplicates=duplicates, strip=strip,
-                           cache_dir=str(cache_dir) if cache_dir else None)
+                           cache_dir=str(cache_dir) if cache_dir else None, cardinality_only=cardinality)
         if stream and protocol != "kkrt":
             raise typer.BadParameter("--stream runs the kkrt protocol: add --protocol kkrt")
         if standalone and stream:
@@ -158,6 +160,9 @@ def psi_command(
             return
         if standalone:
             results = psi_cli.run_standalone(ids, host_ids, column, params)
+            if cardinality:
+                typer.echo(f"{results['guest']} ids in common (cardinality only: no ids were learnt)")
+                return
             files = {"guest": ids, **{f"host_{i}": h for i, h in enumerate(host_ids)}}
             for name, found in results.items():
                 if found is not None:
@@ -179,6 +184,10 @@ def psi_command(
             return
         found = psi_cli.run_node(name, psi_cli.read_ids(ids, column), address, psi_cli.parse_peers(peer),
                                  str(certs) if certs else None, params, job_id=job_id)
+        if cardinality:
+            typer.echo("done; only the guest learns the size (result_to=guest)" if found is None
+                       else f"{found} ids in common (cardinality only: no ids were learnt)")
+            return
         if found is None:
             typer.echo("done; only the guest learns the intersection (result_to=guest)")
             return

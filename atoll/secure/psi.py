@@ -33,6 +33,12 @@ X25519:
    shuffled order) of the result, in the agreed order; H_i maps them back to
    its ids. If ``result_to="guest"``, nothing is sent.
 
+Cardinality only (PSI-CA, ``cardinality_only=True``, one host; De Cristofaro,
+Gasti and Tsudik, CANS 2012): in step 3 the host shuffles the whole list
+``AB`` (OS entropy) before returning it, so the guest can count the matches
+of step 4 but not tell which of its ids they belong to; with
+``result_to="both"`` it sends the host that count. Both learn the size only.
+
 What each party sees
 --------------------
 * Guest: each host's set size, and for each host separately which of its own
@@ -44,6 +50,9 @@ What each party sees
   (its own ids that every party holds). Not the pairwise intersection, nothing
   about guest ids outside it, nothing about the other hosts beyond the result.
 * Host, ``result_to="guest"``: the guest's set size, nothing else.
+* PSI-CA: the guest sees the host's set size and the intersection size (the
+  returned ``AB`` is in an order it cannot link to its ids); the host sees
+  the guest's set size and, with ``result_to="both"``, the intersection size.
 * Hosts that collude see that the guest sent them the same list ``A`` (one
   computation serves every host); they learn nothing more from it.
 * Everyone: messages are blinded points in a shuffled order, never an id, a
@@ -126,6 +135,7 @@ class PsiParams:
     backend: str | None = None       # X25519 backend: "ipp", "cryptography", None = fastest
     progress: bool | None = None     # rich progress bars (None: when stderr is a terminal)
     cache_dir: str | None = None     # unbalanced: this party's folder for the offline phase's cache
+    cardinality_only: bool = False   # ecdh, one host: learn only the size of the intersection (PSI-CA)
 
     def __post_init__(self) -> None:
         if self.result_to not in ("both", "guest"):
@@ -317,6 +327,8 @@ class EcdhPsiGuest(_EcdhRole):
         hosts = ctx.parties_of("host")
         if not hosts:
             raise ConfigError("PSI needs at least one party with role 'host' in the job")
+        if p.cardinality_only and len(hosts) != 1:
+            raise ConfigError(f"cardinality-only PSI runs between a guest and one host; this job has {hosts}")
         ids, keys, positions = self._prepare(ids)
         n = len(keys)
         salt, scalar = os.urandom(32), psi_group.new_scalar()
@@ -328,7 +340,8 @@ class EcdhPsiGuest(_EcdhRole):
             ctx.send(hosts, "hello", {"protocol": "ecdh", "version": VERSION, "result_to": p.result_to,
                                       "strip": p.strip, "unicode_form": p.unicode_form, "salt": salt,
                                       "n": n, "batch_size": p.batch_size,
-                                      "compare_bytes": p.compare_bytes})
+                                      "compare_bytes": p.compare_bytes,
+                                      "cardinality_only": p.cardinality_only})
             n_host = {}
             for h, reply in ctx.gather(hosts, "hello").items():
                 if not isinstance(reply, dict) or not isinstance(reply.get("n"), int) or reply["n"] < 0:
@@ -360,6 +373,13 @@ class EcdhPsiGuest(_EcdhRole):
                 ba = {h: np.concatenate([f.result() for f in fs]) if fs else np.zeros((0, c), np.uint8)
                       for h, fs in ba_futs.items()}
             t2 = time.perf_counter()
+            if p.cardinality_only:  # the host shuffled AB: count the matches, nothing links them to ids
+                size = int((match_rows(ab[hosts[0]], ba[hosts[0]]) >= 0).sum())
+                if p.result_to == "both":
+                    ctx.send(hosts[0], "size", size)
+                stats.update(size=size, seconds={"prepare": t1 - t0, "blind": t2 - t1,
+                                                 "total": time.perf_counter() - t0})
+                return PsiResult(None, None, size, stats)
             in_all = np.ones(n, dtype=bool)
             where: dict[str, np.ndarray] = {}
             for h in hosts:
@@ -404,6 +424,17 @@ class EcdhPsiHost(_EcdhRole):
                 pending: deque[tuple[int, int, Future]] = deque()
 
                 def flush(block: bool) -> None:
+                    if p.cardinality_only and not block:
+                        return  # AB goes back shuffled as a whole (step 3 of PSI-CA)
+                    if p.cardinality_only:
+                        ab = np.concatenate([f.result() for _, _, f in pending]) if pending \
+                            else np.zeros((0, c), np.uint8)
+                        ab = ab[secure_permutation(len(ab))]
+                        for k, (s, e) in enumerate(batch_spans(n_guest, bs)):
+                            with ctx.scope("batch", k):
+                                ctx.send("guest", "ab", ab[s:e])
+                        pending.clear()
+                        return
                     while pending and (block or pending[0][2].done()):
                         k, m, fut = pending.popleft()
                         with ctx.scope("batch", k):
@@ -418,6 +449,12 @@ class EcdhPsiHost(_EcdhRole):
                 flush(block=True)
             t2 = time.perf_counter()
             result = None
+            if p.cardinality_only:
+                size = ctx.recv("guest", "size") if p.result_to == "both" else None
+                if size is not None and (not isinstance(size, int) or not 0 <= size <= min(n, n_guest)):
+                    raise CryptoError(f"the guest sent an impossible intersection size {size!r}")
+                return PsiResult(None, None, size, {"backend": backend.name, "n": n, "n_guest": n_guest,
+                                                    "size": size, "seconds": {"total": time.perf_counter() - t0}})
             if p.result_to == "both":
                 result = ctx.recv("guest", "result")
                 if not isinstance(result, np.ndarray) or result.ndim != 1 or result.dtype.kind not in "iu" \
@@ -442,7 +479,8 @@ class EcdhPsiHost(_EcdhRole):
             raise ConfigError(f"the guest speaks PSI {hello.get('protocol') if isinstance(hello, dict) else '?'}"
                               f" v{hello.get('version') if isinstance(hello, dict) else '?'}; this host "
                               f"runs ecdh v{VERSION}: use the same protocol and Atoll version")
-        mine = {"result_to": p.result_to, "strip": p.strip, "unicode_form": p.unicode_form}
+        mine = {"result_to": p.result_to, "strip": p.strip, "unicode_form": p.unicode_form,
+                "cardinality_only": p.cardinality_only}
         theirs = {k: hello.get(k) for k in mine}
         if mine != theirs:
             raise ConfigError(f"PSI settings differ: guest {theirs}, this host {mine}; ids would be "

@@ -82,9 +82,15 @@ def parse_peers(peers: Sequence[str]) -> dict[str, str]:
 
 
 def run_node(party: str, ids: list[str], address: str, peers: dict[str, str], certs: str | None,
-             params: PsiParams, job_id: str = "psi", timeout: float = 3600.0) -> list[Any] | None:
-    """Run this node's side of a PSI over gRPC (mutual TLS when ``certs`` is given)."""
-    return _on_node(party, address, peers, certs, job_id, timeout, lambda ctx: run_psi(ctx, ids, params).ids)
+             params: PsiParams, job_id: str = "psi", timeout: float = 3600.0) -> Any:
+    """Run this node's side of a PSI over gRPC (mutual TLS when ``certs`` is given): this party's
+    ids of the intersection (None at a host with ``result_to="guest"``), or with
+    ``params.cardinality_only`` the intersection size."""
+    def work(ctx: Any) -> Any:
+        res = run_psi(ctx, ids, params)
+        return res.size if params.cardinality_only else res.ids
+
+    return _on_node(party, address, peers, certs, job_id, timeout, work)
 
 
 def run_node_stream(party: str, path: str | Path, column: str | None, out: str | Path, address: str,
@@ -121,8 +127,9 @@ def _on_node(party: str, address: str, peers: dict[str, str], certs: str | None,
         endpoint.close()
 
 
-def _standalone_party(ctx: Any, path: str, column: str | None, params: dict) -> list[Any] | None:
-    return run_psi(ctx, read_ids(path, column), PsiParams(**params)).ids
+def _standalone_party(ctx: Any, path: str, column: str | None, params: dict) -> Any:
+    res = run_psi(ctx, read_ids(path, column), PsiParams(**params))
+    return res.size if res.ids is None and params.get("cardinality_only") else res.ids
 
 
 def _standalone_stream(ctx: Any, path: str, column: str | None, params: dict, out: str,

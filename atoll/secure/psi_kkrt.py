@@ -259,6 +259,9 @@ class _KkrtRole:
     label = "psi-kkrt"
 
     def __init__(self, params: PsiParams):
+        if params.cardinality_only:
+            raise ConfigError("cardinality-only PSI (PSI-CA) runs on protocol 'ecdh'; KKRT-PSI shows the "
+                              "guest which of its ids match")
         self.params = params
 
     def _hello(self) -> dict:
@@ -466,9 +469,11 @@ class KkrtPsiHost(_KkrtRole):
                 task = prog.add_task("KKRT buckets", total=buckets)
                 for b in range(buckets):
                     with ctx.scope("bucket", b):
-                        maps.append(self._bucket(ctx, sender, source, b, buckets, seed, c, cap, bins))
-                        if on_result is not None:
-                            on_result(b, maps[-1](self._recv_positions(ctx)))
+                        to_rows = self._bucket(ctx, sender, source, b, buckets, seed, c, cap, bins)
+                        if on_result is not None:  # streaming: the map is used once, then dropped
+                            on_result(b, to_rows(self._recv_positions(ctx)))
+                        else:
+                            maps.append(to_rows)
                     prog.advance(task)
         t2 = time.perf_counter()
         stats = {"protocol": "kkrt", "backend": "aes+ot", "n": n, "n_guest": n_guest, "buckets": buckets,

@@ -295,6 +295,9 @@ class _ClientTable:
 # ---------------------------------------------------------------------------- roles
 class _Role:
     def __init__(self, params: PsiParams):
+        if params.cardinality_only:
+            raise ConfigError("cardinality-only PSI (PSI-CA) runs on protocol 'ecdh'; unbalanced PSI shows "
+                              "the client which of its ids match")
         self.params = params
 
     def _hello(self) -> dict:

@@ -312,3 +312,67 @@ def test_run_psi_reports_stats():
     res = out["guest"]
     assert res.size == 100 and res.stats["n_hosts"] == {"host_0": 200}
     assert [g[i] for i in res.positions] == res.ids
+
+
+# ---------------------------------------------------------------------------- cardinality only
+@pytest.mark.parametrize("overlap", [0.0, 0.3, 1.0])
+def test_cardinality_only_gives_the_size_alone(overlap):
+    g, h = id_sets(700, 500, overlap, seed=12)
+    params = PsiParams(cardinality_only=True, batch_size=128)
+    out = launch({"guest": Party("guest", run_psi, {"ids": g, "params": params}),
+                  "host_0": Party("host", run_psi, {"ids": h, "params": params})})
+    want = len(set(g) & set(h))
+    for res in out.values():
+        assert res.size == want and res.ids is None and res.positions is None
+    only = PsiParams(cardinality_only=True, result_to="guest")
+    out = launch({"guest": Party("guest", run_psi, {"ids": g, "params": only}),
+                  "host_0": Party("host", run_psi, {"ids": h, "params": only})})
+    assert out["guest"].size == want and out["host_0"].size is None
+
+
+def test_cardinality_only_returns_ab_shuffled(monkeypatch):
+    """The host's AB list is a permutation of ``b * A`` not in the order of the guest's A: the guest
+    cannot tell which of its ids matched."""
+    g, h = id_sets(800, 800, 1.0, seed=13)
+    scalars: dict[str, bytes] = {}
+    real = psi_group.new_scalar
+
+    def spy() -> bytes:
+        sc = real()
+        scalars[threading.current_thread().name.removeprefix("atoll-party-")] = sc
+        return sc
+
+    monkeypatch.setattr(psi_group, "new_scalar", spy)
+    sent = []
+    params = PsiParams(cardinality_only=True, batch_size=300)
+    out = launch({"guest": Party("guest", run_psi, {"ids": g, "params": params}),
+                  "host_0": Party("host", run_psi, {"ids": h, "params": params})},
+                 recorder=lambda s, r, a, p: sent.append((s, a, p)))
+    assert out["guest"].size == 800
+
+    def batches(party, key):
+        got = sorted(((a, wire.loads(p)) for s, a, p in sent if s == party and a.endswith("/" + key)),
+                     key=lambda t: int(t[0].split("batch=")[1].split("/")[0]))
+        return np.concatenate([b for _, b in got])
+
+    a, ab = batches("guest", "a"), batches("host_0", "ab")
+    in_order = psi_group.get_backend().mul(scalars["host_0"], a)[:, :ab.shape[1]]
+    index = {bytes(r): i for i, r in enumerate(in_order)}
+    perm = np.array([index[bytes(r)] for r in ab])
+    assert sorted(perm.tolist()) == list(range(800))
+    assert abs(np.corrcoef(perm, np.arange(800))[0, 1]) < 0.1
+
+
+def test_cardinality_only_is_refused_where_it_cannot_hold():
+    from atoll.secure.psi import protocol_roles
+
+    g, h = id_sets(50, 50, 0.5, seed=14)
+    params = PsiParams(cardinality_only=True)
+    with pytest.raises(PartyFailed) as e:
+        launch({"guest": Party("guest", run_psi, {"ids": g, "params": params}),
+                "host_0": Party("host", run_psi, {"ids": h, "params": params}),
+                "host_1": Party("host", run_psi, {"ids": h, "params": params})})
+    assert isinstance(e.value.error, ConfigError)
+    for proto in ("kkrt", "unbalanced"):
+        with pytest.raises(ConfigError, match="ecdh"):
+            protocol_roles(proto)["guest"](PsiParams(protocol=proto, cardinality_only=True))
