@@ -112,7 +112,7 @@ from atoll.secure import psi_group
 log = logging.getLogger(__name__)
 
 __all__ = ["PROTOCOLS", "EcdhPsiGuest", "EcdhPsiHost", "PsiParams", "PsiResult", "align_frame",
-           "canonical_id", "match_rows", "normalize_ids", "protocol_roles", "psi", "register_protocol",
+           "canonical_id", "canonical_keys", "match_rows", "normalize_ids", "protocol_roles", "psi", "register_protocol",
            "run_psi"]
 
 VERSION = 1
@@ -192,16 +192,30 @@ def canonical_id(x: Any, strip: bool = True, unicode_form: str | None = "NFC") -
     return s
 
 
-def normalize_ids(ids: Iterable[Any], strip: bool = True, unicode_form: str | None = "NFC",
-                  duplicates: str = "error") -> tuple[list[bytes], np.ndarray]:
-    """Canonical UTF-8 keys of ``ids`` and the input position of each (duplicates handled)."""
-    keys: list[bytes] = []
+def canonical_keys(ids: Sequence[Any], strip: bool = True, unicode_form: str | None = "NFC") -> list[bytes]:
+    """:func:`canonical_id` of each id, UTF-8 encoded; DataError if one is refused.
+
+    Fast path: a list of ASCII strings (every Unicode normal form leaves ASCII as it is, and
+    ``str.strip`` is the same whitespace rule), checked and converted in a few C loops.
+    """
+    if all(type(x) is str for x in ids) and "".join(ids).isascii():
+        keys = [x.strip().encode() for x in ids] if strip else [x.encode() for x in ids]
+        if all(keys):
+            return keys
+    keys = []
     for x in ids:
         s = canonical_id(x, strip, unicode_form)
         try:
             keys.append(s.encode("utf-8"))
         except UnicodeEncodeError:
             raise DataError(f"id {x!r} is not valid Unicode (lone surrogate)") from None
+    return keys
+
+
+def normalize_ids(ids: Iterable[Any], strip: bool = True, unicode_form: str | None = "NFC",
+                  duplicates: str = "error") -> tuple[list[bytes], np.ndarray]:
+    """Canonical UTF-8 keys of ``ids`` and the input position of each (duplicates handled)."""
+    keys = canonical_keys(ids if isinstance(ids, (list, tuple)) else list(ids), strip, unicode_form)
     positions = np.arange(len(keys), dtype=np.int64)
     if len(set(keys)) == len(keys):
         return keys, positions

@@ -108,7 +108,6 @@ CUCKOO_FACTOR = 1.27
 HASHES = 3
 STAT_BITS = 40
 MAX_ATTEMPTS = 8
-_PERSON = b"atoll-psi-id"
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -117,7 +116,7 @@ def id_hashes(keys: Sequence[bytes]) -> np.ndarray:
     out = np.empty((len(keys), 2), dtype=np.uint64)
     if len(keys):
         b2 = hashlib.blake2b
-        out[:] = np.frombuffer(b"".join([b2(k, digest_size=16, person=_PERSON).digest() for k in keys]),
+        out[:] = np.frombuffer(b"".join([b2(k, digest_size=16).digest() for k in keys]),
                                dtype=np.uint64).reshape(-1, 2)
     return out
 

@@ -7,7 +7,7 @@ input ids and one bucket of the protocol in memory:
 
 1. Spill: the id column is read ``chunk_rows`` at a time (pandas for CSV,
    pyarrow for Parquet); each id is normalised
-   (:func:`atoll.secure.psi.canonical_id`), hashed to 128 bits
+   (:func:`atoll.secure.psi.canonical_keys`), hashed to 128 bits
    (:func:`atoll.secure.psi_kkrt.id_hashes`) and appended, with its row number
    and its text, to one of 256 files chosen by the hash's top byte, in a
    private temporary folder.
@@ -39,7 +39,7 @@ import numpy as np
 
 from atoll.errors import ConfigError, DataError
 from atoll.federation.context import Context
-from atoll.secure.psi import PsiParams, PsiResult, _progress, canonical_id
+from atoll.secure.psi import PsiParams, PsiResult, _progress, canonical_keys
 from atoll.secure.psi_kkrt import MAX_BUCKETS, KkrtPsiGuest, KkrtPsiHost, id_hashes, top_byte
 
 __all__ = ["SpillBuckets", "read_chunks", "stream_psi"]
@@ -113,12 +113,7 @@ class SpillBuckets:
         flushed = np.zeros(MAX_BUCKETS, dtype=bool)
         with open(self.folder / "ids.txt", "wb") as text:
             for chunk in chunks:
-                keys = []
-                for x in chunk:
-                    try:
-                        keys.append(canonical_id(x, params.strip, params.unicode_form).encode("utf-8"))
-                    except UnicodeEncodeError:
-                        raise DataError(f"id {x!r} is not valid Unicode (lone surrogate)") from None
+                keys = canonical_keys(chunk, params.strip, params.unicode_form)
                 h = id_hashes(keys)
                 texts = [str(x).encode("utf-8", "surrogatepass") for x in chunk]
                 rec = np.empty(len(keys), dtype=_REC)

@@ -376,3 +376,16 @@ def test_cardinality_only_is_refused_where_it_cannot_hold():
     for proto in ("kkrt", "unbalanced"):
         with pytest.raises(ConfigError, match="ecdh"):
             protocol_roles(proto)["guest"](PsiParams(protocol=proto, cardinality_only=True))
+
+
+def test_canonical_keys_fast_path_equals_canonical_id():
+    from atoll.secure.psi import canonical_keys
+
+    ascii_ids = ["a", " b ", "\tc\x1f", "d e", "007", "\x0bx\x0c"]
+    for strip in (True, False):
+        assert canonical_keys(ascii_ids, strip) == [canonical_id(x, strip).encode() for x in ascii_ids]
+    mixed = ["Zo\u00eb", " e\u0301 ", 7, "x"]
+    assert canonical_keys(mixed) == [canonical_id(x).encode() for x in mixed]
+    for bad in (["a", "  "], ["a", None], ["\ud800"]):
+        with pytest.raises(DataError):
+            canonical_keys(bad)
