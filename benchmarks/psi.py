@@ -177,12 +177,18 @@ def run(name: str, fn: Any, seed: int, n: int, overlap: float, workers: int | No
 
 
 # ---------------------------------------------------------------------------- unbalanced
+_A, _B, _M = 0x9E3779B97F4B, 0x2545F4914F6C, 1 << 48  # a bijection of [0, 2^48): i -> (A i + B) mod 2^48
+
+
 def ub_party(ctx: Context, seed: int, n_client: int, n_server: int, cache: str) -> dict:
     from atoll.secure.psi import PsiParams, run_psi
 
-    big = make_ids(seed, n_server, 0.0, "host")
-    ids = big if ctx.role == "host" else big[: n_client // 2] + make_ids(seed + 1, n_client - n_client // 2,
-                                                                          0.0, "guest")
+    if ctx.role == "host":
+        ids = bijection_ids(np.arange(n_server, dtype=np.uint64))
+    else:  # half of the client's ids are the server's
+        half = n_client // 2
+        ids = bijection_ids(np.concatenate([np.arange(half, dtype=np.uint64),
+                                            np.arange(n_server, n_server + n_client - half, dtype=np.uint64)]))
     ctx, counter = _counted(ctx)
     t0, cpu0 = time.perf_counter(), _cpu()
     res = run_psi(ctx, ids, PsiParams(protocol="unbalanced", progress=False, cache_dir=f"{cache}/{ctx.party}"))
@@ -213,7 +219,10 @@ def run_unbalanced(seed: int, n_client: int, n_server: int) -> dict:
 
 
 # ---------------------------------------------------------------------------- streaming
-_A, _B, _M = 0x9E3779B97F4B, 0x2545F4914F6C, 1 << 48  # a bijection of [0, 2^48): i -> (A i + B) mod 2^48
+def bijection_ids(i: np.ndarray) -> list[str]:
+    """Ids ``u%012x`` of distinct indices (distinct ids, in no visible order)."""
+    v = (i.astype(np.uint64) * np.uint64(_A) + np.uint64(_B)) & np.uint64(_M - 1)
+    return [f"u{x:012x}" for x in v.tolist()]
 
 
 def write_id_file(path: Path, n: int, shared: int, role: str, chunk: int = 1 << 20) -> None:
@@ -224,8 +233,7 @@ def write_id_file(path: Path, n: int, shared: int, role: str, chunk: int = 1 << 
         for s in range(0, n, chunk):
             i = np.arange(s, min(n, s + chunk), dtype=np.uint64)
             i = np.where(i < shared, i, i - np.uint64(shared) + np.uint64(own0))
-            v = (i * np.uint64(_A) + np.uint64(_B)) & np.uint64(_M - 1)
-            f.write("\n".join(f"u{x:012x}" for x in v.tolist()) + "\n")
+            f.write("\n".join(bijection_ids(i)) + "\n")
 
 
 def check_stream_output(path: Path, shared: int) -> str:

@@ -112,7 +112,7 @@ from atoll.secure import psi_group
 log = logging.getLogger(__name__)
 
 __all__ = ["PROTOCOLS", "EcdhPsiGuest", "EcdhPsiHost", "PsiParams", "PsiResult", "align_frame",
-           "canonical_id", "canonical_keys", "match_rows", "normalize_ids", "protocol_roles", "psi", "register_protocol",
+           "PsiRole", "canonical_id", "canonical_keys", "match_rows", "normalize_ids", "protocol_roles", "psi", "register_protocol",
            "run_psi"]
 
 VERSION = 1
@@ -309,6 +309,29 @@ def _progress(enabled: bool | None, party: str) -> Iterator[Any]:
 
 
 # ---------------------------------------------------------------------------- roles
+class PsiRole:
+    """What the roles of every PSI protocol share: parameters and the settings all parties must agree on.
+
+    A protocol that shows the guest which of its ids match (``shows_matches``) refuses
+    ``cardinality_only``.
+    """
+
+    protocol = ""
+    version = VERSION
+    shows_matches = True
+
+    def __init__(self, params: PsiParams):
+        if params.cardinality_only and self.shows_matches:
+            raise ConfigError(f"cardinality-only PSI (PSI-CA) runs on protocol 'ecdh'; {self.protocol} shows "
+                              "the guest which of its ids match")
+        self.params = params
+
+    def _settings(self) -> dict:
+        p = self.params
+        return {"protocol": self.protocol, "version": self.version, "result_to": p.result_to, "strip": p.strip,
+                "unicode_form": p.unicode_form}
+
+
 class _EcdhRole:
     def __init__(self, params: PsiParams):
         self.params = params

@@ -89,7 +89,7 @@ from atoll.crypto import aes
 from atoll.errors import ConfigError, CryptoError, DataError
 from atoll.federation.context import Context
 from atoll.secure.mpc.ot import OPRFReceiver, OPRFSender
-from atoll.secure.psi import (PsiParams, PsiResult, _progress, match_rows, normalize_ids,
+from atoll.secure.psi import (PsiParams, PsiResult, PsiRole, _progress, match_rows, normalize_ids,
                               register_protocol, secure_permutation)
 
 log = logging.getLogger(__name__)
@@ -254,19 +254,10 @@ def _check_size(x: Any, who: str) -> int:
 
 
 # ---------------------------------------------------------------------------- roles
-class _KkrtRole:
+class _KkrtRole(PsiRole):
+    protocol = "kkrt"
+    version = VERSION
     label = "psi-kkrt"
-
-    def __init__(self, params: PsiParams):
-        if params.cardinality_only:
-            raise ConfigError("cardinality-only PSI (PSI-CA) runs on protocol 'ecdh'; KKRT-PSI shows the "
-                              "guest which of its ids match")
-        self.params = params
-
-    def _hello(self) -> dict:
-        p = self.params
-        return {"protocol": "kkrt", "version": VERSION, "result_to": p.result_to, "strip": p.strip,
-                "unicode_form": p.unicode_form}
 
     def _memory_source(self, ids: Iterable[Any]) -> tuple[list[Any], list[bytes], np.ndarray, Buckets]:
         p = self.params
@@ -314,7 +305,7 @@ class KkrtPsiGuest(_KkrtRole):
         n = source.n
         stats: dict[str, Any] = {"protocol": "kkrt", "backend": "aes+ot", "n": n, "hosts": hosts}
         with ctx.scope("psi"):
-            ctx.send(hosts, "hello", {**self._hello(), "n": n})
+            ctx.send(hosts, "hello", {**self._settings(), "n": n})
             n_host = {h: _check_size(r.get("n") if isinstance(r, dict) else None, h)
                       for h, r in ctx.gather(hosts, "hello").items()}
             plan = _plan_for(n, n_host, os.urandom(16))
@@ -424,7 +415,7 @@ class KkrtPsiHost(_KkrtRole):
         return PsiResult([ids[i] for i in pos], pos, len(pos), res.stats)
 
     def _check_hello(self, hello: Any) -> None:
-        mine = self._hello()
+        mine = self._settings()
         if not isinstance(hello, dict) or {k: hello.get(k) for k in ("protocol", "version")} != \
                 {k: mine[k] for k in ("protocol", "version")}:
             got = {k: hello.get(k) for k in ("protocol", "version")} if isinstance(hello, dict) else "?"

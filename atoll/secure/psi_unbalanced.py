@@ -75,7 +75,7 @@ import numpy as np
 from atoll.errors import ConfigError, CryptoError, DataError
 from atoll.federation.context import Context
 from atoll.secure import psi_group
-from atoll.secure.psi import (PsiParams, PsiResult, _pool, batch_spans, normalize_ids, register_protocol,
+from atoll.secure.psi import (PsiParams, PsiResult, PsiRole, _pool, batch_spans, normalize_ids, register_protocol,
                               secure_permutation)
 
 log = logging.getLogger(__name__)
@@ -293,17 +293,9 @@ class _ClientTable:
 
 
 # ---------------------------------------------------------------------------- roles
-class _Role:
-    def __init__(self, params: PsiParams):
-        if params.cardinality_only:
-            raise ConfigError("cardinality-only PSI (PSI-CA) runs on protocol 'ecdh'; unbalanced PSI shows "
-                              "the client which of its ids match")
-        self.params = params
-
-    def _hello(self) -> dict:
-        p = self.params
-        return {"protocol": "unbalanced", "version": VERSION, "result_to": p.result_to, "strip": p.strip,
-                "unicode_form": p.unicode_form}
+class _Role(PsiRole):
+    protocol = "unbalanced"
+    version = VERSION
 
     @property
     def _folder(self) -> Path | None:
@@ -330,7 +322,7 @@ class UnbalancedPsiClient(_Role):
         table = _ClientTable.load(folder / "client") if folder else None
         stats: dict[str, Any] = {"protocol": "unbalanced", "n": n}
         with ctx.scope("psi"):
-            ctx.send(server, "hello", {**self._hello(), "n": n, "batch_size": p.batch_size,
+            ctx.send(server, "hello", {**self._settings(), "n": n, "batch_size": p.batch_size,
                                        "cache_id": table.cache_id if table else None})
             reply = ctx.recv(server, "hello")
             if not isinstance(reply, dict) or not isinstance(reply.get("n"), int) \
@@ -434,7 +426,7 @@ class UnbalancedPsiServer(_Role):
         return PsiResult([ids[i] for i in pos], pos, len(pos), stats)
 
     def _check_hello(self, hello: Any) -> None:
-        mine = self._hello()
+        mine = self._settings()
         if not isinstance(hello, dict) or {k: hello.get(k) for k in mine} != mine:
             theirs = {k: hello.get(k) for k in mine} if isinstance(hello, dict) else type(hello).__name__
             raise ConfigError(f"the guest asks for PSI {theirs}; this host runs {mine}: use the same "

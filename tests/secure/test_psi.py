@@ -16,26 +16,7 @@ from atoll.federation import Party, PartyFailed, launch
 from atoll.secure import psi_group
 from atoll.secure.psi import (PsiParams, align_frame, canonical_id, match_rows, normalize_ids, psi,
                               run_psi)
-
-
-def run(guest_ids, *host_ids, recorder=None, **kw):
-    """Launch a guest and hosts in threads; ``{party: result}``."""
-    parties = {"guest": Party("guest", psi, {"ids": guest_ids, **kw})}
-    for i, ids in enumerate(host_ids):
-        parties[f"host_{i}"] = Party("host", psi, {"ids": ids, **kw})
-    return launch(parties, recorder=recorder)
-
-
-def id_sets(n_guest, n_host, overlap, seed):
-    """Distinct string ids with ``overlap`` of the smaller set shared."""
-    rng = random.Random(seed)
-    pool = rng.sample(range(10**9), n_guest + n_host)
-    shared = int(overlap * min(n_guest, n_host))
-    g = [f"user-{v}@example.com" for v in pool[:n_guest]]
-    h = g[:shared] + [f"user-{v}@example.com" for v in pool[n_guest:n_guest + n_host - shared]]
-    rng.shuffle(g)
-    rng.shuffle(h)
-    return g, h
+from psi_sets import id_sets, run
 
 
 # ---------------------------------------------------------------------------- group

@@ -17,27 +17,15 @@ from atoll.federation import Party, PartyFailed, launch
 from atoll.secure import psi_kkrt
 from atoll.secure.mpc.ot import OPRFBatch, OPRFSender
 from atoll.secure.psi import normalize_ids, psi, run_psi, PsiParams
+import psi_sets
+from psi_sets import id_sets
 from atoll.secure.psi_kkrt import (Buckets, bucket_cap, bucket_of, cuckoo_bins, cuckoo_candidates,
                                    cuckoo_insert, id_hashes, n_buckets, value_bytes)
 
 
 def run(guest_ids, *host_ids, recorder=None, **kw):
     kw.setdefault("protocol", "kkrt")
-    parties = {"guest": Party("guest", psi, {"ids": guest_ids, **kw})}
-    for i, ids in enumerate(host_ids):
-        parties[f"host_{i}"] = Party("host", psi, {"ids": ids, **kw})
-    return launch(parties, recorder=recorder)
-
-
-def id_sets(n_guest, n_host, overlap, seed):
-    rng = random.Random(seed)
-    pool = rng.sample(range(10**9), n_guest + n_host)
-    shared = int(overlap * min(n_guest, n_host))
-    g = [f"user-{v}@example.com" for v in pool[:n_guest]]
-    h = g[:shared] + [f"user-{v}@example.com" for v in pool[n_guest:n_guest + n_host - shared]]
-    rng.shuffle(g)
-    rng.shuffle(h)
-    return g, h
+    return psi_sets.run(guest_ids, *host_ids, recorder=recorder, **kw)
 
 
 @pytest.fixture
