@@ -208,8 +208,8 @@ class ServerCache:
             if meta.get("version") != VERSION:
                 return None
             return cls(meta["cache_id"], (folder / "key.bin").read_bytes(), bytes.fromhex(meta["salt"]),
-                       np.load(folder / "encoded.npy", allow_pickle=False),
-                       np.load(folder / "positions.npy", allow_pickle=False), meta["fingerprint"],
+                       np.load(folder / "encoded.npy", mmap_mode="r", allow_pickle=False),
+                       np.load(folder / "positions.npy", mmap_mode="r", allow_pickle=False), meta["fingerprint"],
                        meta.get("seconds", 0.0))
         except (OSError, ValueError, KeyError):
             return None
@@ -372,7 +372,7 @@ class UnbalancedPsiClient(_Role):
                      seconds={"hello": t1 - t0, "offline": t2 - t1, "online": t3 - t2, "total": t3 - t0})
         log.info("unbalanced PSI client: %d ids, server %d, intersection %d, online %.2fs", n, n_s, len(pos),
                  t3 - t2)
-        return PsiResult([ids[i] for i in pos], pos, len(pos), stats)
+        return PsiResult([ids[i] for i in pos.tolist()], pos, len(pos), stats)
 
 
 class UnbalancedPsiServer(_Role):
@@ -401,7 +401,7 @@ class UnbalancedPsiServer(_Role):
             if hello.get("cache_id") != cache.cache_id:
                 for k, (s, e) in enumerate(batch_spans(cache.n, SETUP_BATCH)):
                     with ctx.scope("setup", k):
-                        ctx.send("guest", "encoded", cache.encoded[s:e])
+                        ctx.send("guest", "encoded", np.ascontiguousarray(cache.encoded[s:e]))
             t2 = time.perf_counter()
             for k, (s, e) in enumerate(batch_spans(n_c, bs)):
                 with ctx.scope("batch", k):
@@ -421,9 +421,9 @@ class UnbalancedPsiServer(_Role):
                              "online": t3 - t2, "total": t3 - t0}}
         if result is None:
             return PsiResult(None, None, None, stats)
-        pos = cache.positions[result.astype(np.int64)]
+        pos = np.asarray(cache.positions[result.astype(np.int64)])
         stats["size"] = len(pos)
-        return PsiResult([ids[i] for i in pos], pos, len(pos), stats)
+        return PsiResult([ids[i] for i in pos.tolist()], pos, len(pos), stats)
 
     def _check_hello(self, hello: Any) -> None:
         mine = self._settings()
