@@ -188,6 +188,10 @@ def ub_party(ctx: Context, seed: int, n_client: int, n_server: int, cache: str) 
         half = n_client // 2
         ids = bijection_ids(np.concatenate([np.arange(half, dtype=np.uint64),
                                             np.arange(n_server, n_server + n_client - half, dtype=np.uint64)]))
+    # both clocks start once both id lists exist (the server's 10M take seconds to make)
+    other = "guest" if ctx.role == "host" else "host_0"
+    ctx.send(other, "ready", True)
+    ctx.recv(other, "ready")
     ctx, counter = _counted(ctx)
     t0, cpu0 = time.perf_counter(), _cpu()
     res = run_psi(ctx, ids, PsiParams(protocol="unbalanced", progress=False, cache_dir=f"{cache}/{ctx.party}"))
@@ -205,13 +209,15 @@ def run_unbalanced(seed: int, n_client: int, n_server: int) -> dict:
         if g["size"] != n_client // 2 or g["digest"] != h["digest"]:
             raise SystemExit(f"unbalanced: wrong intersection ({g['size']}, expected {n_client // 2})")
         gp, hp = g["phases"], h["phases"]
-        fig[phase] = {"server_offline_s": hp["offline"], "download_s": gp["offline"],
+        fig[phase] = {"server_offline_s": hp["offline"], "server_check_s": hp["check"], "download_s": gp["offline"],
                       "online_s": max(gp["online"], hp["online"]), "total_s": max(g["seconds"], h["seconds"]),
+                      "client_seconds": g["seconds"], "server_seconds": h["seconds"],
                       "bytes_client": g["bytes_sent"], "bytes_server": h["bytes_sent"],
                       "peak_rss_mb_guest": g["peak_rss_mb"], "peak_rss_mb_host": h["peak_rss_mb"]}
         f = fig[phase]
         print(f"  unbalanced {phase:<7} {n_client:>7,} x {n_server:<11,} server offline {f['server_offline_s']:6.1f} s"
-              f"  download {f['download_s']:5.2f} s  online {f['online_s']:5.2f} s  total {f['total_s']:6.1f} s  "
+              f"  check {f['server_check_s']:4.2f} s  download {f['download_s']:5.2f} s  online {f['online_s']:5.2f} s  "
+              f"session client {f['client_seconds']:6.1f} s, server {f['server_seconds']:6.1f} s  "
               f"sent client {f['bytes_client'] / 1e6:.2f} MB, server {f['bytes_server'] / 1e6:.1f} MB  peak RSS "
               f"client {f['peak_rss_mb_guest']:.0f} MB, server {f['peak_rss_mb_host']:.0f} MB", flush=True)
     return fig
@@ -311,7 +317,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="threads per party (default: cores)")
     ap.add_argument("--no-peer", action="store_true", help="skip openmined-psi")
     ap.add_argument("--no-ecdh-big", action="store_true", help="skip Atoll ECDH at --big-n")
+    ap.add_argument("--only", default="peer,big,unbalanced,stream",
+                    help="sections to run, comma-separated: peer, big, unbalanced, stream")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     peer_n = args.peer_n or (20_000 if args.quick else 100_000)
     big_n = args.big_n or (100_000 if args.quick else 1_000_000)
     ub_client = args.ub_client or (2_000 if args.quick else 10_000)
@@ -328,6 +337,24 @@ def main() -> None:
           " KKRT-PSI on AES + OT extension (one thread); both parties are separate processes over gRPC + mutual "
           "TLS on loopback; ids are 13-character strings")
     result: dict[str, Any] = {"hardware": hardware(), "seed": args.seed, "overlap": args.overlap, "quick": args.quick}
+    if "peer" in only:
+        peer_section(args, peer_n, result)
+    if "big" in only:
+        big_section(args, big_n, result)
+    if "unbalanced" in only:
+        result["unbalanced"] = run_unbalanced(args.seed, ub_client, ub_server)
+    if "stream" in only and stream_n:
+        result["kkrt_streamed"] = run_stream(stream_n, args.overlap, args.chunk_rows)
+        if stream_n >= 10_000_000:
+            st = result["kkrt_streamed"]
+            ok = st["seconds"] <= 180 and max(st["peak_rss_mb_guest"], st["peak_rss_mb_host"]) <= 2048
+            print(f"  10M x 10M goal (<= 3 min, <= 2 GB per party): {'met' if ok else 'NOT met'}")
+    result["load_1min_end"] = hardware()["load_1min"]
+    print(f"load average at end {result['load_1min_end']}")
+    print(json.dumps(result))
+
+
+def peer_section(args: Any, peer_n: int, result: dict) -> None:
     kkrt_small = run("atoll kkrt", kkrt_party, args.seed, peer_n, args.overlap, args.workers)
     ecdh_small = run("atoll ecdh", atoll_party, args.seed, peer_n, args.overlap, args.workers)
     result.update(kkrt_peer_n=kkrt_small, atoll_peer_n=ecdh_small)
@@ -345,6 +372,9 @@ def main() -> None:
                   f"than openmined-psi (goal >= 20x), Atoll ECDH {result['speedup_vs_openmined']:.1f}x; bytes per id "
                   f"openmined {peer['bytes_per_id']:.0f}, KKRT {kkrt_small['bytes_per_id']:.0f}, ECDH "
                   f"{ecdh_small['bytes_per_id']:.0f}", flush=True)
+
+
+def big_section(args: Any, big_n: int, result: dict) -> None:
     big = run("atoll kkrt", kkrt_party, args.seed, big_n, args.overlap, args.workers)
     result["kkrt_big_n"] = big
     if not args.no_ecdh_big:
@@ -355,16 +385,6 @@ def main() -> None:
               f"({result['kkrt_speedup_vs_ecdh_big_n']:.1f}x)")
     if big_n >= 1_000_000:
         print(f"  1M x 1M goal (<= 10 s on 2 cores): {'met' if big['seconds'] <= 10 else 'NOT met'} by KKRT")
-    result["unbalanced"] = run_unbalanced(args.seed, ub_client, ub_server)
-    if stream_n:
-        result["kkrt_streamed"] = run_stream(stream_n, args.overlap, args.chunk_rows)
-        if stream_n >= 10_000_000:
-            st = result["kkrt_streamed"]
-            ok = st["seconds"] <= 180 and max(st["peak_rss_mb_guest"], st["peak_rss_mb_host"]) <= 2048
-            print(f"  10M x 10M goal (<= 3 min, <= 2 GB per party): {'met' if ok else 'NOT met'}")
-    result["load_1min_end"] = hardware()["load_1min"]
-    print(f"load average at end {result['load_1min_end']}")
-    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ input ids and one bucket of the protocol in memory:
    within a bucket (the agreed order of streaming: a function of the
    intersection alone, the same at every party), appended to ``out``.
 
-Memory per party is bounded by the chunk (about 150 bytes per id of a chunk),
-one bucket (about 300 bytes per id of the larger party's bucket, at most
-2^18 ids until 67M ids) and, at a host, 12 bytes per own id for the map of
-its shuffled lists. Disk: about 30 bytes plus the id's text per id.
+Memory per party is bounded by one chunk of ids and one bucket of the
+protocol (at most about 2^18 ids of the larger party, up to 67M ids): it does
+not grow with the set. Disk: a 36-byte record per id (twice while spilling)
+plus the id's text.
 """
 
 from __future__ import annotations

@@ -53,6 +53,12 @@ What each party sees
 * Everyone: blinded points, PRF values and positions in shuffled lists, never
   an id or the input order.
 
+Measured with ``benchmarks/psi.py`` (2-core AMD EPYC, IPP X25519, load 5-9):
+10k client ids against 10M server ids: the server's offline phase 95 s, the
+client's one-time download 110 MB (9.7 s with sorting), then each online
+session 2.0 s, of which 1.5 s is the server checking that its ids still match
+its cache (a digest of all of them) and 0.46 s the protocol.
+
 Pick it for 1k-100k ids against millions that change rarely; for balanced
 sets use ``kkrt`` (:mod:`atoll.secure.psi_kkrt`). Two parties only.
 """
