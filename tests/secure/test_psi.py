@@ -130,8 +130,9 @@ def test_mismatched_settings_are_refused():
 
 
 # ---------------------------------------------------------------------------- wire audit
-def test_wire_audit_no_clear_ids_and_shuffled(monkeypatch):
-    g, h = id_sets(2000, 2000, 0.5, seed=6)
+@pytest.fixture
+def party_scalars(monkeypatch):
+    """Each party's X25519 scalar, recorded as it is drawn (party threads are named after the party)."""
     scalars: dict[str, bytes] = {}
     real = psi_group.new_scalar
 
@@ -141,6 +142,12 @@ def test_wire_audit_no_clear_ids_and_shuffled(monkeypatch):
         return s
 
     monkeypatch.setattr(psi_group, "new_scalar", spy)
+    return scalars
+
+
+def test_wire_audit_no_clear_ids_and_shuffled(party_scalars):
+    g, h = id_sets(2000, 2000, 0.5, seed=6)
+    scalars = party_scalars
     sent: list[tuple[str, str, str, bytes]] = []
     out = run(g, h, batch_size=512, recorder=lambda s, r, a, p: sent.append((s, r, a, p)))
     assert out["guest"] == sorted(set(g) & set(h))
@@ -311,19 +318,11 @@ def test_cardinality_only_gives_the_size_alone(overlap):
     assert out["guest"].size == want and out["host_0"].size is None
 
 
-def test_cardinality_only_returns_ab_shuffled(monkeypatch):
+def test_cardinality_only_returns_ab_shuffled(party_scalars):
     """The host's AB list is a permutation of ``b * A`` not in the order of the guest's A: the guest
     cannot tell which of its ids matched."""
     g, h = id_sets(800, 800, 1.0, seed=13)
-    scalars: dict[str, bytes] = {}
-    real = psi_group.new_scalar
-
-    def spy() -> bytes:
-        sc = real()
-        scalars[threading.current_thread().name.removeprefix("atoll-party-")] = sc
-        return sc
-
-    monkeypatch.setattr(psi_group, "new_scalar", spy)
+    scalars = party_scalars
     sent = []
     params = PsiParams(cardinality_only=True, batch_size=300)
     out = launch({"guest": Party("guest", run_psi, {"ids": g, "params": params}),
