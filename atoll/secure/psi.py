@@ -134,7 +134,7 @@ class PsiParams:
     workers: int | None = None       # threads blinding in parallel (default: usable cores)
     backend: str | None = None       # X25519 backend: "ipp", "cryptography", None = fastest
     progress: bool | None = None     # rich progress bars (None: when stderr is a terminal)
-    cache_dir: str | None = None     # unbalanced: this party's folder for the offline phase's cache
+    cache_dir: str | None = None     # unbalanced: folder of the offline phase's cache (None: redone each call)
     cardinality_only: bool = False   # ecdh, one host: learn only the size of the intersection (PSI-CA)
 
     def __post_init__(self) -> None:

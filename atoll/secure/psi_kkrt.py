@@ -69,8 +69,8 @@ Which protocol to pick
   huge one that changes rarely; the big side's work is done once, offline.
 
 Measured with ``benchmarks/psi.py`` (both parties as processes over gRPC +
-mTLS, 50% overlap) on this project's 2-core AMD EPYC (no AVX-512 IFMA use:
-AES-NI only matters here): 100k x 100k in 1.9 s (load 3.5), 1M x 1M in 8.1 s
+mTLS, 50% overlap) on this project's 2-core AMD EPYC (KKRT needs AES-NI
+and nothing else): 100k x 100k in 1.9 s (load 3.5), 1M x 1M in 8.1 s
 (load 4.1; peak RSS 479 MB guest, 741 MB host, whole processes), 10M x 10M
 streamed from CSV (:mod:`atoll.secure.psi_stream`) in 159 s with 714 MB peak
 RSS per party (load 5-12). The cost is the BLAKE2b row hash of the OPRF (one
