@@ -182,6 +182,14 @@ def psi_command(
                                                    "guest: only the guest"),
         duplicates: str = typer.Option("error", help="error, or drop (keep the first occurrence)"),
         strip: bool = typer.Option(True, help="Strip whitespace around ids (must match on all sides)"),
+        protocol: str = typer.Option("ecdh", help="ecdh (X25519), kkrt (OT extension: fastest for big "
+                                                  "sets) or unbalanced (small set against a huge one)"),
+        stream: bool = typer.Option(False, help="kkrt: read the id file in chunks and write the result as it "
+                                                "comes (bounded memory, CSV or Parquet; result ordered by id hash)"),
+        chunk_rows: int = typer.Option(1 << 20, help="--stream: ids read at a time"),
+        cache_dir: Optional[Path] = typer.Option(None, help="unbalanced: folder for this party's offline cache"),
+        cardinality: bool = typer.Option(False, help="ecdh, one host: learn only how many ids are in common "
+                                                     "(PSI-CA); nothing is written"),
 ) -> None:
     """Private set intersection: align this party's ids with other parties' without revealing others."""
     from atoll.errors import AtollError
@@ -189,9 +197,19 @@ def psi_command(
     from atoll.secure.psi import PsiParams
 
     try:
-        params = PsiParams(result_to=result_to, duplicates=duplicates, strip=strip)
+        params = PsiParams(protocol=protocol, result_to=result_to, duplicates=duplicates, strip=strip,
+                           cache_dir=str(cache_dir) if cache_dir else None, cardinality_only=cardinality)
+        if stream and protocol != "kkrt":
+            raise typer.BadParameter("--stream runs the kkrt protocol: add --protocol kkrt")
+        if standalone and stream:
+            sizes = psi_cli.run_standalone(ids, host_ids, column, params, stream_to=out, chunk_rows=chunk_rows)
+            typer.echo(f"{sizes['guest']} ids in common; aligned ids written to {out}/")
+            return
         if standalone:
             results = psi_cli.run_standalone(ids, host_ids, column, params)
+            if cardinality:
+                typer.echo(f"{results['guest']} ids in common (cardinality only: no ids were learnt)")
+                return
             files = {"guest": ids, **{f"host_{i}": h for i, h in enumerate(host_ids)}}
             for name, found in results.items():
                 if found is not None:
@@ -205,8 +223,18 @@ def psi_command(
         name = party or ("guest" if role == "guest" else "host_0")
         if psi_cli.role_of(name) != role:
             raise typer.BadParameter(f"party {name!r} does not play role {role!r}")
+        if stream:
+            size = psi_cli.run_node_stream(name, ids, column, out, address, psi_cli.parse_peers(peer),
+                                           str(certs) if certs else None, params, chunk_rows, job_id=job_id)
+            typer.echo("done; only the guest learns the intersection (result_to=guest)" if size is None
+                       else f"{size} ids in common; aligned ids written to {out}")
+            return
         found = psi_cli.run_node(name, psi_cli.read_ids(ids, column), address, psi_cli.parse_peers(peer),
                                  str(certs) if certs else None, params, job_id=job_id)
+        if cardinality:
+            typer.echo("done; only the guest learns the size (result_to=guest)" if found is None
+                       else f"{found} ids in common (cardinality only: no ids were learnt)")
+            return
         if found is None:
             typer.echo("done; only the guest learns the intersection (result_to=guest)")
             return
