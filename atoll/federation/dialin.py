@@ -148,18 +148,15 @@ def read_frames(frames: Iterator[bytes], max_bytes: int,
             admit(size)
         if len(body) > size:
             raise WireError("message longer than its header says")
-        buf = bytearray(size)
-        buf[:len(body)] = body
-        pos = len(body)
-        while pos < size:
+        buf = bytearray(body)  # grows with what arrives, never from the size the header claims
+        while len(buf) < size:
             try:
                 chunk = next(frames)
             except StopIteration:
-                raise WireError(f"message truncated: {pos} of {size} bytes arrived") from None
-            if pos + len(chunk) > size:
+                raise WireError(f"message truncated: {len(buf)} of {size} bytes arrived") from None
+            if len(buf) + len(chunk) > size:
                 raise WireError("message longer than its header says")
-            buf[pos:pos + len(chunk)] = chunk
-            pos += len(chunk)
+            buf += chunk
         yield header, buf
 
 

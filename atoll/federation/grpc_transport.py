@@ -14,7 +14,10 @@ Methods carry raw bytes (no protobuf schema, no pickle):
   checks that the sender named in the header is the party named by the client's TLS
   certificate, that the address belongs to the header's job (``JOB/TASK/SCOPE.../KEY``),
   that the job is open here and the sender is one of its parties, and the size limit
-  before allocating; it delivers into the job's mailbox once per message id (a retried
+  before anything is buffered; the payload's buffer grows as its chunks arrive (never from the
+  declared size), and what a peer may have buffered untaken in a job is bounded (the mailbox's
+  limits, ``mailbox_limits``; past them the push is refused with ``RESOURCE_EXHAUSTED`` and the
+  sender retries until ``connect_timeout``). It delivers into the job's mailbox once per message id (a retried
   push is acknowledged but not delivered again). A push for a job this endpoint never
   opened is refused (``NOT_FOUND``; the sender retries until ``connect_timeout``, since
   its peer may not have opened the job yet) and never buffered; one for a job closed
@@ -46,8 +49,8 @@ import grpc
 from atoll import wire
 from atoll.errors import AuthError, FederationError, PeerFailed, UnknownParty, WireError
 from atoll.federation.certs import TlsConfig
-from atoll.federation.transport import (Endpoint, JobTable, JobTransport, OpenJob, Payload, Transport,
-                                        clean_reason, job_of, party_names, payload_size)
+from atoll.federation.transport import (Endpoint, JobTable, JobTransport, MailboxFull, OpenJob, Payload,
+                                        Transport, clean_reason, job_of, party_names, payload_size)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,8 @@ class GrpcEndpoint(Endpoint):
                  listen: str | None = None, max_bytes: int = wire.DEFAULT_MAX_BYTES,
                  connect_timeout: float = 60.0, send_timeout: float = 600.0,
                  startup_grace: float = 30.0, max_workers: int = 16, max_jobs: int = 1000,
-                 services: Sequence[grpc.GenericRpcHandler] = ()):
+                 services: Sequence[grpc.GenericRpcHandler] = (),
+                 mailbox_limits: Mapping[str, float] | None = None):
         if party not in addresses:
             raise UnknownParty(f"party {party!r} has no address in {sorted(addresses)}")
         if tls is not None and tls.party != party:
@@ -113,7 +117,7 @@ class GrpcEndpoint(Endpoint):
         self.connect_timeout = connect_timeout
         self.send_timeout = send_timeout
         self.startup_grace = startup_grace
-        self.jobs = JobTable(party, max_jobs)
+        self.jobs = JobTable(party, max_jobs, mailbox_limits)
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -197,6 +201,8 @@ class GrpcEndpoint(Endpoint):
     def _on_push(self, chunks: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         try:
             header = wire.loads(next(chunks), max_bytes=_HEADER_MAX)
+            if type(header) is not dict:
+                raise WireError("the header is not a dict")
             msg_id, sender, receiver, address, size = (header["id"], header["sender"],
                                                       header["receiver"], header["address"],
                                                       header["size"])
@@ -226,18 +232,26 @@ class GrpcEndpoint(Endpoint):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"message of {size} bytes exceeds {self.party!r}'s limit of "
                           f"{self.max_bytes} bytes")
-        buf = bytearray(size)
-        pos = 0
-        for chunk in chunks:
-            n = len(chunk)
-            if pos + n > size:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload longer than its header says")
-            buf[pos:pos + n] = chunk
-            pos += n
-        if pos != size:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"payload truncated: {pos} of {size} bytes arrived")
-        job.mailbox.deliver(sender, address, buf, msg_id)
+        try:
+            job.mailbox.reserve(sender, size)  # counts the declared size; allocates nothing
+        except MailboxFull as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        try:
+            buf = bytearray()  # grows with what arrives: a header's size claim alone costs nothing
+            for chunk in chunks:
+                if len(buf) + len(chunk) > size:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload longer than its header says")
+                buf += chunk
+            if len(buf) != size:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"payload truncated: {len(buf)} of {size} bytes arrived")
+        except BaseException:
+            job.mailbox.release(sender, size)
+            raise
+        try:
+            job.mailbox.deliver(sender, address, buf, msg_id, reserved=size)
+        except MailboxFull as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         return b""
 
     def _on_ping(self, request: bytes, context: grpc.ServicerContext) -> bytes:

@@ -1,0 +1,120 @@
+"""The codec and the gRPC server's header handling under hostile input (issue 19).
+
+The fuzz runs a bounded number of hypothesis examples (``ATOLL_FUZZ_EXAMPLES``, default 300;
+set it to 100000 for a long run).
+"""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from atoll import wire
+from atoll.errors import WireError
+from atoll.federation.grpc_transport import GrpcEndpoint
+from atoll.federation.launch import free_port
+
+EXAMPLES = int(os.environ.get("ATOLL_FUZZ_EXAMPLES", "300"))
+
+
+class Aborted(Exception):
+    pass
+
+
+class FakeContext:
+    """What _on_push needs of a grpc.ServicerContext: abort() raises, as gRPC's does."""
+
+    def __init__(self):
+        self.code = None
+
+    def abort(self, code, details):
+        self.code, self.details = code, details
+        raise Aborted(code, details)
+
+    def auth_context(self):
+        return {}
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    ep = GrpcEndpoint("b", {"a": "127.0.0.1:1", "b": f"127.0.0.1:{free_port()}"}, None,
+                      mailbox_limits={"max_peer_bytes": 1 << 20})
+    ep.open_job("j", ["a", "b"])
+    yield ep
+    ep.close(grace=0)
+
+
+def push(ep, first: bytes, *rest: bytes):
+    ctx = FakeContext()
+    try:
+        ep._on_push(iter([first, *rest]), ctx)
+    except Aborted:
+        pass
+    return ctx
+
+
+def good(**over):
+    h = {"id": "m", "job": "j", "sender": "a", "receiver": "b", "address": "j/main/k", "size": 3}
+    h.update(over)
+    return h
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3), [1, 2, 3], "id", 7, None, b"xyz"])
+def test_a_header_that_is_not_a_dict_is_refused_as_malformed(endpoint, bad):
+    ctx = push(endpoint, wire.dumps(bad))
+    assert ctx.code == grpc.StatusCode.INVALID_ARGUMENT and "malformed push header" in ctx.details
+
+
+@pytest.mark.parametrize("size", [True, False, -1, 1.5, "3", None])
+def test_a_header_size_that_is_not_a_plain_integer_is_refused(endpoint, size):
+    ctx = push(endpoint, wire.dumps(good(size=size)), b"abc")
+    assert ctx.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_well_formed_push_is_delivered_once(endpoint):
+    ctx = push(endpoint, wire.dumps(good(id="ok1")), b"abc")
+    assert ctx.code is None
+    assert endpoint.jobs.get("j").mailbox.take("a", "j/main/k", 1, "k") == b"abc"
+
+
+def test_a_0d_array_round_trips_as_0d():
+    for a in (np.array(3.5), np.array(7, dtype=np.int64), np.array(True)):
+        back = wire.loads(wire.dumps(a))
+        assert back.shape == () and back.dtype == a.dtype and back == a
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
+    max_leaves=12)
+_field = _values | st.sampled_from(["a", "b", "j", "j/main/k", "x/main/k", "m"]) | st.integers(0, 64)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(fields=st.dictionaries(st.sampled_from(["id", "job", "sender", "receiver", "address", "size", "x"]),
+                              _field, max_size=7),
+       chunks=st.lists(st.binary(max_size=80), max_size=4))
+def test_fuzz_push_headers_end_in_a_status_never_an_uncaught_error(endpoint, fields, chunks):
+    ctx = push(endpoint, wire.dumps(fields), *chunks)  # anything but Aborted propagates and fails
+    assert ctx.code is None or isinstance(ctx.code, grpc.StatusCode)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.binary(max_size=200))
+def test_fuzz_raw_header_bytes(endpoint, data):
+    push(endpoint, data, b"x")
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.binary(max_size=300))
+def test_fuzz_codec_raises_only_wire_errors(data):
+    try:
+        wire.loads(bytes([1]) + data)
+    except WireError:
+        pass
