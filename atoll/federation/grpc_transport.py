@@ -110,6 +110,8 @@ class GrpcEndpoint(Endpoint):
             raise UnknownParty(f"party {party!r} has no address in {sorted(addresses)}")
         if tls is not None and tls.party != party:
             raise AuthError(f"TLS material is for {tls.party!r}, not {party!r}")
+        if tls is not None:
+            tls.check_names(addresses)
         self.party = party
         self.addresses = dict(addresses)
         self.tls = tls
@@ -150,6 +152,8 @@ class GrpcEndpoint(Endpoint):
 
     def add_peer(self, party: str, address: str) -> None:
         """Add (or move) a partner this endpoint may open jobs with."""
+        if self.tls is not None:
+            self.tls.check_names([party])
         with self._lock:
             self.addresses[party] = address
             ch = self._channels.pop(party, None)
@@ -180,6 +184,8 @@ class GrpcEndpoint(Endpoint):
         return names[0].decode() if names else ""
 
     def _check_sender(self, claimed: str, context: grpc.ServicerContext) -> None:
+        if claimed == self.party:  # nobody speaks to a party in its own name
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"a peer may not send as {claimed!r} to itself")
         who = self._peer_identity(context)
         if who is not None and who != claimed:
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
