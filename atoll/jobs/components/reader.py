@@ -107,6 +107,9 @@ def load_table(job: JobSpec, party: str, need_label: bool = True) -> Table:
     if label is not None:
         if label in df.columns:
             y = df.pop(label)
+            if not pd.api.types.is_numeric_dtype(y):
+                raise DataError(f"party {party!r}: label column {label!r} is not numeric; encode the "
+                                "classes as numbers (0, 1, ...) before the job")
         elif need_label:
             raise DataError(f"party {party!r}: label column {label!r} is not in {f.name}")
     exposure = None
