@@ -71,8 +71,8 @@ from atoll import wire
 from atoll.errors import AuthError, FederationError, PeerFailed, UnknownParty, WireError
 from atoll.federation.certs import TlsConfig
 from atoll.federation.tokens import CLIENT_NAME, TokenStore, parse_token
-from atoll.federation.transport import (Endpoint, JobTable, JobTransport, OpenJob, Payload, as_bytes,
-                                        check_job_id, clean_reason, job_of, party_names)
+from atoll.federation.transport import (Endpoint, JobTable, JobTransport, MailboxFull, OpenJob, Payload,
+                                        as_bytes, check_job_id, clean_reason, job_of, party_names)
 
 log = logging.getLogger(__name__)
 
@@ -578,6 +578,9 @@ class DialInServer(Endpoint):
             end = (grpc.StatusCode.RESOURCE_EXHAUSTED,
                    f"message of {e.args[0]} bytes refused: the server holds {self.client_buffer_bytes} bytes at "
                    "most from one client that it has not taken yet")
+        except MailboxFull as e:  # the job's mailbox bounds (messages, bytes in all) hold too
+            reason, end = "it sent more than the server had taken (buffer full)", (
+                grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except WireError as e:
             reason, end = "it broke the protocol", (grpc.StatusCode.INVALID_ARGUMENT, f"protocol error: {e}")
         self._end_session(s, reason, end)
@@ -822,6 +825,9 @@ class DialInClientTransport(JobTransport):
                 reason = f"the server ended this session ({code.name}: {clean_reason(detail)})"
         except WireError as e:
             reason = f"the server broke the protocol ({e})"
+            self._call.cancel()
+        except MailboxFull:
+            reason = "the server sent more than this client had taken (buffer full)"
             self._call.cancel()
         mailbox.mark_failed(self.server, reason)
         self._outbox.close()

@@ -118,3 +118,26 @@ def test_fuzz_codec_raises_only_wire_errors(data):
         wire.loads(bytes([1]) + data)
     except WireError:
         pass
+
+
+def test_concurrent_pushes_are_bounded_by_what_they_declare_before_any_byte_arrives():
+    ep = GrpcEndpoint("b", {"a": "127.0.0.1:1", "b": f"127.0.0.1:{free_port()}"}, None,
+                      mailbox_limits={"max_peer_bytes": 1 << 20})
+    try:
+        ep.open_job("j", ["a", "b"])
+        second = {}
+
+        def first_stream():
+            yield wire.dumps(good(id="big1", size=700_000))
+            # while the first push is in flight, a second one claims 700 kB more: refused at once
+            second["ctx"] = push(ep, wire.dumps(good(id="big2", size=700_000)), b"y" * 700_000)
+            yield b"x" * 700_000
+
+        ctx = FakeContext()
+        ep._on_push(first_stream(), ctx)
+        assert ctx.code is None
+        assert second["ctx"].code == grpc.StatusCode.RESOURCE_EXHAUSTED and "1048576 bytes at most" in \
+            second["ctx"].details
+        assert ep.stats()["j"] == {"messages": 1, "bytes": 700_000, "failed": 0, "ids": 1}
+    finally:
+        ep.close(grace=0)
