@@ -6,6 +6,7 @@ build without one of them still loads every job that does not use it.
 
 from atoll.jobs.components import (  # noqa: F401
     evaluate,
+    ftl,
     glm,
     homo,
     mpc,
