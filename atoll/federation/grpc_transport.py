@@ -181,7 +181,14 @@ class GrpcEndpoint(Endpoint):
             return None
         auth = context.auth_context()
         names = auth.get("x509_common_name") or []
-        return names[0].decode() if names else ""
+        cn = names[0].decode() if names else ""
+        # the rule clients apply to servers (the party name among the DNS names), applied to
+        # clients too: a certificate whose DNS names leave out its party, or name another
+        # party of this federation, speaks for nobody
+        dns = {n.decode() for n in auth.get("peer_dns") or []}
+        if dns and (cn not in dns or (dns & set(self.addresses)) - {cn}):
+            return ""
+        return cn
 
     def _check_sender(self, claimed: str, context: grpc.ServicerContext) -> None:
         if claimed == self.party:  # nobody speaks to a party in its own name

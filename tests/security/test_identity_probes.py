@@ -18,7 +18,7 @@ from atoll.federation.certs import TlsConfig, init_certs, make_ca, make_party_ce
 from atoll.federation.grpc_transport import GrpcEndpoint
 from atoll.federation.launch import free_port
 
-from test_wire_probes import push
+from test_wire_probes import FakeContext, push
 
 
 def test_certs_init_refuses_a_host_name_that_is_a_party_name(tmp_path):
@@ -75,5 +75,26 @@ def test_nobody_may_send_to_a_party_in_that_partys_own_name():
         ctx = push(ep, wire.dumps(header), b"x")
         assert ctx.code == grpc.StatusCode.PERMISSION_DENIED and "may not send as 'b'" in ctx.details
         assert ep.stats()["j"]["messages"] == 0
+    finally:
+        ep.close(grace=0)
+
+
+class AuthContext(FakeContext):
+    def __init__(self, cn: str, dns: list[str]):
+        super().__init__()
+        self._auth = {"x509_common_name": [cn.encode()], "peer_dns": [d.encode() for d in dns]}
+
+    def auth_context(self):
+        return self._auth
+
+
+def test_servers_check_clients_by_the_rule_clients_check_servers_by(tmp_path):
+    d = init_certs(["guest", "host_0"], tmp_path)
+    ep = GrpcEndpoint("host_0", {"host_0": f"127.0.0.1:{free_port()}", "guest": "127.0.0.1:1"},
+                      TlsConfig.load(d, "host_0"))
+    try:
+        assert ep._peer_identity(AuthContext("guest", ["guest", "localhost"])) == "guest"
+        assert ep._peer_identity(AuthContext("guest", ["host_0", "localhost"])) == ""  # CN and SAN disagree
+        assert ep._peer_identity(AuthContext("guest", ["guest", "host_0"])) == ""  # names two parties
     finally:
         ep.close(grace=0)
