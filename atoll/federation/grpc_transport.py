@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 SERVICE = "atoll.Federation"
 CHUNK = (4 << 20) - (64 << 10)  # just under gRPC's default 4 MiB message limit
 _HEADER_MAX = 64 << 10
+#: seconds a peer that had the job open may refuse connections before a send to it fails
+GONE_AFTER = 10.0
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
               grpc.StatusCode.UNKNOWN}
@@ -336,6 +338,7 @@ class GrpcEndpoint(Endpoint):
         call = self._channel(receiver).stream_unary(f"/{SERVICE}/Push")
         deadline = time.monotonic() + self.connect_timeout
         delay = 0.05
+        gone_since: float | None = None  # when a peer that had the job open stopped answering
         while True:
             try:
                 call(requests(), timeout=self.send_timeout, wait_for_ready=False)
@@ -350,6 +353,17 @@ class GrpcEndpoint(Endpoint):
                 if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
                     raise WireError(f"party {receiver!r} refused the message: {detail}") from None
                 not_open = code == grpc.StatusCode.NOT_FOUND
+                job = self.jobs.get(job_id)
+                if code == grpc.StatusCode.UNAVAILABLE and job is not None and receiver in job.seen_alive:
+                    # it had the job open and no longer answers: fail as a receive waiting on it
+                    # would (a few seconds), not after the whole connect_timeout meant for start-up
+                    gone_since = gone_since or time.monotonic()
+                    if time.monotonic() - gone_since > GONE_AFTER:
+                        raise PeerFailed(f"party {receiver!r} stopped answering while {self.party!r} sent "
+                                         f"it a message: its process died or the network dropped",
+                                         peer=receiver) from None
+                else:
+                    gone_since = None
                 if (code not in _RETRYABLE and not not_open) or time.monotonic() + delay > deadline:
                     if not_open:
                         raise PeerFailed(f"party {receiver!r} did not open job {job_id!r} within "

@@ -141,3 +141,27 @@ def test_concurrent_pushes_are_bounded_by_what_they_declare_before_any_byte_arri
         assert ep.stats()["j"] == {"messages": 1, "bytes": 700_000, "failed": 0, "ids": 1}
     finally:
         ep.close(grace=0)
+
+
+def test_a_send_to_a_peer_that_had_the_job_open_and_died_fails_fast(monkeypatch):
+    """A send must not retry for the whole connect_timeout (meant for peers still starting) once
+    its peer had the job open and stopped answering: the job would hang instead of failing."""
+    import time
+
+    from atoll.errors import PeerFailed
+    from atoll.federation import grpc_transport
+
+    monkeypatch.setattr(grpc_transport, "GONE_AFTER", 0.5)
+    addrs = {"a": f"127.0.0.1:{free_port()}", "b": f"127.0.0.1:{free_port()}"}
+    a = GrpcEndpoint("a", addrs, None, connect_timeout=60)
+    b = GrpcEndpoint("b", addrs, None)
+    try:
+        ta, _ = a.open_job("j", ["a", "b"]), b.open_job("j", ["a", "b"])
+        ta.send("b", "j/main/k", b"one")  # b had the job open ...
+        b.close(grace=0)                    # ... and its process dies
+        t0 = time.monotonic()
+        with pytest.raises(PeerFailed, match="stopped answering"):
+            ta.send("b", "j/main/k2", b"two")
+        assert time.monotonic() - t0 < 30  # not the 60 s meant for start-up
+    finally:
+        a.close(grace=0)
