@@ -97,7 +97,7 @@ def test_messages_to_addresses_nobody_reads_are_bounded_per_peer(receiver):
     stats = json.loads(r.ask("stats"))
     assert stats["bytes"] <= 64 * MB and refused == 12 - stats["messages"] >= 8
     held = int(r.ask("rss")) - base
-    assert held < 64 * MB + 40 * MB, f"RSS grew by {held / MB:.0f} MB"
+    assert held < 64 * MB + 64 * MB, f"RSS grew by {held / MB:.0f} MB"  # unbounded: 12 x 16 MB held, ~225 MB
 
 
 def test_mailbox_bounds_messages_bytes_and_drops_what_nobody_reads():
