@@ -115,7 +115,10 @@ def run_cmd(job: Optional[Path] = typer.Argument(None, help="Job file (YAML); se
             out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/NAME-TIME)"),
             threads: bool = typer.Option(False, "--threads", help="Run parties as threads in this process "
                                          "(fast, for trying things) instead of processes over gRPC/mTLS"),
-            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display")) -> None:
+            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display"),
+            data_dir: list[Path] = typer.Option([], "--data-dir", help="A folder the job's data paths may "
+                                                "name besides the job file's own (repeat; also "
+                                                "$ATOLL_DATA_DIRS)")) -> None:
     """Run every party of a job on this machine (processes over loopback gRPC with mutual TLS)."""
     from atoll.errors import AtollError
     from atoll.jobs import run_job
@@ -125,7 +128,8 @@ def run_cmd(job: Optional[Path] = typer.Argument(None, help="Job file (YAML); se
         raise typer.BadParameter("give a job file, or --resume RUN_DIR (not both)")
     try:
         result = run_job(job, run_dir=out, resume=resume, mode="threads" if threads else None,
-                         centralized_baseline=centralized_baseline, display=not quiet)
+                         centralized_baseline=centralized_baseline, display=not quiet,
+                         data_dirs=list(data_dir))
     except AtollError as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(1) from None

@@ -17,7 +17,9 @@ key and ``CipherArray`` when the backends are imported, and
 :mod:`atoll.federation` imports them before it decodes anything. Every malformed,
 truncated, oversized, too-deep or otherwise hostile input raises
 :class:`atoll.errors.WireError`; sizes are checked before memory is allocated,
-so a few bytes can never claim gigabytes. Types marked ``__wire_forbidden__``
+so a few bytes can never claim gigabytes, and the decoded value's estimated size in
+memory is bounded too (at most ``MAX_EXPANSION`` times the input, plus a small slack:
+ten million empty dicts in 20 MB are refused, not built). Types marked ``__wire_forbidden__``
 (private keys) refuse to be encoded at all.
 
 Layout: one version byte, then one value. A value is a tag byte followed by its
@@ -51,6 +53,10 @@ VERSION = 1
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB
 MAX_DEPTH = 64
 MAX_NDIM = 32
+#: a decoded value may take at most this many times its input's bytes in memory (plus
+#: ``EXPANSION_SLACK``): a few bytes of empty dicts must not become gigabytes of objects
+MAX_EXPANSION = 16
+EXPANSION_SLACK = 32 << 20
 
 _T_NONE, _T_FALSE, _T_TRUE, _T_INT, _T_FLOAT, _T_STR, _T_BYTES = range(7)
 _T_LIST, _T_TUPLE, _T_DICT, _T_ARRAY, _T_BIGINTS, _T_MESSAGE = range(7, 13)
@@ -249,7 +255,7 @@ def _encode_array(a: np.ndarray, out: list) -> None:
         raise WireError(f"numpy dtype {dt} is not allowed on the wire")
     if a.ndim > MAX_NDIM:
         raise WireError(f"array has {a.ndim} dimensions; at most {MAX_NDIM} are allowed")
-    a = np.ascontiguousarray(a, dtype=_DTYPES[code])
+    a = np.ascontiguousarray(a, dtype=_DTYPES[code]).reshape(a.shape)  # a 0-d array stays 0-d
     head = bytearray([_T_ARRAY, code, a.ndim])
     for s in a.shape:
         head += _uvarint(s)
@@ -272,13 +278,21 @@ def _encode_bigints(b: BigIntArray, out: list) -> None:
 # --------------------------------------------------------------------------- decode
 
 class _Reader:
-    __slots__ = ("buf", "pos", "end", "writable")
+    __slots__ = ("buf", "pos", "end", "writable", "budget", "limit")
 
     def __init__(self, buf: memoryview, writable: bool):
         self.buf = buf
         self.pos = 0
         self.end = len(buf)
         self.writable = writable
+        # estimated bytes the decoded objects may take (see MAX_EXPANSION)
+        self.limit = self.budget = MAX_EXPANSION * len(buf) + EXPANSION_SLACK
+
+    def spend(self, n: int) -> None:
+        self.budget -= n
+        if self.budget < 0:
+            raise WireError(f"a message of {self.end} bytes would decode to more than {self.limit} bytes "
+                            f"of objects ({MAX_EXPANSION}x its size): refused as hostile")
 
     def take(self, n: int) -> memoryview:
         if n < 0 or n > self.end - self.pos:
@@ -358,27 +372,36 @@ def _decode(r: _Reader, depth: int) -> Any:
         sign = r.byte()
         if sign > 1:
             raise WireError(f"bad integer sign byte {sign}")
-        n = int.from_bytes(r.take(r.uvarint()), "big")
+        mag = r.take(r.uvarint())
+        r.spend(32 + len(mag))
+        n = int.from_bytes(mag, "big")
         return -n if sign else n
     if tag == _T_FLOAT:
+        r.spend(24)
         return struct.unpack("<d", r.take(8))[0]
     if tag == _T_STR:
         try:
-            return str(r.take(r.uvarint()), "utf-8", "surrogatepass")
+            raw = r.take(r.uvarint())
+            r.spend(80 + len(raw))
+            return str(raw, "utf-8", "surrogatepass")
         except UnicodeDecodeError as e:
             raise WireError(f"string is not valid UTF-8: {e}") from None
     if tag == _T_BYTES:
-        return bytes(r.take(r.uvarint()))
+        raw = r.take(r.uvarint())
+        r.spend(33 + len(raw))
+        return bytes(raw)
     if tag in (_T_LIST, _T_TUPLE):
         n = r.uvarint()
         if n > r.left():  # each item needs at least one byte
             raise WireError(f"list claims {n} items but only {r.left()} bytes remain")
+        r.spend(56 + 8 * n)
         items = [_decode(r, depth + 1) for _ in range(n)]
         return items if tag == _T_LIST else tuple(items)
     if tag == _T_DICT:
         n = r.uvarint()
         if 2 * n > r.left():
             raise WireError(f"dict claims {n} entries but only {r.left()} bytes remain")
+        r.spend(64 + 48 * n)
         d = {}
         for _ in range(n):
             if r.byte() != _T_STR:
@@ -406,6 +429,7 @@ def _decode(r: _Reader, depth: int) -> Any:
             raise WireError(f"message {name_s} has no field dict")
         r.pos -= 1
         fields = _decode(r, depth + 1)
+        r.spend(64)
         return entry.from_fields(fields)
     raise WireError(f"unknown type tag {tag} at offset {r.pos - 1}")
 
@@ -428,6 +452,7 @@ def _decode_array(r: _Reader) -> np.ndarray:
     nbytes = math.prod(shape) * dt.itemsize
     if nbytes > r.left():
         raise WireError(f"array of shape {shape} needs {nbytes} bytes, only {r.left()} remain")
+    r.spend(112 + nbytes)
     raw = r.take(nbytes)
     a = np.frombuffer(raw, dtype=dt)
     if not r.writable:
@@ -445,6 +470,7 @@ def _decode_bigints(r: _Reader) -> BigIntArray:
     count = math.prod(shape)
     if count * width > r.left():
         raise WireError(f"BigIntArray of shape {shape} needs {count * width} bytes, only {r.left()} remain")
+    r.spend(56 + count * (36 + width))
     raw = bytes(r.take(count * width))
     frm = int.from_bytes
     values = [frm(raw[i:i + width], "big") for i in range(0, count * width, width)]

@@ -37,6 +37,8 @@ __all__ = ["PublicKeyBase", "PrivateKeyBase", "key_settings", "shared_table"]
 
 DEFAULT_PRECISION_BITS = 40      # fractional bits of encrypted values
 DEFAULT_MUL_PRECISION_BITS = 24  # fractional bits of non-integral plaintext multipliers
+#: the product of the primes below 2**16: a received modulus sharing one of them is no key
+_SMALL_PRIMES = gmpy2.primorial(1 << 16)
 
 _TABLES: dict[tuple, FixedBaseTable] = {}
 _TABLES_LOCK = threading.Lock()
@@ -97,9 +99,12 @@ class PublicKeyBase:
         n = d["n"]
         if n.bit_length() < min_bits or n.bit_length() > 8192 or n % 2 == 0:
             raise ValueError(f"{label}: the modulus must be odd and between {min_bits} and 8192 bits")
+        # a modulus of the expected shape: composite, no small factor, not a perfect square
+        if gmpy2.gcd(n, _SMALL_PRIMES) != 1 or gmpy2.is_square(n) or gmpy2.is_prime(n, 32):
+            raise ValueError(f"{label}: the modulus is not a product of large primes")
         for k in ("precision_bits", "mul_precision_bits"):
-            if not 0 <= d[k] <= 1024:
-                raise ValueError(f"{label}: {k} out of range")
+            if not 0 <= d[k] <= min(128, n.bit_length() // 8):
+                raise ValueError(f"{label}: {k}={d[k]} out of range (0 .. {min(128, n.bit_length() // 8)})")
         return d
 
     # ---- to be provided by schemes -------------------------------------------------

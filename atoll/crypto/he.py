@@ -125,6 +125,7 @@ __all__ = [
     "OUPrivateKey",
     "RowHistograms",
     "backend",
+    "check_peer_key",
     "concatenate",
     "generate_keypair",
     "scheme_names",
@@ -162,3 +163,27 @@ def generate_keypair(scheme: str = "paillier", key_bits: int | None = None, prec
     b = registry.get(scheme)
     pk, sk = b.keygen(b.default_key_bits if key_bits is None else int(key_bits), precision_bits, mul_precision_bits)
     return KeyPair(pk, sk)
+
+
+def check_peer_key(pk: Any, scheme: str, min_bits: int, precision_bits: int | None = None,
+                   who: str = "the peer") -> PublicKeyBase:
+    """A public key a peer announced, held to what THIS party was configured for: the scheme,
+    at least ``min_bits`` bits (its own ``key_bits``) and the fixed-point precision it expects
+    (``precision_bits``, default the scheme's). Raise :class:`CryptoError` naming both values —
+    a party never encrypts its data under a key weaker than its own configuration. (The codec
+    already refused moduli that are even, prime, squares or with small factors.)"""
+    from atoll.crypto.base import DEFAULT_PRECISION_BITS
+    from atoll.errors import CryptoError
+
+    if not isinstance(pk, PublicKeyBase):
+        raise CryptoError(f"{who} sent a {type(pk).__name__} where a {scheme} public key was expected")
+    if pk.scheme != scheme:
+        raise CryptoError(f"{who} sent a {pk.scheme} public key; this party is configured for scheme {scheme!r}")
+    if pk.key_bits < int(min_bits):
+        raise CryptoError(f"{who}'s {scheme} public key has {pk.key_bits} bits; this party is configured for "
+                          f"key_bits={int(min_bits)} and encrypts under nothing weaker")
+    want = DEFAULT_PRECISION_BITS if precision_bits is None else int(precision_bits)
+    if pk.precision_bits != want:
+        raise CryptoError(f"{who}'s {scheme} public key encodes {pk.precision_bits} fractional bits; this "
+                          f"party is configured for precision_bits={want}")
+    return pk

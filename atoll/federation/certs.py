@@ -87,6 +87,11 @@ def make_party_cert(party: str, ca_cert_pem: bytes, ca_key_pem: bytes, days: int
 def init_certs(parties: Iterable[str], out: str | Path, days: int = 365,
                hosts: Iterable[str] = ()) -> Path:
     """Write ``ca.pem``, ``ca.key`` and ``PARTY.pem`` / ``PARTY.key`` for each party."""
+    parties, hosts = list(parties), list(hosts)
+    clash = sorted(set(hosts) & set(parties))
+    if clash:  # every certificate would name that party too, and could pass for it
+        raise AuthError(f"--hosts {', '.join(clash)} is a party name: a party's certificate names that party "
+                        "and its own host names only; give machines' host names or IPs")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = make_ca(days)
@@ -102,6 +107,15 @@ def init_certs(parties: Iterable[str], out: str | Path, days: int = 365,
 def _write_secret(path: Path, data: bytes) -> None:
     path.write_bytes(data)
     path.chmod(0o600)
+
+
+def dns_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names of a certificate's subject alternative name (empty without one)."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return list(ext.value.get_values_for_type(x509.DNSName))
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,20 @@ class TlsConfig:
         if cn != self.party:
             raise AuthError(f"certificate names {cn!r}, not party {self.party!r}: "
                             "use the certificate issued for this party")
+        sans = dns_names(cert)
+        if sans and self.party not in sans:  # peers check a server by its SAN, a client by its CN
+            raise AuthError(f"certificate of party {self.party!r} names {self.party!r} in its subject but not "
+                            f"among its DNS names ({', '.join(sans)}); peers would refuse it as another "
+                            "party's: issue it with the party name as a DNS name")
+        try:
+            key = serialization.load_pem_private_key(self.key, password=None)
+        except (ValueError, TypeError) as e:
+            raise AuthError(f"party {self.party!r}: unreadable private key ({type(e).__name__})") from None
+        pub = serialization.PublicFormat.SubjectPublicKeyInfo
+        if (key.public_key().public_bytes(serialization.Encoding.DER, pub)
+                != cert.public_key().public_bytes(serialization.Encoding.DER, pub)):
+            raise AuthError(f"the private key of party {self.party!r} does not match its certificate; "
+                            "use the key file issued with that certificate")
         if cert.not_valid_after_utc < now:
             raise AuthError(f"certificate of party {self.party!r} expired on "
                             f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; issue a new one "
@@ -150,3 +178,12 @@ class TlsConfig:
         except (ValueError, TypeError, Exception) as e:  # InvalidSignature has no common base
             raise AuthError(f"certificate of party {self.party!r} was not issued by the "
                             f"configured CA ({type(e).__name__}); use certificates from one CA") from None
+
+    def check_names(self, parties: Iterable[str]) -> None:
+        """Refuse a certificate that names another party of the federation among its DNS names:
+        a client checks a server by its DNS names, so it could pass for that party."""
+        others = sorted(set(dns_names(x509.load_pem_x509_certificate(self.cert))) & (set(parties) - {self.party}))
+        if others:
+            raise AuthError(f"certificate of party {self.party!r} also names part{'ies' if len(others) > 1 else 'y'} "
+                            f"{', '.join(map(repr, others))}; peers could take it for "
+                            f"{'theirs' if len(others) > 1 else 'that party'}: issue it with its own names only")

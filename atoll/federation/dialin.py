@@ -71,8 +71,8 @@ from atoll import wire
 from atoll.errors import AuthError, FederationError, PeerFailed, UnknownParty, WireError
 from atoll.federation.certs import TlsConfig
 from atoll.federation.tokens import CLIENT_NAME, TokenStore, parse_token
-from atoll.federation.transport import (Endpoint, JobTable, JobTransport, OpenJob, Payload, as_bytes,
-                                        check_job_id, clean_reason, job_of, party_names)
+from atoll.federation.transport import (Endpoint, JobTable, JobTransport, MailboxFull, OpenJob, Payload,
+                                        as_bytes, check_job_id, clean_reason, job_of, party_names)
 
 log = logging.getLogger(__name__)
 
@@ -148,18 +148,15 @@ def read_frames(frames: Iterator[bytes], max_bytes: int,
             admit(size)
         if len(body) > size:
             raise WireError("message longer than its header says")
-        buf = bytearray(size)
-        buf[:len(body)] = body
-        pos = len(body)
-        while pos < size:
+        buf = bytearray(body)  # grows with what arrives, never from the size the header claims
+        while len(buf) < size:
             try:
                 chunk = next(frames)
             except StopIteration:
-                raise WireError(f"message truncated: {pos} of {size} bytes arrived") from None
-            if pos + len(chunk) > size:
+                raise WireError(f"message truncated: {len(buf)} of {size} bytes arrived") from None
+            if len(buf) + len(chunk) > size:
                 raise WireError("message longer than its header says")
-            buf[pos:pos + len(chunk)] = chunk
-            pos += len(chunk)
+            buf += chunk
         yield header, buf
 
 
@@ -581,6 +578,9 @@ class DialInServer(Endpoint):
             end = (grpc.StatusCode.RESOURCE_EXHAUSTED,
                    f"message of {e.args[0]} bytes refused: the server holds {self.client_buffer_bytes} bytes at "
                    "most from one client that it has not taken yet")
+        except MailboxFull as e:  # the job's mailbox bounds (messages, bytes in all) hold too
+            reason, end = "it sent more than the server had taken (buffer full)", (
+                grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except WireError as e:
             reason, end = "it broke the protocol", (grpc.StatusCode.INVALID_ARGUMENT, f"protocol error: {e}")
         self._end_session(s, reason, end)
@@ -825,6 +825,9 @@ class DialInClientTransport(JobTransport):
                 reason = f"the server ended this session ({code.name}: {clean_reason(detail)})"
         except WireError as e:
             reason = f"the server broke the protocol ({e})"
+            self._call.cancel()
+        except MailboxFull:
+            reason = "the server sent more than this client had taken (buffer full)"
             self._call.cancel()
         mailbox.mark_failed(self.server, reason)
         self._outbox.close()

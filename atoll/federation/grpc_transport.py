@@ -14,7 +14,10 @@ Methods carry raw bytes (no protobuf schema, no pickle):
   checks that the sender named in the header is the party named by the client's TLS
   certificate, that the address belongs to the header's job (``JOB/TASK/SCOPE.../KEY``),
   that the job is open here and the sender is one of its parties, and the size limit
-  before allocating; it delivers into the job's mailbox once per message id (a retried
+  before anything is buffered; the payload's buffer grows as its chunks arrive (never from the
+  declared size), and what a peer may have buffered untaken in a job is bounded (the mailbox's
+  limits, ``mailbox_limits``; past them the push is refused with ``RESOURCE_EXHAUSTED`` and the
+  sender retries until ``connect_timeout``). It delivers into the job's mailbox once per message id (a retried
   push is acknowledged but not delivered again). A push for a job this endpoint never
   opened is refused (``NOT_FOUND``; the sender retries until ``connect_timeout``, since
   its peer may not have opened the job yet) and never buffered; one for a job closed
@@ -46,14 +49,16 @@ import grpc
 from atoll import wire
 from atoll.errors import AuthError, FederationError, PeerFailed, UnknownParty, WireError
 from atoll.federation.certs import TlsConfig
-from atoll.federation.transport import (Endpoint, JobTable, JobTransport, OpenJob, Payload, Transport,
-                                        clean_reason, job_of, party_names, payload_size)
+from atoll.federation.transport import (Endpoint, JobTable, JobTransport, MailboxFull, OpenJob, Payload,
+                                        Transport, clean_reason, job_of, party_names, payload_size)
 
 log = logging.getLogger(__name__)
 
 SERVICE = "atoll.Federation"
 CHUNK = (4 << 20) - (64 << 10)  # just under gRPC's default 4 MiB message limit
 _HEADER_MAX = 64 << 10
+#: seconds a peer that had the job open may refuse connections before a send to it fails
+GONE_AFTER = 10.0
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
               grpc.StatusCode.UNKNOWN}
@@ -101,11 +106,14 @@ class GrpcEndpoint(Endpoint):
                  listen: str | None = None, max_bytes: int = wire.DEFAULT_MAX_BYTES,
                  connect_timeout: float = 60.0, send_timeout: float = 600.0,
                  startup_grace: float = 30.0, max_workers: int = 16, max_jobs: int = 1000,
-                 services: Sequence[grpc.GenericRpcHandler] = ()):
+                 services: Sequence[grpc.GenericRpcHandler] = (),
+                 mailbox_limits: Mapping[str, float] | None = None):
         if party not in addresses:
             raise UnknownParty(f"party {party!r} has no address in {sorted(addresses)}")
         if tls is not None and tls.party != party:
             raise AuthError(f"TLS material is for {tls.party!r}, not {party!r}")
+        if tls is not None:
+            tls.check_names(addresses)
         self.party = party
         self.addresses = dict(addresses)
         self.tls = tls
@@ -113,7 +121,7 @@ class GrpcEndpoint(Endpoint):
         self.connect_timeout = connect_timeout
         self.send_timeout = send_timeout
         self.startup_grace = startup_grace
-        self.jobs = JobTable(party, max_jobs)
+        self.jobs = JobTable(party, max_jobs, mailbox_limits)
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -146,6 +154,8 @@ class GrpcEndpoint(Endpoint):
 
     def add_peer(self, party: str, address: str) -> None:
         """Add (or move) a partner this endpoint may open jobs with."""
+        if self.tls is not None:
+            self.tls.check_names([party])
         with self._lock:
             self.addresses[party] = address
             ch = self._channels.pop(party, None)
@@ -173,9 +183,18 @@ class GrpcEndpoint(Endpoint):
             return None
         auth = context.auth_context()
         names = auth.get("x509_common_name") or []
-        return names[0].decode() if names else ""
+        cn = names[0].decode() if names else ""
+        # the rule clients apply to servers (the party name among the DNS names), applied to
+        # clients too: a certificate whose DNS names leave out its party, or name another
+        # party of this federation, speaks for nobody
+        dns = {n.decode() for n in auth.get("peer_dns") or []}
+        if dns and (cn not in dns or (dns & set(self.addresses)) - {cn}):
+            return ""
+        return cn
 
     def _check_sender(self, claimed: str, context: grpc.ServicerContext) -> None:
+        if claimed == self.party:  # nobody speaks to a party in its own name
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"a peer may not send as {claimed!r} to itself")
         who = self._peer_identity(context)
         if who is not None and who != claimed:
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
@@ -197,6 +216,8 @@ class GrpcEndpoint(Endpoint):
     def _on_push(self, chunks: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         try:
             header = wire.loads(next(chunks), max_bytes=_HEADER_MAX)
+            if type(header) is not dict:
+                raise WireError("the header is not a dict")
             msg_id, sender, receiver, address, size = (header["id"], header["sender"],
                                                       header["receiver"], header["address"],
                                                       header["size"])
@@ -226,18 +247,26 @@ class GrpcEndpoint(Endpoint):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"message of {size} bytes exceeds {self.party!r}'s limit of "
                           f"{self.max_bytes} bytes")
-        buf = bytearray(size)
-        pos = 0
-        for chunk in chunks:
-            n = len(chunk)
-            if pos + n > size:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload longer than its header says")
-            buf[pos:pos + n] = chunk
-            pos += n
-        if pos != size:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"payload truncated: {pos} of {size} bytes arrived")
-        job.mailbox.deliver(sender, address, buf, msg_id)
+        try:
+            job.mailbox.reserve(sender, size)  # counts the declared size; allocates nothing
+        except MailboxFull as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        try:
+            buf = bytearray()  # grows with what arrives: a header's size claim alone costs nothing
+            for chunk in chunks:
+                if len(buf) + len(chunk) > size:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload longer than its header says")
+                buf += chunk
+            if len(buf) != size:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"payload truncated: {len(buf)} of {size} bytes arrived")
+        except BaseException:
+            job.mailbox.release(sender, size)
+            raise
+        try:
+            job.mailbox.deliver(sender, address, buf, msg_id, reserved=size)
+        except MailboxFull as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         return b""
 
     def _on_ping(self, request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -309,6 +338,7 @@ class GrpcEndpoint(Endpoint):
         call = self._channel(receiver).stream_unary(f"/{SERVICE}/Push")
         deadline = time.monotonic() + self.connect_timeout
         delay = 0.05
+        gone_since: float | None = None  # when a peer that had the job open stopped answering
         while True:
             try:
                 call(requests(), timeout=self.send_timeout, wait_for_ready=False)
@@ -323,6 +353,17 @@ class GrpcEndpoint(Endpoint):
                 if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
                     raise WireError(f"party {receiver!r} refused the message: {detail}") from None
                 not_open = code == grpc.StatusCode.NOT_FOUND
+                job = self.jobs.get(job_id)
+                if code == grpc.StatusCode.UNAVAILABLE and job is not None and receiver in job.seen_alive:
+                    # it had the job open and no longer answers: fail as a receive waiting on it
+                    # would (a few seconds), not after the whole connect_timeout meant for start-up
+                    gone_since = gone_since or time.monotonic()
+                    if time.monotonic() - gone_since > GONE_AFTER:
+                        raise PeerFailed(f"party {receiver!r} stopped answering while {self.party!r} sent "
+                                         f"it a message: its process died or the network dropped",
+                                         peer=receiver) from None
+                else:
+                    gone_since = None
                 if (code not in _RETRYABLE and not not_open) or time.monotonic() + delay > deadline:
                     if not_open:
                         raise PeerFailed(f"party {receiver!r} did not open job {job_id!r} within "

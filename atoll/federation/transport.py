@@ -35,6 +35,11 @@ from typing import Callable, Iterable, Mapping, Sequence, Union
 
 from atoll.errors import FederationError, FederationTimeout, PeerFailed, UnknownParty
 
+
+class MailboxFull(FederationError):
+    """A peer sent more than the receiver holds for it untaken (bytes or messages); it may
+    send again once the receiver has taken some."""
+
 #: an encoded message: bytes, or buffers to be concatenated (see ``wire.dumps_parts``)
 Payload = Union[bytes, Sequence[Union[bytes, memoryview]]]
 
@@ -53,6 +58,13 @@ LIVENESS_INTERVAL = 1.0
 JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 #: how long a closed job's id is remembered (so late messages for it are dropped, not refused)
 CLOSED_MEMORY = 10_000
+#: what one job's mailbox holds at most that nobody has taken yet: bytes from one peer, bytes
+#: in all, and messages from one peer; and how long a message waits for a reader before it is
+#: dropped (an address nobody reads must not hold memory until the job ends)
+MAX_PEER_BYTES = 2 << 30
+MAX_JOB_BYTES = 4 << 30
+MAX_PEER_MESSAGES = 100_000
+EXPIRE_AFTER = 6 * 3600.0
 _REASON = re.compile(r"[^A-Za-z0-9_ .,:;'()\-=/]")
 
 
@@ -121,10 +133,17 @@ class Mailbox:
     failed wakes every receive waiting on it with ``PeerFailed``; closing the mailbox wakes
     every receive with ``FederationError``. Marks, messages and message ids live and die
     with the mailbox, i.e. with the job.
+
+    What waits untaken is bounded: ``max_peer_bytes`` and ``max_peer_messages`` per sender,
+    ``max_job_bytes`` in all (a delivery past them raises :class:`MailboxFull`; a transport
+    :meth:`reserve` reserves a message's declared size before receiving it), and a queue nobody has
+    taken from for ``expire_after`` seconds is dropped.
     """
 
     def __init__(self, owner: str, job_id: str = "job", parties: Iterable[str] | None = None,
-                 dedup_window: int = 100_000):
+                 dedup_window: int = 100_000, max_peer_bytes: int = MAX_PEER_BYTES,
+                 max_job_bytes: int = MAX_JOB_BYTES, max_peer_messages: int = MAX_PEER_MESSAGES,
+                 expire_after: float = EXPIRE_AFTER, clock: Callable[[], float] = time.monotonic):
         self.owner = owner
         self.job_id = job_id
         self.parties = None if parties is None else frozenset(parties)
@@ -136,22 +155,78 @@ class Mailbox:
         self._closed = False
         self._bytes = 0
         self._by_sender: collections.Counter[str] = collections.Counter()
+        self._count: collections.Counter[str] = collections.Counter()
+        self._reserved: collections.Counter[str] = collections.Counter()
+        self._stamp: dict[tuple[str, str], float] = {}
+        self.max_peer_bytes, self.max_job_bytes = max_peer_bytes, max_job_bytes
+        self.max_peer_messages, self.expire_after = max_peer_messages, expire_after
+        self._clock = clock
+        self._last_purge = clock()
+
+    def _admit(self, sender: str, size: int) -> None:
+        """Raise MailboxFull if ``size`` more bytes from ``sender`` would pass a bound (lock held)."""
+        self._purge()
+        mine = self._by_sender[sender] + self._reserved[sender] + size
+        if mine > self.max_peer_bytes:
+            raise MailboxFull(f"{self.owner!r} holds {self.max_peer_bytes} bytes at most from {sender!r} "
+                              f"in job {self.job_id!r} that it has not taken yet", peer=sender)
+        if self._bytes + sum(self._reserved.values()) + size > self.max_job_bytes:
+            raise MailboxFull(f"{self.owner!r} holds {self.max_job_bytes} bytes at most in job "
+                              f"{self.job_id!r} that it has not taken yet", peer=sender)
+        if self._count[sender] >= self.max_peer_messages:
+            raise MailboxFull(f"{self.owner!r} holds {self.max_peer_messages} messages at most from "
+                              f"{sender!r} in job {self.job_id!r} that it has not taken yet", peer=sender)
+
+    def reserve(self, sender: str, size: int) -> None:
+        """Count ``size`` bytes about to arrive from ``sender`` against its bounds (MailboxFull if
+        they do not fit); :meth:`deliver` with ``reserved=size`` or :meth:`release` ends it."""
+        with self._cond:
+            self._admit(sender, size)
+            self._reserved[sender] += size
+
+    def release(self, sender: str, size: int) -> None:
+        with self._cond:
+            self._reserved[sender] = max(self._reserved[sender] - size, 0)
+
+    def _purge(self) -> None:
+        """Drop queues nobody has taken from for ``expire_after`` seconds (lock held)."""
+        now = self._clock()
+        if now - self._last_purge < min(60.0, self.expire_after / 4):
+            return
+        self._last_purge = now
+        for key in [k for k, t in self._stamp.items() if now - t > self.expire_after]:
+            self._drop(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        q = self._queues.pop(key, None) or ()
+        n = sum(len(p) for p in q)
+        self._bytes -= n
+        self._by_sender[key[0]] -= n
+        self._count[key[0]] -= len(q)
+        self._stamp.pop(key, None)
 
     def deliver(self, sender: str, address: str, payload: bytes | bytearray,
-                msg_id: str | None = None) -> bool:
-        """Queue a message; return False if ``msg_id`` was already delivered (or the job closed)."""
+                msg_id: str | None = None, reserved: int = 0) -> bool:
+        """Queue a message; return False if ``msg_id`` was already delivered (or the job closed).
+        Raise :class:`MailboxFull` if it passes a bound (``reserved``: bytes reserved for it)."""
         with self._cond:
+            if reserved:
+                self._reserved[sender] = max(self._reserved[sender] - reserved, 0)
             if self._closed:
                 return False
+            if msg_id is not None and msg_id in self._seen:
+                return False
+            self._admit(sender, len(payload))
             if msg_id is not None:
-                if msg_id in self._seen:
-                    return False
                 self._seen[msg_id] = None
                 if len(self._seen) > self._dedup_window:
                     self._seen.popitem(last=False)
-            self._queues[(sender, address)].append(payload)
+            key = (sender, address)
+            self._queues[key].append(payload)
+            self._stamp[key] = self._clock()
             self._bytes += len(payload)
             self._by_sender[sender] += len(payload)
+            self._count[sender] += 1
             self._cond.notify_all()
             return True
 
@@ -165,8 +240,9 @@ class Mailbox:
         reconnected to a dial-in server is a new session; its old messages must not be read)."""
         with self._cond:
             for key in [k for k in self._queues if k[0] == sender]:
-                self._bytes -= sum(len(p) for p in self._queues.pop(key))
+                self._drop(key)
             self._by_sender.pop(sender, None)
+            self._count.pop(sender, None)
             self._failed.pop(sender, None)
             self._cond.notify_all()
 
@@ -195,6 +271,9 @@ class Mailbox:
             self._failed.clear()
             self._bytes = 0
             self._by_sender.clear()
+            self._count.clear()
+            self._reserved.clear()
+            self._stamp.clear()
             self._cond.notify_all()
 
     @property
@@ -217,8 +296,12 @@ class Mailbox:
                     payload = q.popleft()
                     self._bytes -= len(payload)
                     self._by_sender[sender] -= len(payload)
-                    if not q:
+                    self._count[sender] -= 1
+                    if q:
+                        self._stamp[key] = self._clock()
+                    else:
                         del self._queues[key]
+                        self._stamp.pop(key, None)
                     return payload
                 if sender in self._failed:
                     raise PeerFailed(f"party {sender!r} failed before sending {describe} "
@@ -263,9 +346,10 @@ class JobTable:
     ``CLOSED_MEMORY`` closed jobs: ids only) or ``"unknown"``.
     """
 
-    def __init__(self, owner: str, max_jobs: int = 1000):
+    def __init__(self, owner: str, max_jobs: int = 1000, limits: Mapping[str, float] | None = None):
         self.owner = owner
         self.max_jobs = max_jobs
+        self.limits = dict(limits or {})  # Mailbox bounds (max_peer_bytes, expire_after, ...)
         self._jobs: dict[str, OpenJob] = {}
         self._closed: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._cond = threading.Condition()
@@ -283,7 +367,8 @@ class JobTable:
                 raise FederationError(f"{self.owner!r} already has {self.max_jobs} jobs open; "
                                       "close finished jobs (close_job) or raise max_jobs")
             self._closed.pop(job_id, None)
-            job = self._jobs[job_id] = OpenJob(job_id, parties, Mailbox(self.owner, job_id, parties))
+            job = self._jobs[job_id] = OpenJob(job_id, parties, Mailbox(self.owner, job_id, parties,
+                                                                        **self.limits))
             self._cond.notify_all()
             return job
 

@@ -87,9 +87,9 @@ def _party_logger(run: PartyRun, processes: bool) -> tuple[logging.Logger, loggi
 
 def party_main(ctx: Context, job_text: str, source: str, run_dir: str, skip: list[str],
                mode: str = "train", replay: list[str] | None = None, saved_dir: str | None = None,
-               processes: bool = False) -> dict[str, Any]:
+               processes: bool = False, data_roots: list[str] | None = None) -> dict[str, Any]:
     """What every party process of ``atoll run`` runs: :func:`run_party` on the run folder."""
-    job = parse_job(job_text, source, check_data=False)
+    job = parse_job(job_text, source, check_data=False, data_roots=data_roots or ())
     saved = RunFolder(saved_dir).party(ctx.party) if saved_dir else None
     return run_party(ctx, job, RunFolder(run_dir).party(ctx.party), skip, mode, replay, saved, processes)
 
@@ -265,7 +265,7 @@ def _launch_all(job: JobSpec, store: RunFolder, mode: str, skip: list[str], disp
 
     processes = mode == "processes"
     kwargs = dict(job_text=job.text, source=job.source, run_dir=str(store.root), skip=skip,
-                  processes=processes)
+                  processes=processes, data_roots=list(job.data_roots))
     if infer:
         kwargs.update(infer)
     parties = {p: Party(s.role, party_main, dict(kwargs)) for p, s in job.parties.items()}
@@ -284,31 +284,37 @@ def _launch_all(job: JobSpec, store: RunFolder, mode: str, skip: list[str], disp
 
 def run_job(job: JobSpec | str | Path | None = None, run_dir: str | Path | None = None,
             resume: str | Path | None = None, mode: str | None = None,
-            centralized_baseline: bool = False, display: bool = False) -> RunResult:
+            centralized_baseline: bool = False, display: bool = False,
+            data_dirs: list[str | Path] | None = None) -> RunResult:
     """Run a job file (or resume a run folder); return the run folder and the report.
 
     A resume reads the run's job file again (the user may have fixed it) and runs again
     every step whose inputs changed since it completed — data file contents, parameters,
     upstream outputs — or that did not complete, and everything downstream of those
-    (:mod:`atoll.jobs.resume`); the report says which steps ran again and why.
+    (:mod:`atoll.jobs.resume`); the report says which steps ran again and why. ``data_dirs``:
+    folders beside the job file's own that its data paths may name (``atoll run --data-dir``).
     """
     t0 = time.perf_counter()
     plan: ResumePlan | None = None
     if resume is not None:
         store = RunFolder(resume)
         meta = store.meta()
-        job = parse_job(store.job_text(), meta["source"])
+        job = parse_job(store.job_text(), meta["source"],
+                        data_roots=[*meta.get("data_roots", []), *map(str, data_dirs or [])])
         mode = mode or meta.get("mode") or job.mode
         centralized_baseline = centralized_baseline or meta.get("centralized_baseline", False)
         plan = plan_resume(job, store)
         skip = plan.keep
     else:
         if not isinstance(job, JobSpec):
-            job = load_job(job)
+            job = load_job(job, data_roots=data_dirs or ())
+        elif data_dirs:
+            job.data_roots = [*job.data_roots, *map(str, data_dirs)]
         mode = mode or job.mode
         store = RunFolder(Path(run_dir) if run_dir else _new_run_dir(job, None))
         store.create(job.text, {
             "source": str(Path(job.source).resolve()) if job.source != "<job>" else "<job>",
+            "data_roots": [str(Path(r).resolve()) for r in job.data_roots],
             "mode": mode, "name": job.name, "seed": job.seed,
             "centralized_baseline": centralized_baseline})
         skip = []
@@ -365,7 +371,9 @@ def predict_job(run_dir: str | Path, out_dir: str | Path | None = None,
             if label is not None:
                 raw["parties"][party]["data"].setdefault("label", label)
     text = yaml.safe_dump(raw, sort_keys=False)
-    job = parse_job(text, meta["source"], inference=True)
+    # the files the user named for this prediction are theirs to name: allowed beside the run's roots
+    given = [str(Path(spec["path"]).expanduser().resolve()) for spec in (data or {}).values() if "path" in spec]
+    job = parse_job(text, meta["source"], inference=True, data_roots=[*meta.get("data_roots", []), *given])
     deps = _deps(job)
     preds = [c for c in job.pipeline if c.component == "predict"]
     if not preds:

@@ -114,7 +114,8 @@ class RelayTransport(Transport):
 
 
 def worker_main(conn: Any, db_url: str, run_id: str, party: str, roles: dict[str, str], nodes: dict[str, str],
-                job_text: str, source: str, skip: list[str], fed_job_id: str, work_dir: str) -> None:
+                job_text: str, source: str, skip: list[str], fed_job_id: str, work_dir: str,
+                data_roots: list[str] | None = None) -> None:
     """A worker process: run this node's party of the job (see the module docstring)."""
     from atoll._process import die_with_parent
     from atoll.federation import Context, failure_summary
@@ -126,7 +127,7 @@ def worker_main(conn: Any, db_url: str, run_id: str, party: str, roles: dict[str
     relay = RelayTransport(conn, party, fed_job_id, nodes)
     db = Database(db_url)
     try:
-        job = parse_job(job_text, source, check_data=False)
+        job = parse_job(job_text, source, check_data=False, data_roots=data_roots or ())
         ctx = Context(party, roles, relay, timeout=job.timeout)
         run = SqlRunStore(db, run_id, work_dir).party(party)
         run_party(ctx, job, run, skip, processes=True, before_step=lambda step: relay.request("step", step=step))

@@ -19,6 +19,7 @@ the registered file, every other party's data left as the name only that party r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
@@ -97,9 +98,14 @@ def own_view(raw: Mapping[str, Any], party: str, dataset: dict[str, Any] | None,
         raw["parties"][party]["data"] = spec
     text = yaml.safe_dump(raw, sort_keys=False)
     try:
-        return parse_job(text, source, check_data=False)
+        # its one registered file is the only data this node's party may read
+        return parse_job(text, source, check_data=False, data_roots=[dataset["path"]] if dataset else ())
     except ConfigError as e:
-        raise PolicyRefused(f"the proposal's job is invalid: {e}") from None
+        reason = str(e)
+        if dataset is not None:  # the reason goes back to the initiator: never this node's file names
+            for secret in (str(dataset["path"]), Path(dataset["path"]).name):
+                reason = reason.replace(secret, f"<data set {dataset.get('name', '?')}>")
+        raise PolicyRefused(f"the proposal's job is invalid: {reason}") from None
 
 
 def check_proposal(cfg: NodeConfig, reg: Registry, job_id: str, initiator: str, job_text: str,

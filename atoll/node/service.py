@@ -358,7 +358,8 @@ class Node:
         cursor = [store.party(d.party).events()[1]]
         args = {"db_url": self.db.url, "run_id": job_id, "party": d.party,
                 "roles": {p: v["role"] for p, v in parties.items()}, "nodes": nodes, "job_text": d.job.text,
-                "source": d.job.source, "skip": list(skip), "fed_job_id": fed_id, "work_dir": str(self.work_dir)}
+                "source": d.job.source, "skip": list(skip), "fed_job_id": fed_id, "work_dir": str(self.work_dir),
+                "data_roots": list(d.job.data_roots)}
         task = TaskProcess(transport, args, lambda step: self._before_step(job_id, attempt, step),
                            lambda result: self._on_exit(job_id, attempt, result, cursor))
         with self._lock:
@@ -593,6 +594,8 @@ class Node:
         self._finish_everywhere(job_id, "failed", shared or msg)
 
     def _finish_everywhere(self, job_id: str, state: str, msg: str) -> None:
+        with self.db.session() as s:
+            attempt = self._job_row(s, job_id).attempt  # the attempt that ended (see _msg_finish)
         heads = [h for h in self.audit.heads(job_id=job_id)]
         if state == "done":
             heads.append(self.audit.signed_head(job_id))
@@ -601,12 +604,14 @@ class Node:
         parties = self._parties(job_id)
         for v in parties.values():
             if v["node"] != self.name:
-                self._background(self._send_finish, v["node"], job_id, state, msg, heads)
+                self._background(self._send_finish, v["node"], job_id, state, msg, heads, attempt)
 
-    def _send_finish(self, node: str, job_id: str, state: str, msg: str, heads: list[dict]) -> None:
+    def _send_finish(self, node: str, job_id: str, state: str, msg: str, heads: list[dict],
+                     attempt: int = 0) -> None:
         try:
             self._deliver(node, "finish", {"job_id": job_id, "state": state, "message": _safe(msg),
-                                           "heads": heads}, job_id, time.time() + 60, wait_message=False)
+                                           "heads": heads, "attempt": attempt}, job_id, time.time() + 60,
+                          wait_message=False)
         except (Unreachable, Refused) as e:
             log.warning("job %s: could not tell %s it ended: %s", job_id, node, e)
 
@@ -818,6 +823,13 @@ class Node:
         state = payload.get("state")
         if state not in ("done", "failed", "rejected", "cancelled"):
             raise ConfigError("bad end state")
+        ended = payload.get("attempt")
+        if state == "failed" and type(ended) is int and 0 < ended < job.attempt:
+            # the end of an older attempt, delivered late: the initiator kept retrying it while this
+            # node was down, and this node has since started the next attempt; stopping that one
+            # (or marking the job failed) would kill the resumed job
+            self.audit.append("job.finished_stale", job_id=job.id, peer=sender, ref=event, attempt=ended)
+            return {}
         if state != "done":
             self._stop_local(job.id, f"the job {state} at {sender!r}")
         for h in payload.get("heads") or []:

@@ -24,7 +24,7 @@ def _job(tmp_path, **params):
         data["path"] = str(EXAMPLE.parent / data["path"])
     f = tmp_path / "ftl.yaml"
     f.write_text(yaml.safe_dump(spec))
-    return parse_job(f.read_text(), str(f))
+    return parse_job(f.read_text(), str(f), data_roots=[EXAMPLE.parent / "data"])  # the user allows them
 
 
 @pytest.mark.parametrize("mode", ["plain", "ss"])

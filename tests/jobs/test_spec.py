@@ -72,9 +72,9 @@ def test_missing_label_column_names_its_line():
 
 def test_label_holder_without_label():
     text = GOOD.replace("{dataset: breast, split: hetero, party: guest, label: y}",
-                        "{path: ../data.csv}")
+                        "{path: missing.csv}")
     e = fails(text)
-    assert e.line == line_of(text, "data.csv")  # the file is missing: named at its line
+    assert e.line == line_of(text, "missing.csv")  # the file is missing: named at its line
     assert "does not exist" in str(e)
 
 

@@ -73,3 +73,14 @@ def test_a_node_that_plays_no_party_or_two_is_refused(shop):
     both = {p: {"node": v["node"], "role": v["role"]} for p, v in raw["parties"].items()}
     with pytest.raises(PolicyRefused, match="play more than one party"):
         check_proposal(cfg, reg, "job-6", "bank", yaml.safe_dump(raw), both)
+
+
+def test_a_refusal_sent_back_to_the_initiator_never_names_this_nodes_file(shop):
+    cfg, reg, f = shop
+    text, parties = _proposal()
+    f.unlink()
+    f.mkdir()  # the registered file became a folder: the job is invalid here, and says so
+    with pytest.raises(PolicyRefused) as e:
+        check_proposal(cfg, reg, "job-9", "bank", text, parties)
+    assert "not a regular file" in str(e.value) and "<data set purchases>" in str(e.value)
+    assert str(f) not in str(e.value) and f.name not in str(e.value)

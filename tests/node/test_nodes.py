@@ -146,7 +146,7 @@ def test_model_and_metrics_equal_atoll_run(fed, tmp_path):
     raw["parties"]["arbiter"] = {"role": "arbiter"}
     job = tmp_path / "local.yaml"
     job.write_text(yaml.safe_dump(raw, sort_keys=False))
-    result = run_job(job, run_dir=tmp_path / "run", mode="threads")
+    result = run_job(job, run_dir=tmp_path / "run", mode="threads", data_dirs=[fed.tmp])  # the nodes' files
     from atoll.jobs.store import RunFolder
 
     local = RunFolder(result.run_dir)

@@ -25,7 +25,7 @@ from atoll.errors import ConfigError, DataError
 from atoll.jobs.artifacts import Table
 from atoll.jobs.component import Component, TaskContext
 from atoll.jobs.registry import register
-from atoll.jobs.spec import DataSpec, JobSpec, resolve_path
+from atoll.jobs.spec import DataSpec, JobSpec, JobSpecError, resolve_path
 
 LABEL_ROLES = ("guest", "client")
 DATA_ROLES = ("guest", "host", "client")
@@ -46,7 +46,10 @@ def _source(job: JobSpec, party: str, spec: DataSpec) -> tuple[Path, str]:
         except DataError as e:
             raise job.error(f"party {party!r}: {e}", "parties", party, "data", "dataset") from None
         return f, "csv"
-    f = resolve_path(job, spec.path)
+    try:
+        f = resolve_path(job, spec.path)
+    except JobSpecError as e:
+        raise job.error(f"party {party!r}: {e.reason}", "parties", party, "data", "path") from None
     if not f.exists():
         raise job.error(f"party {party!r}: data file {str(f)!r} does not exist",
                         "parties", party, "data", "path")

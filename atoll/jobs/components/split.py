@@ -55,14 +55,25 @@ def split_positions(n: int, y: np.ndarray | None, p: SplitParams, seed: int) -> 
 
 
 def ids_from_wire(value: Any, like: pd.Index) -> pd.Index:
-    idx = pd.Index(value)
-    if pd.api.types.is_integer_dtype(like.dtype) and not pd.api.types.is_integer_dtype(idx.dtype):
-        idx = pd.Index([int(i) for i in idx])
-    elif not pd.api.types.is_integer_dtype(like.dtype):
-        idx = pd.Index([str(i) for i in idx])
-        if not like.equals(pd.Index([str(i) for i in like])):
-            raise DataError("ids are strings at the guest but not here: use the same id type everywhere")
-    return idx
+    """This party's own ids for the ids the guest sent, matched the way PSI matches them
+    (:func:`atoll.secure.psi.canonical_id`: Unicode NFC, surrounding spaces, 133 and 133.0
+    are one id), in the guest's order."""
+    from atoll.secure.psi import canonical_id
+
+    mine: dict[str, Any] = {}
+    for i in like:
+        mine.setdefault(canonical_id(i), i)
+    out, missing = [], 0
+    for g in (value.tolist() if isinstance(value, np.ndarray) else value):
+        own = mine.get(canonical_id(g))
+        if own is None:
+            missing += 1
+        else:
+            out.append(own)
+    if missing:
+        raise DataError(f"the guest's split names {missing} ids that are not in this party's data; "
+                        "were the parties aligned (psi) first?")
+    return pd.Index(out, dtype=like.dtype)
 
 
 @register

@@ -513,11 +513,25 @@ class _Role:
         the arbiter's key in arbiter mode; in two-party mode each side makes its own pair
         and the two exchange public keys (``guest_key`` / ``host_key``)."""
         if self.params.mode == "arbiter":
-            pk = ctx.recv("arbiter", "public_key")
+            pk = self._peer_key(ctx.recv("arbiter", "public_key"), "the arbiter")
             return pk, None, pk
         kp = self._keygen()
         ctx.send(peer, f"{ctx.role}_key", kp.public_key)
-        return kp.public_key, kp.private_key, ctx.recv(peer, f"{peer}_key")
+        return kp.public_key, kp.private_key, self._peer_key(ctx.recv(peer, f"{peer}_key"), f"the {peer}")
+
+    def _peer_key(self, pk: Any, who: str) -> Any:
+        """A received public key, refused unless it meets this party's own scheme, key size and precision."""
+        p = self.params
+        return he.check_peer_key(pk, p.scheme, p.key_bits, p.precision_bits, who)
+
+    def _check_plan(self, verdict: Any, who: str = "the guest") -> None:
+        """Refuse to go on if the guest's plan is not this party's (both sides check)."""
+        mine, theirs = self.params.plan(), verdict.get("plan")
+        if theirs != mine:
+            theirs = theirs if isinstance(theirs, dict) else {}
+            diff = {k: (theirs.get(k), mine.get(k)) for k in mine if theirs.get(k) != mine.get(k)}
+            raise ConfigError(f"{who} runs with different parameters ({who.split()[-1]}, this party): {diff}; "
+                              "use the same parameters at every party")
 
     def _mul_prec(self) -> int | None:
         return self.params.mul_precision_bits
@@ -619,7 +633,7 @@ class GLMGuest(_Role):
                 problems.append(f"{host} runs with different parameters (guest, host): {diff}")
         ok = not problems
         reason = "; ".join(problems)
-        verdict = {"ok": ok, "reason": reason}
+        verdict = {"ok": ok, "reason": reason, "plan": plan}
         ctx.send(["host", "arbiter"] if with_arbiter else "host", "aligned", verdict)
         if not ok:
             raise DataError(f"cannot {task}: {reason}. Align the parties' rows first (run PSI and pass "
@@ -769,6 +783,7 @@ class GLMHost(_Role):
         if not verdict["ok"]:
             raise DataError(f"cannot {task}: {verdict['reason']}. Align the parties' rows first (run PSI "
                             "and pass every party its rows in the same order)")
+        self._check_plan(verdict)
 
     def _keys(self, ctx: Any) -> tuple[Any, Any, Any]:
         return self._exchange_keys(ctx, "guest")
@@ -854,6 +869,7 @@ class GLMArbiter(_Role):
             verdict = ctx.recv("guest", "aligned")
             if not verdict["ok"]:
                 raise DataError(f"cannot train: {verdict['reason']}")
+            self._check_plan(verdict)
             kp = self._keygen()
             sk = kp.private_key
             ctx.send(["guest", "host"], "public_key", kp.public_key)

@@ -491,6 +491,30 @@ class SecureBoostGuest:
 
 # ============================================================================ host
 
+#: what the guest announces that decides what a host reveals: checked against the host's own
+_SETUP_CHECKED = ("max_bin", "colsample_bytree", "random_state", "early_stopping_rounds")
+
+
+def check_setup(own: SecureBoostParams, setup: Any) -> None:
+    """Refuse a guest's set-up that is not this host's configuration (as PSI does): the scheme,
+    the binning resolution and sampling, and — for encrypted schemes — a public key of at least
+    the host's ``key_bits``. A deviating guest must not obtain plaintext or finer histograms."""
+    if not isinstance(setup, dict) or not isinstance(setup.get("params"), dict):
+        raise ConfigError("the guest's set-up message is malformed")
+    if setup.get("scheme") != own.scheme:
+        raise ConfigError(f"the guest asks for scheme {setup.get('scheme')!r}; this host is configured for "
+                          f"{own.scheme!r} and sends its histograms under nothing else")
+    prm = setup["params"]
+    for k in _SETUP_CHECKED:
+        if prm.get(k) != getattr(own, k):
+            raise ConfigError(f"the guest runs with {k}={prm.get(k)!r}; this host is configured for "
+                              f"{k}={getattr(own, k)!r}; use the same parameters at every party")
+    if own.scheme != "plain":
+        from atoll.crypto import he
+
+        he.check_peer_key(setup.get("pk"), own.scheme, own.key_bits, None, "the guest")
+
+
 class SecureBoostHost:
     """Host (feature holder): encrypted histograms, private split lookup table, its rows' routing."""
 
@@ -500,6 +524,7 @@ class SecureBoostHost:
     def fit(self, ctx: Context, x: np.ndarray, eval_x: np.ndarray | None = None) -> SecureBoostHostModel:
         x = np.asarray(x, dtype=np.float64)
         setup = ctx.recv("guest", "setup")
+        check_setup(self.params, setup)
         prm = setup["params"]
         max_bin, colsample = int(prm["max_bin"]), float(prm["colsample_bytree"])
         n_jobs = int(self.params.n_jobs)

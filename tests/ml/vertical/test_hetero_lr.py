@@ -415,4 +415,5 @@ def test_joint_prediction_hosts_receive_nothing_but_the_alignment_verdict(breast
     np.testing.assert_allclose(out["guest"], arb.decision_function({"guest": g.iloc[te], "host_0": h.iloc[te]}))
     to_host = [(a, wire.loads(p)) for s, r, a, p in seen if r == "host_0"]
     assert [a.rsplit("/", 1)[-1] for a, _ in to_host] == ["aligned"]
-    assert to_host[0][1] == {"ok": True, "reason": ""}
+    # the verdict carries the guest's plan (the job's parameters, which the host checks against its own)
+    assert to_host[0][1] == {"ok": True, "reason": "", "plan": params.plan()}

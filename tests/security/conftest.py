@@ -1,0 +1,1 @@
+"""Probes of a hostile peer, a hostile job file and a careless user (issue 19)."""
