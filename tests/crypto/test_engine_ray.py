@@ -1,0 +1,134 @@
+"""The Ray worker engine: the engine contract, the kernels and SecureBoost bit-identical to the local engine.
+
+One local Ray instance (2 CPUs) for the whole module; skipped where Ray is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from atoll.crypto import engine
+from atoll.errors import CryptoError
+
+ray = pytest.importorskip("ray")
+
+from atoll.crypto.engine_ray import RayEngine  # noqa: E402
+from test_engine import check_kernels_match_one_worker, check_resident_values, _square  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ray_engine():
+    started = not ray.is_initialized()
+    if started:  # the actors import this folder's kernels (test_engine) and this checkout's atoll, as the driver does
+        here = os.path.dirname(os.path.abspath(__file__))
+        path = os.pathsep.join([here, os.getcwd(), os.environ.get("PYTHONPATH", "")])
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+    eng = RayEngine(2, cpus_per_worker=0)
+    yield eng
+    eng.shutdown()
+    engine.set_factory(None)
+    if started:
+        ray.shutdown()
+
+
+def _pool_size(pk) -> int:
+    return pk.pool_size
+
+
+def _worker_pid() -> int:
+    return os.getpid()
+
+
+def test_kernels_on_ray_equal_the_in_process_ones(ray_engine, ou_kp):
+    check_kernels_match_one_worker(ray_engine, *ou_kp)
+
+
+def test_resident_values_stay_on_their_ray_actor(ray_engine):
+    check_resident_values(ray_engine)
+    assert sorted(ray_engine.each(_worker_pid)) == sorted(ray_engine.pids())
+    assert os.getpid() not in ray_engine.pids()
+
+
+def test_keys_reach_ray_workers_without_their_randomness_pool(ray_engine, ou_kp):
+    pk, _ = ou_kp
+    pk.precompute(4)
+    try:
+        assert ray_engine.each(_pool_size, (pk,)) == [0, 0]
+        with ray_engine.place_all(pk) as res:
+            assert ray_engine.run(_pool_size, res, [(), ()]) == [0, 0]
+        assert pk.pool_size == 4
+    finally:
+        pk._take_masks(4)
+
+
+def test_a_party_selects_ray_by_name_and_a_dead_actor_is_replaced(ray_engine, ou_kp):
+    pk, sk = ou_kp
+    engine.set_factory("ray", cpus_per_worker=0)
+    try:
+        eng = engine.get(2)
+        assert isinstance(eng, RayEngine) and engine.get(2) is eng
+        v = np.arange(100.0)
+        assert np.allclose(sk.decrypt(pk.encrypt(v, jobs=2), jobs=2), v)
+        ray.kill(eng._workers[0])
+        with pytest.raises(CryptoError, match="Ray worker of this engine died"):
+            eng.map(_square, [(2,), (3,)])
+        fresh = engine.get(2)
+        assert fresh is not eng and fresh.map(_square, [(2,), (3,)]) == [4, 9]
+    finally:
+        engine.set_factory(None)
+    assert isinstance(engine.get(2), engine.ProcessEngine)
+    with pytest.raises(CryptoError, match="unknown worker engine"):
+        engine.set_factory("spark")
+    with pytest.raises(CryptoError, match="takes no options"):
+        engine.set_factory("local", address="auto")
+
+
+_ENV_CHOICE = """
+from atoll.crypto import engine
+print(type(engine.get(2)).__name__)
+"""
+
+
+def test_the_environment_chooses_the_engine_without_code_changes():
+    env = dict(os.environ, ATOLL_ENGINE="local")
+    out = subprocess.run([sys.executable, "-c", _ENV_CHOICE], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["ProcessEngine"], out.stderr
+    env["ATOLL_ENGINE"] = "nope"
+    out = subprocess.run([sys.executable, "-c", _ENV_CHOICE], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "unknown worker engine 'nope'" in out.stderr
+
+
+def test_secureboost_on_ray_gives_exactly_the_local_engines_model(ray_engine, monkeypatch):
+    from atoll import datasets
+    from atoll.ml.vertical import HeteroSecureBoost, boosting_cipher
+
+    monkeypatch.setattr(boosting_cipher, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(boosting_cipher, "PARALLEL_MIN_ROWS", 0)
+    g = datasets.load("breast", "hetero", "guest")
+    h = datasets.load("breast", "hetero", "host").loc[g.index]
+    y = g.pop("y").to_numpy(np.float64)
+    rows = np.random.default_rng(0).permutation(len(y))
+    train, test = rows[:200], rows[200:300]  # a small slice; the model is checked on held-out rows
+    xg, xh = g.to_numpy(np.float64), h.to_numpy(np.float64)
+    models = {}
+    for kind in ("local", "ray"):
+        engine.set_factory(kind, **({"cpus_per_worker": 0} if kind == "ray" else {}))
+        try:
+            m = HeteroSecureBoost(scheme="ou", key_bits=1024, n_jobs=2, n_estimators=2, max_depth=3,
+                                  learning_rate=0.3, max_bin=32).fit({"guest": (xg[train], y[train]),
+                                                                      "host_0": xh[train]})
+            assert type(engine.get(2)).__name__ == {"local": "ProcessEngine", "ray": "RayEngine"}[kind]
+        finally:
+            engine.set_factory(None)
+        assert m.host_models_["host_0"].stats["parallel_histograms"] > 0  # the engine did the host's work
+        models[kind] = m
+    local, on_ray = models["local"], models["ray"]
+    held_out = {"guest": xg[test], "host_0": xh[test]}
+    assert np.array_equal(local.predict_proba(held_out), on_ray.predict_proba(held_out))
+    assert np.array_equal(local.feature_importances_, on_ray.feature_importances_)
