@@ -1,7 +1,9 @@
 """THE worker engine: where a party runs its heavy HE kernels, on its own CPU cores (never a peer's).
 
 Every algorithm reaches its workers through :func:`get` and the :class:`WorkerEngine` interface, so
-another engine (Ray, issue 18) plugs in with :func:`set_factory` without touching an algorithm::
+another engine plugs in with :func:`set_factory` without touching an algorithm: Ray actors on the party's
+own cluster (:mod:`atoll.crypto.engine_ray`) with ``set_factory("ray", address=...)``, or with
+``ATOLL_ENGINE=ray`` in the party's environment (read on the first :func:`get`)::
 
     from atoll.crypto import engine
     eng = engine.get(jobs)              # 1 (or None) -> InlineEngine (this process); n > 1 -> n local worker
