@@ -108,6 +108,7 @@ class RayEngine(WorkerEngine):
         self._ids = itertools.count()
         self.broken = False
         self.closed = False
+        self.tasks = 0  # tasks sent to the actors so far
         try:
             self._pids = ray.get([w.pid.remote() for w in self._workers], timeout=START_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
@@ -122,6 +123,7 @@ class RayEngine(WorkerEngine):
 
     def _gather(self, refs: list) -> list:
         ray = self._ray
+        self.tasks += len(refs)
         try:
             return ray.get(refs)
         except ray.exceptions.RayTaskError as e:

@@ -123,7 +123,9 @@ def test_secureboost_on_ray_gives_exactly_the_local_engines_model(ray_engine, mo
             m = HeteroSecureBoost(scheme="ou", key_bits=1024, n_jobs=2, n_estimators=2, max_depth=3,
                                   learning_rate=0.3, max_bin=32).fit({"guest": (xg[train], y[train]),
                                                                       "host_0": xh[train]})
-            assert type(engine.get(2)).__name__ == {"local": "ProcessEngine", "ray": "RayEngine"}[kind]
+            eng = engine.get(2)
+            assert type(eng).__name__ == {"local": "ProcessEngine", "ray": "RayEngine"}[kind]
+            assert kind == "local" or eng.tasks > 0
         finally:
             engine.set_factory(None)
         assert m.host_models_["host_0"].stats["parallel_histograms"] > 0  # the engine did the host's work
@@ -132,3 +134,24 @@ def test_secureboost_on_ray_gives_exactly_the_local_engines_model(ray_engine, mo
     held_out = {"guest": xg[test], "host_0": xh[test]}
     assert np.array_equal(local.predict_proba(held_out), on_ray.predict_proba(held_out))
     assert np.array_equal(local.feature_importances_, on_ray.feature_importances_)
+
+
+def test_hetero_lr_on_ray_gives_exactly_the_local_engines_model(ray_engine):
+    from atoll import datasets
+    from atoll.ml.vertical import HeteroLogisticRegression
+
+    g = datasets.load("breast_mini", "hetero", "guest")
+    h = datasets.load("breast_mini", "hetero", "host")
+    y = g.pop("y").to_numpy(dtype=float)
+    params = dict(max_iter=2, early_stopping="none", key_bits=1024, optimizer="sgd", learning_rate=0.5, n_jobs=2)
+    coefs = {}
+    for kind in ("local", "ray"):
+        engine.set_factory(kind, **({"cpus_per_worker": 0} if kind == "ray" else {}))
+        try:
+            m = HeteroLogisticRegression(transport="inprocess", **params).fit({"guest": (g, y), "host_0": h})
+            if kind == "ray":  # the host's X.T @ [[d]] and the encryptions ran on the actors
+                assert engine.get(2).tasks > 0
+        finally:
+            engine.set_factory(None)
+        coefs[kind] = (m.coef_, m.intercept_)
+    assert np.array_equal(coefs["local"][0], coefs["ray"][0]) and coefs["local"][1] == coefs["ray"][1]
