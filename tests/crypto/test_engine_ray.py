@@ -1,6 +1,6 @@
 """The Ray worker engine: the engine contract, the kernels and SecureBoost bit-identical to the local engine.
 
-One local Ray instance (2 CPUs) for the whole module; skipped where Ray is not installed.
+One local Ray cluster of two nodes (1 CPU each) for the whole module; skipped where Ray is not installed.
 """
 
 from __future__ import annotations
@@ -23,18 +23,29 @@ from test_engine import check_kernels_match_one_worker, check_resident_values, _
 
 @pytest.fixture(scope="module")
 def ray_engine():
-    started = not ray.is_initialized()
-    if started:  # the actors import this folder's kernels (test_engine) and this checkout's atoll, as the driver does
+    """A Ray cluster of two nodes on this machine (1 CPU each; Ray's own multi-node test harness, which stops
+    only the processes it started) and a two-actor engine on it, one actor per node."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        # the actors import this folder's kernels (test_engine) and this checkout's atoll, as the driver does
         here = os.path.dirname(os.path.abspath(__file__))
         path = os.pathsep.join([here, os.getcwd(), os.environ.get("PYTHONPATH", "")])
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
-    eng = RayEngine(2, cpus_per_worker=0)
-    yield eng
-    eng.shutdown()
-    engine.set_factory(None)
-    if started:
+        ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+        eng = RayEngine(2)
+        yield eng
+        eng.shutdown()
+    finally:
+        engine.set_factory(None)
         ray.shutdown()
+        cluster.shutdown()
+
+
+def _node_id(_value=None) -> str:
+    return ray.get_runtime_context().get_node_id()
 
 
 def _pool_size(pk) -> int:
@@ -53,6 +64,7 @@ def test_resident_values_stay_on_their_ray_actor(ray_engine):
     check_resident_values(ray_engine)
     assert sorted(ray_engine.each(_worker_pid)) == sorted(ray_engine.pids())
     assert os.getpid() not in ray_engine.pids()
+    assert len(set(ray_engine.each(_node_id))) == 2  # one actor on each node of the cluster
 
 
 def test_keys_reach_ray_workers_without_their_randomness_pool(ray_engine, ou_kp):
