@@ -6,11 +6,19 @@ Selected without touching an algorithm, by the party that owns the cluster::
     engine.set_factory("ray", address="auto")   # or: ATOLL_ENGINE=ray (and RAY_ADDRESS=...) in the party's environment
     eng = engine.get(4)                         # four Ray actors; every jobs=4 of atoll.crypto now runs on them
 
-One actor per worker, so values :meth:`~RayEngine.place`\\ d on worker ``i`` stay resident in actor ``i``'s
+One actor per worker, so values placed (:meth:`~RayEngine.place`) on worker ``i`` stay resident in actor ``i``'s
 process (a block of rows, a public key with its fixed-base tables) and task ``i`` of
 :meth:`~RayEngine.run` runs next to them; each actor runs its tasks one at a time, in the order they were
 sent, like a local worker process. Results are bit-identical to the local engine's: the same module-level
 kernels run on the same arguments.
+
+Placed values are also put in Ray's object store (one copy for :meth:`~RayEngine.place_all`), owned by
+this driver until :meth:`~RayEngine.release`: when an actor's process dies mid-task (killed, out of
+memory), Ray restarts it (up to ``retries`` times) and retries its tasks, and the restarted actor reads its
+resident values back from the store, so the result is the same. The price is a second copy of each
+resident value in the object store. An actor killed on purpose (``ray.kill``) or a lost driver is not
+retried: that is a :class:`~atoll.errors.CryptoError`, and :func:`~atoll.crypto.engine.get` then builds
+a fresh engine, as for a dead local process.
 
 Ray connects to ``address`` (``"auto"``: the cluster of this machine, ``"ray://host:10001"``: a remote one,
 ``None``: ``RAY_ADDRESS`` if set) or, with neither, starts a local instance of ``num_cpus`` CPUs. The cluster
@@ -22,10 +30,8 @@ first, and never the federation wire. A public key crosses as its checked public
 precomputed random factors stays with its owner); decryption ships only modular exponentiations. Ray is the
 optional extra ``atoll[ray]``, imported when a Ray engine is built.
 
-What this engine does not do (yet): split data into object-store blocks by itself (an algorithm places its
-blocks with :meth:`place`, as on the local engine), read data out of core, or retry a task whose actor died:
-a dead actor is a :class:`~atoll.errors.CryptoError` and :func:`~atoll.crypto.engine.get` then builds a
-fresh engine, as for a dead local process.
+What this engine does not do (yet): split data into blocks by itself (an algorithm places its blocks with
+:meth:`place`, as on the local engine) or read data out of core.
 """
 
 from __future__ import annotations
@@ -64,9 +70,11 @@ class _Worker:
     def drop(self, rid: int) -> None:
         self.state.pop(rid, None)
 
-    def run(self, fn: Callable, rid: int, args: tuple) -> Any:
-        if rid not in self.state:
-            raise _released(rid)
+    def run(self, fn: Callable, rid: int, stored: list, args: tuple) -> Any:
+        if rid not in self.state:  # this actor was restarted (its process died): read the value back
+            import ray
+
+            self.state[rid] = ray.get(stored[0])
         return fn(self.state[rid], *args)
 
 
@@ -98,19 +106,20 @@ class RayEngine(WorkerEngine):
     """
 
     def __init__(self, n: int, address: str | None = None, num_cpus: int | None = None,
-                 cpus_per_worker: float = 1.0):
+                 cpus_per_worker: float = 1.0, retries: int = 3):
         if n < 1:
             raise CryptoError("a Ray engine needs at least one worker")
         self._ray = ray = connect(address, num_cpus)
-        actor = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(_Worker)
+        actor = ray.remote(num_cpus=cpus_per_worker, max_restarts=retries, max_task_retries=retries)(_Worker)
         self._workers = [actor.remote() for _ in range(n)]
         self.n_workers = n
         self._ids = itertools.count()
+        self._stored: dict[int, list] = {}  # resident values in Ray's object store, by id: one ref per worker
         self.broken = False
         self.closed = False
         self.tasks = 0  # tasks sent to the actors so far
         try:
-            self._pids = ray.get([w.pid.remote() for w in self._workers], timeout=START_TIMEOUT_S)
+            ray.get([w.pid.remote() for w in self._workers], timeout=START_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
             self.shutdown()
             raise CryptoError(f"the Ray cluster has no room for {n} workers of {cpus_per_worker} CPU each "
@@ -118,8 +127,8 @@ class RayEngine(WorkerEngine):
         log.debug("started %d Ray workers", n)
 
     def pids(self) -> list[int]:
-        """Process ids of the actors (on their nodes)."""
-        return list(self._pids)
+        """Process ids of the actors (on their nodes; an actor restarted by Ray has a new one)."""
+        return self._gather([w.pid.remote() for w in self._workers])
 
     def _gather(self, refs: list) -> list:
         ray = self._ray
@@ -154,7 +163,9 @@ class RayEngine(WorkerEngine):
         if len(values) > self.n_workers:
             raise CryptoError(f"{len(values)} values for an engine with {self.n_workers} workers")
         rid = next(self._ids)
-        self._gather([self._workers[i].put.remote(rid, v) for i, v in enumerate(values)])
+        refs = [self._ray.put(v) for v in values]
+        self._stored[rid] = refs
+        self._gather([self._workers[i].put.remote(rid, ref) for i, ref in enumerate(refs)])
         return Resident(self, rid, len(values))
 
     def place_all(self, value: Any) -> Resident:
@@ -162,15 +173,23 @@ class RayEngine(WorkerEngine):
         self._check_open()
         ref = self._ray.put(value)
         rid = next(self._ids)
+        self._stored[rid] = [ref] * self.n_workers
         self._gather([w.put.remote(rid, ref) for w in self._workers])
         return Resident(self, rid, self.n_workers)
 
     def run(self, fn: Callable, resident: Resident, args: Sequence[tuple]) -> list:
         _check_run(resident, self, args)
         self._check_open()
-        return self._gather([self._workers[i].run.remote(fn, resident.rid, tuple(a)) for i, a in enumerate(args)])
+        refs = self._stored.get(resident.rid)
+        if args and refs is None:
+            raise _released(resident.rid)
+        # the ref travels inside a list, so Ray does not fetch the value for every call: the actor reads it
+        # from the object store only after a restart
+        return self._gather([self._workers[i].run.remote(fn, resident.rid, [refs[i]], tuple(a))
+                             for i, a in enumerate(args)])
 
     def release(self, resident: Resident) -> None:
+        self._stored.pop(resident.rid, None)
         if self.closed or self.broken:
             return
         for i in range(resident.n):  # in order per actor: later tasks run after the drop; no need to wait
@@ -181,6 +200,7 @@ class RayEngine(WorkerEngine):
         if self.closed:
             return
         self.closed = True
+        self._stored.clear()
         for w in self._workers:
             try:
                 self._ray.kill(w)

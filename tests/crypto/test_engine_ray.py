@@ -67,6 +67,28 @@ def test_resident_values_stay_on_their_ray_actor(ray_engine):
     assert len(set(ray_engine.each(_node_id))) == 2  # one actor on each node of the cluster
 
 
+def _dies_once(block: list, marker: str) -> int:
+    """Sum of the block; the first time a marker is seen, the worker's process is killed in the middle."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), 9)
+    return sum(block)
+
+
+def test_a_worker_killed_mid_task_is_restarted_by_ray_and_the_result_is_identical(ray_engine, tmp_path):
+    before = ray_engine.pids()
+    survivor = tmp_path / "seen"
+    survivor.touch()
+    with ray_engine.place([[1, 2, 3], [10, 20]]) as res:
+        # worker 0 dies during its task: Ray restarts it, it reads its block back from the object store
+        assert ray_engine.run(_dies_once, res, [(str(tmp_path / "run"),), (str(survivor),)]) == [6, 30]
+        after = ray_engine.pids()
+        assert after[0] != before[0] and after[1] == before[1]
+        assert ray_engine.run(_dies_once, res, [(str(survivor),)] * 2) == [6, 30]
+    assert ray_engine.map(_dies_once, [([4, 5], str(tmp_path / "map")), ([6], str(survivor))]) == [9, 6]
+    assert not ray_engine.broken
+
+
 def test_keys_reach_ray_workers_without_their_randomness_pool(ray_engine, ou_kp):
     pk, _ = ou_kp
     pk.precompute(4)
