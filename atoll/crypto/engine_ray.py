@@ -110,7 +110,8 @@ class RayEngine(WorkerEngine):
         if n < 1:
             raise CryptoError("a Ray engine needs at least one worker")
         self._ray = ray = connect(address, num_cpus)
-        actor = ray.remote(num_cpus=cpus_per_worker, max_restarts=retries, max_task_retries=retries)(_Worker)
+        actor = ray.remote(num_cpus=cpus_per_worker, max_restarts=retries, max_task_retries=retries,
+                           scheduling_strategy="SPREAD")(_Worker)  # over the cluster's nodes
         self._workers = [actor.remote() for _ in range(n)]
         self.n_workers = n
         self._ids = itertools.count()

@@ -35,7 +35,7 @@ def ray_engine():
         here = os.path.dirname(os.path.abspath(__file__))
         path = os.pathsep.join([here, os.getcwd(), os.environ.get("PYTHONPATH", "")])
         ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
-        eng = RayEngine(2)
+        eng = RayEngine(2, cpus_per_worker=0)  # spread over the nodes; leaves the CPUs to other drivers' actors
         yield eng
         eng.shutdown()
     finally:
@@ -129,8 +129,12 @@ print(type(engine.get(2)).__name__)
 """
 
 
-def test_the_environment_chooses_the_engine_without_code_changes():
-    env = dict(os.environ, ATOLL_ENGINE="local")
+def test_the_environment_chooses_the_engine_without_code_changes(ray_engine):
+    env = dict(os.environ, ATOLL_ENGINE="ray", RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    script = _ENV_CHOICE + "print(engine.get(2).map(pow, [(2, 10), (3, 3)]))\n"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split("\n")[:2] == ["RayEngine", "[1024, 27]"], out.stderr[-2000:]
+    env["ATOLL_ENGINE"] = "local"
     out = subprocess.run([sys.executable, "-c", _ENV_CHOICE], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["ProcessEngine"], out.stderr
     env["ATOLL_ENGINE"] = "nope"
