@@ -358,7 +358,8 @@ class Node:
         cursor = [store.party(d.party).events()[1]]
         args = {"db_url": self.db.url, "run_id": job_id, "party": d.party,
                 "roles": {p: v["role"] for p, v in parties.items()}, "nodes": nodes, "job_text": d.job.text,
-                "source": d.job.source, "skip": list(skip), "fed_job_id": fed_id, "work_dir": str(self.work_dir)}
+                "source": d.job.source, "skip": list(skip), "fed_job_id": fed_id, "work_dir": str(self.work_dir),
+                "engine": {"kind": self.cfg.engine.kind, **self.cfg.engine.options()}}
         task = TaskProcess(transport, args, lambda step: self._before_step(job_id, attempt, step),
                            lambda result: self._on_exit(job_id, attempt, result, cursor))
         with self._lock:

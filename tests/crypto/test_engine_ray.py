@@ -193,3 +193,23 @@ def test_hetero_lr_on_ray_gives_exactly_the_local_engines_model(ray_engine):
             engine.set_factory(None)
         coefs[kind] = (m.coef_, m.intercept_)
     assert np.array_equal(coefs["local"][0], coefs["ray"][0]) and coefs["local"][1] == coefs["ray"][1]
+
+
+def test_a_node_config_chooses_its_own_cluster(ray_engine):
+    """``engine:`` in node.yaml: what a node's job processes pass to set_factory (atoll.node.executor)."""
+    from pydantic import ValidationError
+
+    from atoll.node.config import EngineConfig, NodeConfig
+
+    cfg = NodeConfig.model_validate({"name": "bank", "federation": "127.0.0.1:7001",
+                                     "engine": {"kind": "ray", "cpus_per_worker": 0}}).engine
+    assert cfg.options() == {"cpus_per_worker": 0}
+    engine.set_factory(cfg.kind, **cfg.options())
+    try:
+        assert isinstance(engine.get(2), RayEngine) and engine.get(2).map(_square, [(7,)]) == [49]
+    finally:
+        engine.set_factory(None)
+    assert EngineConfig().kind == "local" and EngineConfig().options() == {}
+    assert EngineConfig(kind="ray", address="auto").options() == {"address": "auto", "cpus_per_worker": 1.0}
+    with pytest.raises(ValidationError):
+        EngineConfig.model_validate({"kind": "spark"})
