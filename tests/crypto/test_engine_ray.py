@@ -18,15 +18,17 @@ from atoll.errors import CryptoError
 ray = pytest.importorskip("ray")
 
 from atoll.crypto.engine_ray import RayEngine  # noqa: E402
-from test_engine import check_kernels_match_one_worker, check_resident_values, _square  # noqa: E402
+from test_engine import _block_sum, _square, check_kernels_match_one_worker, check_resident_values  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ray_engine():
     """A Ray cluster of two nodes on this machine (1 CPU each; Ray's own multi-node test harness, which stops
-    only the processes it started) and a two-actor engine on it, one actor per node."""
+    only the processes it started) and a two-actor engine on it (0 CPUs each: Ray places them)."""
     from ray.cluster_utils import Cluster
 
+    if ray.is_initialized():  # left connected by an earlier test of this process
+        ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         cluster.add_node(num_cpus=1)
@@ -35,7 +37,7 @@ def ray_engine():
         here = os.path.dirname(os.path.abspath(__file__))
         path = os.pathsep.join([here, os.getcwd(), os.environ.get("PYTHONPATH", "")])
         ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
-        eng = RayEngine(2, cpus_per_worker=0)  # spread over the nodes; leaves the CPUs to other drivers' actors
+        eng = RayEngine(2, cpus_per_worker=0)  # leaves the CPUs to the actors of other engines of the tests
         yield eng
         eng.shutdown()
     finally:
@@ -64,7 +66,17 @@ def test_resident_values_stay_on_their_ray_actor(ray_engine):
     check_resident_values(ray_engine)
     assert sorted(ray_engine.each(_worker_pid)) == sorted(ray_engine.pids())
     assert os.getpid() not in ray_engine.pids()
-    assert len(set(ray_engine.each(_node_id))) == 2  # one actor on each node of the cluster
+
+
+
+def test_workers_of_one_cpu_each_run_on_both_nodes(ray_engine):
+    eng = RayEngine(2)  # each node has one CPU: one actor per node
+    try:
+        assert len(set(eng.each(_node_id))) == 2
+        with eng.place([[1, 2], [3]]) as res:
+            assert eng.run(_block_sum, res, [(1,), (2,)]) == [3, 6]
+    finally:
+        eng.shutdown()
 
 
 def _dies_once(block: list, marker: str) -> int:
