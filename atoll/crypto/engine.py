@@ -1,7 +1,9 @@
 """THE worker engine: where a party runs its heavy HE kernels, on its own CPU cores (never a peer's).
 
 Every algorithm reaches its workers through :func:`get` and the :class:`WorkerEngine` interface, so
-another engine (Ray, issue 18) plugs in with :func:`set_factory` without touching an algorithm::
+another engine plugs in with :func:`set_factory` without touching an algorithm: Ray actors on the party's
+own cluster (:mod:`atoll.crypto.engine_ray`) with ``set_factory("ray", address=...)``, or with
+``ATOLL_ENGINE=ray`` in the party's environment (read on the first :func:`get`)::
 
     from atoll.crypto import engine
     eng = engine.get(jobs)              # 1 (or None) -> InlineEngine (this process); n > 1 -> n local worker
@@ -57,7 +59,8 @@ from atoll.errors import CryptoError
 log = logging.getLogger(__name__)
 
 __all__ = ["Jobs", "WorkerEngine", "InlineEngine", "ProcessEngine", "Resident", "get", "set_factory", "resolve_jobs",
-           "split", "ship", "unship", "powmod_list", "warm_up", "can_fork_workers", "shutdown"]
+           "split", "ship", "unship", "powmod_list", "warm_up", "can_fork_workers", "shutdown", "KINDS",
+           "factory_for"]
 
 
 #: what every ``jobs=`` argument of atoll.crypto accepts: a worker count or an engine
@@ -312,7 +315,8 @@ class ProcessEngine(WorkerEngine):
 _INLINE = InlineEngine()
 _ENGINES: dict[int, WorkerEngine] = {}
 _LOCK = threading.Lock()
-_FACTORY: Callable[[int], WorkerEngine] | None = None
+_UNSET: Any = object()
+_FACTORY: Any = _UNSET  # a factory, None (local processes), or not chosen yet (see _factory)
 _WARNED_DAEMON = False
 
 
@@ -329,12 +333,49 @@ def can_fork_workers() -> bool:
     return False
 
 
-def set_factory(factory: Callable[[int], WorkerEngine] | None) -> None:
+#: engines a party may choose by name (never a name a peer or a job file imports): name -> module, class
+KINDS = {"local": None, "ray": ("atoll.crypto.engine_ray", "RayEngine")}
+
+
+def factory_for(kind: str, **options: Any) -> Callable[[int], WorkerEngine] | None:
+    """The factory of engine ``kind`` (see :data:`KINDS`) with its options (``None`` for local processes);
+    e.g. ``factory_for("ray", address="auto")``."""
+    if kind not in KINDS:
+        raise CryptoError(f"unknown worker engine {kind!r}: choose one of {sorted(KINDS)}")
+    if KINDS[kind] is None:
+        if options:
+            raise CryptoError(f"the local worker engine takes no options (got {sorted(options)})")
+        return None
+    import functools
+    import importlib
+
+    module, name = KINDS[kind]
+    return functools.partial(getattr(importlib.import_module(module), name), **options)
+
+
+def set_factory(factory: Callable[[int], WorkerEngine] | str | None, **options: Any) -> None:
     """Make :func:`get` build its engines of ``n > 1`` workers with ``factory(n)`` (e.g. a Ray engine; built
-    once per ``n`` and cached like the local ones); ``None`` restores local processes. Stops the cached engines."""
+    once per ``n`` and cached like the local ones); ``None`` restores local processes. ``factory`` may be a
+    name of :data:`KINDS` with its options: ``set_factory("ray", address="auto")``. Stops the cached engines.
+
+    Without a call, the party's environment chooses: ``ATOLL_ENGINE=ray`` (Ray then reads ``RAY_ADDRESS``)."""
     global _FACTORY
+    if isinstance(factory, str):
+        factory = factory_for(factory, **options)
+    elif options:
+        raise CryptoError("engine options go with an engine name, e.g. set_factory('ray', address='auto')")
     shutdown(wait=False)
     _FACTORY = factory
+
+
+def _factory() -> Callable[[int], WorkerEngine] | None:
+    """The factory set by :func:`set_factory`, else the one ``ATOLL_ENGINE`` names (read once)."""
+    global _FACTORY
+    if _FACTORY is _UNSET:
+        with _LOCK:
+            if _FACTORY is _UNSET:
+                _FACTORY = factory_for(os.environ.get("ATOLL_ENGINE", "").strip().lower() or "local")
+    return _FACTORY  # type: ignore[return-value]
 
 
 def get(jobs: Jobs = 1) -> WorkerEngine:
@@ -344,7 +385,7 @@ def get(jobs: Jobs = 1) -> WorkerEngine:
     n = resolve_jobs(jobs)
     if n <= 1:
         return _INLINE
-    factory = _FACTORY
+    factory = _factory()
     if factory is None and not can_fork_workers():
         return _INLINE
     with _LOCK:

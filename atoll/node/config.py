@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,6 +54,25 @@ class AutoApprove(BaseModel):
     components: list[str] = Field(min_length=1)
 
 
+class EngineConfig(BaseModel):
+    """Where this node's jobs run their heavy HE work (see :mod:`atoll.crypto.engine`): local worker
+    processes, or this organisation's own Ray cluster. Never a partner's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = Field(None, description="ray: 'auto', 'HOST:PORT' or 'ray://HOST:10001' "
+                                "(default: RAY_ADDRESS, else a local Ray instance)")
+    cpus_per_worker: float = Field(1.0, ge=0, description="ray: CPUs reserved for each worker")
+
+    def options(self) -> dict[str, Any]:
+        """What :func:`atoll.crypto.engine.set_factory` takes: ``(kind, **options)``."""
+        if self.kind == "local":
+            return {}
+        return {k: v for k, v in (("address", self.address), ("cpus_per_worker", self.cpus_per_worker))
+                if v is not None}
+
+
 class NodeConfig(BaseModel):
     """``node.yaml``. Relative paths are relative to the file's folder."""
 
@@ -78,6 +97,8 @@ class NodeConfig(BaseModel):
                                "and approvals before it fails")
     workers: int = Field(4, ge=1, description="jobs this node runs at once")
     max_attempts: int = Field(3, ge=1, description="times an interrupted job is resumed")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="the worker engine of this "
+                                 "node's jobs (jobs=/n_jobs=): local processes or this node's Ray cluster")
 
     # filled by load(), not part of the file
     path: Path = Field(Path("node.yaml"), exclude=True)

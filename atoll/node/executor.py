@@ -115,9 +115,11 @@ class RelayTransport(Transport):
 
 def worker_main(conn: Any, db_url: str, run_id: str, party: str, roles: dict[str, str], nodes: dict[str, str],
                 job_text: str, source: str, skip: list[str], fed_job_id: str, work_dir: str,
-                data_roots: list[str] | None = None) -> None:
-    """A worker process: run this node's party of the job (see the module docstring)."""
+                data_roots: list[str] | None = None, engine: dict[str, Any] | None = None) -> None:
+    """A worker process: run this node's party of the job (see the module docstring); ``engine``:
+    ``{"kind": ..., **options}`` of the node config's worker engine (local processes if absent)."""
     from atoll._process import die_with_parent
+    from atoll.crypto import engine as worker_engine
     from atoll.federation import Context, failure_summary
     from atoll.jobs.runner import StepFailed, run_party
     from atoll.jobs.spec import parse_job
@@ -127,6 +129,8 @@ def worker_main(conn: Any, db_url: str, run_id: str, party: str, roles: dict[str
     relay = RelayTransport(conn, party, fed_job_id, nodes)
     db = Database(db_url)
     try:
+        if engine and engine.get("kind", "local") != "local":
+            worker_engine.set_factory(engine["kind"], **{k: v for k, v in engine.items() if k != "kind"})
         job = parse_job(job_text, source, check_data=False, data_roots=data_roots or ())
         ctx = Context(party, roles, relay, timeout=job.timeout)
         run = SqlRunStore(db, run_id, work_dir).party(party)

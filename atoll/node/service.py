@@ -359,7 +359,8 @@ class Node:
         args = {"db_url": self.db.url, "run_id": job_id, "party": d.party,
                 "roles": {p: v["role"] for p, v in parties.items()}, "nodes": nodes, "job_text": d.job.text,
                 "source": d.job.source, "skip": list(skip), "fed_job_id": fed_id, "work_dir": str(self.work_dir),
-                "data_roots": list(d.job.data_roots)}
+                "data_roots": list(d.job.data_roots),
+                "engine": {"kind": self.cfg.engine.kind, **self.cfg.engine.options()}}
         task = TaskProcess(transport, args, lambda step: self._before_step(job_id, attempt, step),
                            lambda result: self._on_exit(job_id, attempt, result, cursor))
         with self._lock:

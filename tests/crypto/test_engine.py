@@ -97,34 +97,44 @@ def _whoami(_value) -> int:
     return os.getpid()
 
 
-def test_map_and_kernels_give_identical_results_for_one_and_two_workers(ou_kp):
-    pk, sk = ou_kp
-    assert engine.get(1).map(_square, [(i,) for i in range(7)]) == engine.get(2).map(_square, [(i,) for i in range(7)])
+def check_kernels_match_one_worker(eng, pk, sk) -> None:
+    """``eng`` (two or more workers) gives the in-process results, bit for bit (also run on Ray)."""
+    assert engine.get(1).map(_square, [(i,) for i in range(7)]) == eng.map(_square, [(i,) for i in range(7)])
     rng = np.random.default_rng(3)
     X, v = rng.integers(-5, 5, size=(300, 3)), rng.normal(size=300)
     enc = pk.encrypt(v)
     # deterministic kernels: the same ciphertexts bit for bit
-    assert enc.matvec_t(X, jobs=1).data.tolist() == enc.matvec_t(X, jobs=2).data.tolist()
-    assert enc.mul(X[:, 0], jobs=1).data.tolist() == enc.mul(X[:, 0], jobs=2).data.tolist()
-    assert sk.decrypt_int(enc, jobs=1).tolist() == sk.decrypt_int(enc, jobs=2).tolist()
-    assert np.allclose(sk.decrypt(pk.encrypt(v, jobs=2), jobs=2), v, atol=1e-9)
+    assert enc.matvec_t(X, jobs=1).data.tolist() == enc.matvec_t(X, jobs=eng).data.tolist()
+    assert enc.mul(X[:, 0], jobs=1).data.tolist() == enc.mul(X[:, 0], jobs=eng).data.tolist()
+    assert sk.decrypt_int(enc, jobs=1).tolist() == sk.decrypt_int(enc, jobs=eng).tolist()
+    assert np.allclose(sk.decrypt(pk.encrypt(v, jobs=eng), jobs=eng), v, atol=1e-9)
+
+
+def test_map_and_kernels_give_identical_results_for_one_and_two_workers(ou_kp):
+    check_kernels_match_one_worker(engine.get(2), *ou_kp)
+
+
+def check_resident_values(eng) -> None:
+    """The resident-value contract of every engine (also run on Ray)."""
+    blocks = [[1, 2, 3], [10, 20]][:eng.n_workers]
+    with eng.place(blocks) as res:
+        assert eng.run(_block_sum, res, [(2,)] * len(blocks)) == [2 * sum(b) for b in blocks]
+        pids = eng.run(_whoami, res, [()] * len(blocks))
+        assert len(set(pids)) == len(blocks)  # task i ran on worker i
+        assert eng.run(_whoami, res, [()] * len(blocks)) == pids
+    with pytest.raises(CryptoError, match="released"):
+        eng.run(_block_sum, res, [(1,)] * len(blocks))
+    shared = eng.place_all([4, 5])
+    assert eng.run(_block_sum, shared, [(1,)] * eng.n_workers) == [9] * eng.n_workers
+    eng.release(shared)
+    if eng.n_workers == 2:
+        with pytest.raises(CryptoError, match="2 tasks for values resident on 1 workers"):
+            eng.run(_block_sum, eng.place([[1]]), [(1,), (1,)])
 
 
 def test_resident_values_stay_on_their_worker():
     for eng in (engine.get(1), engine.get(2)):
-        blocks = [[1, 2, 3], [10, 20]][:eng.n_workers]
-        with eng.place(blocks) as res:
-            assert eng.run(_block_sum, res, [(2,)] * len(blocks)) == [2 * sum(b) for b in blocks]
-            pids = eng.run(_whoami, res, [()] * len(blocks))
-            assert len(set(pids)) == len(blocks)  # task i ran on worker i
-            assert eng.run(_whoami, res, [()] * len(blocks)) == pids
-        with pytest.raises(CryptoError, match="released"):
-            eng.run(_block_sum, res, [(1,)] * len(blocks))
-        shared = eng.place_all([4, 5])
-        assert eng.run(_block_sum, shared, [(1,)] * eng.n_workers) == [9] * eng.n_workers
-        eng.release(shared)
-    with pytest.raises(CryptoError, match="2 tasks for values resident on 1 workers"):
-        engine.get(2).run(_block_sum, engine.get(2).place([[1]]), [(1,), (1,)])
+        check_resident_values(eng)
 
 
 def test_shutdown_leaves_no_child_processes():
