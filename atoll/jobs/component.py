@@ -228,8 +228,10 @@ class AlgorithmComponent(Component):
         try:
             cls.alg.check(params, parties)
         except ConfigError as e:
-            where = ("params", e.field) if getattr(e, "field", None) else ("component",)
-            raise job.error(f"{spec.id} ({cls.name}) {e}", "pipeline", index, *where) from None
+            field = getattr(e, "field", None)
+            if field:  # a parameter at fault
+                raise job.error(f"{spec.id}: {e}", "pipeline", index, "params", field) from None
+            raise job.error(f"{spec.id} ({cls.name}) {e}", "pipeline", index, "component") from None
 
     def part(self, tc: TaskContext, obj: Any, **extra: Any) -> dict[str, Any]:
         """This party's ``model`` output: its role's model part as wire types, plus ``extra``."""
