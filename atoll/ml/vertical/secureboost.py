@@ -9,7 +9,10 @@ Protocol (guest = the party with labels, hosts = feature holders; rows aligned b
 
 1. Setup. Every party bins its own features (quantile cuts, a bin for missing
    values); the guest makes an HE key pair (OU by default, Paillier, or none in
-   plaintext mode) and sends the public key.
+   plaintext mode) and sends the public key with its row count and a SHA-256 digest of its
+   row ids in order; each host compares them with its own and stops the job with a
+   :class:`~atoll.errors.DataError` if its rows are not the guest's, in the guest's order
+   (joint prediction checks the rows to score the same way).
 2. Each boosting round, the guest computes gradients and hessians of its loss
    (on a row subsample, or GOSS-weighted rows, when asked), quantises them to
    integers (``boosting_core.quantize``), packs each row's (g, h) of every output
@@ -33,7 +36,8 @@ Protocol (guest = the party with labels, hosts = feature holders; rows aligned b
 
 What each party sees:
 
-* Hosts: the public key, the encrypted packed (g, h) of every row (never a
+* Hosts: the public key, the digest of the guest's row ids (equal to its own when the rows
+  are aligned), the encrypted packed (g, h) of every row (never a
   plaintext gradient, hessian or label), the tree topologies, which party owns
   each split, and every node's row set (the instance space: a known property of
   SecureBoost). With ``subsample < 1`` or GOSS, also each round's set of sampled
