@@ -34,7 +34,7 @@ from atoll.ml.facade import FederatedEstimator
 from atoll.ml.registry import Algorithm, AlgorithmParams, ModelPart, check_scheme
 from atoll.ml.vertical._glm import _as_matrix, ids_digest
 from atoll.ml.vertical.ss_lr import GUEST, HOST, SSDealer, _bound_pow2, _dealer, check_two_parties, resolve_provider
-from atoll.secure.mpc import Session, run_dealer
+from atoll.secure.mpc import Session
 
 
 class PearsonParams(AlgorithmParams):

@@ -12,7 +12,6 @@ from sklearn.linear_model import PoissonRegressor
 
 from atoll import datasets
 from atoll.ml import metrics
-from atoll.ml.optim import OptimizerParams
 from atoll.ml.vertical import HeteroPoissonRegression
 from atoll.ml.vertical._glm import GLMParams, fit_plaintext, prepare
 
