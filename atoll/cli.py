@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -10,13 +12,16 @@ import typer
 import atoll
 from atoll.tee.cli import app as tee_app
 from atoll.hfl_cli import app as hfl_app
+from atoll.serving.cli import app as serve_app
 
 app = typer.Typer(help="Atoll: federated learning where every party's raw data stays where it is.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
 certs_app = typer.Typer(help="Certificates for mutual TLS between parties.", no_args_is_help=True)
 app.add_typer(certs_app, name="certs")
 app.add_typer(tee_app, name="tee")
 app.add_typer(hfl_app, name="hfl")
+app.add_typer(serve_app, name="serve")
 
 
 def _node_commands() -> None:
@@ -26,6 +31,46 @@ def _node_commands() -> None:
 
 
 _node_commands()
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time, so that under the live progress display
+    (which redirects it) a warning is printed above the display instead of into it."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # logging.StreamHandler.__init__ assigns it
+        pass
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(atoll.__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print Atoll's version and exit."),
+          log_level: str = typer.Option("warning", "--log-level", envvar="ATOLL_LOG_LEVEL",
+                                        help="Messages of this command at or above this level go to stderr: "
+                                             + " | ".join(LOG_LEVELS))) -> None:
+    """Atoll: federated learning where every party's raw data stays where it is."""
+    level = log_level.lower()
+    if level not in LOG_LEVELS:
+        raise typer.BadParameter(f"{log_level!r}: use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    logger = logging.getLogger("atoll")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(getattr(logging, level.upper()))
 
 
 @app.command()
@@ -112,6 +157,8 @@ def predict_cmd(run_dir: Path = typer.Argument(..., help="Folder of a finished '
         raise typer.Exit(1) from None
     for party, path in written.items():
         typer.echo(f"{party}: predictions in {path}")
+    for w in written.warnings:
+        typer.secho(f"warning: {w}", fg="yellow", err=True)
 
 
 @app.command("psi")
@@ -135,6 +182,14 @@ def psi_command(
                                                    "guest: only the guest"),
         duplicates: str = typer.Option("error", help="error, or drop (keep the first occurrence)"),
         strip: bool = typer.Option(True, help="Strip whitespace around ids (must match on all sides)"),
+        protocol: str = typer.Option("ecdh", help="ecdh (X25519), kkrt (OT extension: fastest for big "
+                                                  "sets) or unbalanced (small set against a huge one)"),
+        stream: bool = typer.Option(False, help="kkrt: read the id file in chunks and write the result as it "
+                                                "comes (bounded memory, CSV or Parquet; result ordered by id hash)"),
+        chunk_rows: int = typer.Option(1 << 20, help="--stream: ids read at a time"),
+        cache_dir: Optional[Path] = typer.Option(None, help="unbalanced: folder for this party's offline cache"),
+        cardinality: bool = typer.Option(False, help="ecdh, one host: learn only how many ids are in common "
+                                                     "(PSI-CA); nothing is written"),
 ) -> None:
     """Private set intersection: align this party's ids with other parties' without revealing others."""
     from atoll.errors import AtollError
@@ -142,9 +197,19 @@ def psi_command(
     from atoll.secure.psi import PsiParams
 
     try:
-        params = PsiParams(result_to=result_to, duplicates=duplicates, strip=strip)
+        params = PsiParams(protocol=protocol, result_to=result_to, duplicates=duplicates, strip=strip,
+                           cache_dir=str(cache_dir) if cache_dir else None, cardinality_only=cardinality)
+        if stream and protocol != "kkrt":
+            raise typer.BadParameter("--stream runs the kkrt protocol: add --protocol kkrt")
+        if standalone and stream:
+            sizes = psi_cli.run_standalone(ids, host_ids, column, params, stream_to=out, chunk_rows=chunk_rows)
+            typer.echo(f"{sizes['guest']} ids in common; aligned ids written to {out}/")
+            return
         if standalone:
             results = psi_cli.run_standalone(ids, host_ids, column, params)
+            if cardinality:
+                typer.echo(f"{results['guest']} ids in common (cardinality only: no ids were learnt)")
+                return
             files = {"guest": ids, **{f"host_{i}": h for i, h in enumerate(host_ids)}}
             for name, found in results.items():
                 if found is not None:
@@ -158,8 +223,18 @@ def psi_command(
         name = party or ("guest" if role == "guest" else "host_0")
         if psi_cli.role_of(name) != role:
             raise typer.BadParameter(f"party {name!r} does not play role {role!r}")
+        if stream:
+            size = psi_cli.run_node_stream(name, ids, column, out, address, psi_cli.parse_peers(peer),
+                                           str(certs) if certs else None, params, chunk_rows, job_id=job_id)
+            typer.echo("done; only the guest learns the intersection (result_to=guest)" if size is None
+                       else f"{size} ids in common; aligned ids written to {out}")
+            return
         found = psi_cli.run_node(name, psi_cli.read_ids(ids, column), address, psi_cli.parse_peers(peer),
                                  str(certs) if certs else None, params, job_id=job_id)
+        if cardinality:
+            typer.echo("done; only the guest learns the size (result_to=guest)" if found is None
+                       else f"{found} ids in common (cardinality only: no ids were learnt)")
+            return
         if found is None:
             typer.echo("done; only the guest learns the intersection (result_to=guest)")
             return

@@ -12,6 +12,7 @@ import numpy as np
 
 from atoll.jobs.spec import JobSpec
 from atoll.jobs.store import RunStore
+from atoll.jobs.views import alignment, model_summary
 
 if TYPE_CHECKING:
     from atoll.jobs.resume import ResumePlan
@@ -53,6 +54,52 @@ def evaluations(job: JobSpec, store: RunStore) -> list[dict[str, Any]]:
     return out
 
 
+def _parameters(job: JobSpec) -> dict[str, dict[str, Any]]:
+    """Every step's parameters as the component ran them (the job file's, defaults filled in)."""
+    from atoll.jobs import registry
+
+    out = {}
+    for c in job.pipeline:
+        try:
+            out[c.id] = registry.get(c.component).Params.model_validate(c.params).model_dump(mode="json")
+        except Exception:  # noqa: BLE001 - a job that ran validated them; show what the file says otherwise
+            out[c.id] = dict(c.params)
+    return out
+
+
+def _models(job: JobSpec, store: RunStore, params: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each model step's parts, one per party that kept one (:func:`atoll.jobs.views.model_summary`:
+    a party's own columns only), with the step's parameters."""
+    out = []
+    for c in job.pipeline:
+        parts = {}
+        for p in job.parties:
+            saved = store.party(p).outputs(c.id)
+            if "model" in saved:
+                summary = model_summary(saved["model"], params.get(c.id))
+                if summary is not None and (summary["facts"] or summary["weights"] or summary["warnings"]):
+                    parts[p] = summary
+        if parts:
+            out.append({"step": c.id, "component": c.component, "params": params.get(c.id, {}), "parts": parts})
+    return out
+
+
+def _warnings(models: list[dict[str, Any]], aligned: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a person must not miss: models that did not converge (one line per step, naming its
+    parties) and parties whose rows had no match at an alignment step."""
+    out = []
+    for m in models:
+        seen: dict[str, list[str]] = {}
+        for party, part in m["parts"].items():
+            for w in part["warnings"]:
+                seen.setdefault(w, []).append(party)
+        out += [{"kind": "not_converged", "step": m["step"], "parties": ps,
+                 "text": f"step {m['step']} ({m['component']}) at {', '.join(ps)}: {w}"} for w, ps in seen.items()]
+    out += [{"kind": "unmatched_rows", "step": a["step"], "parties": [a["party"]],
+             "text": f"step {a['step']} (psi): {a['warning']}"} for a in aligned if a["warning"]]
+    return out
+
+
 def _tee_runs(job: JobSpec, store: RunStore) -> list[dict[str, Any]]:
     """Which enclave backend ran each TEE step (from the enclave host's saved model part)."""
     out = []
@@ -76,11 +123,12 @@ def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any]) -> dict
     for ev in evaluations:
         curves = ev.get("curves") or {}
         tag = f"{ev['step']}_{ev['party']}"
+        who = f"{ev['step']} @ {ev['party']}"  # every plot names its party (each client has its own)
         if "roc" in curves:
             fig, ax = plt.subplots(figsize=(4.5, 4))
             ax.plot(curves["roc"]["fpr"], curves["roc"]["tpr"], label=f"AUC {ev['metrics']['auc']:.4f}")
             ax.plot([0, 1], [0, 1], ls=":", c="grey")
-            ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC — {ev['step']}")
+            ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC — {who}")
             ax.legend(loc="lower right")
             files[f"roc_{tag}.png"] = _png(plt, fig)
         if "roc_ovr" in curves:
@@ -89,7 +137,7 @@ def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any]) -> dict
                 ax.plot(c["fpr"], c["tpr"], label=f"class {k} vs rest")
             ax.plot([0, 1], [0, 1], ls=":", c="grey")
             ax.set(xlabel="false positive rate", ylabel="true positive rate",
-                   title=f"ROC (one-vs-rest, macro AUC {ev['metrics']['auc_ovr']:.4f}) — {ev['step']}")
+                   title=f"ROC (one-vs-rest, macro AUC {ev['metrics']['auc_ovr']:.4f}) — {who}")
             ax.title.set_fontsize(9)
             ax.legend(loc="lower right", fontsize=8)
             files[f"roc_{tag}.png"] = _png(plt, fig)
@@ -103,14 +151,20 @@ def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any]) -> dict
             ax.plot(frac, fpr, label="FPR (cum. negatives)")
             i = int(np.argmax(tpr - fpr))
             ax.vlines(frac[i], fpr[i], tpr[i], colors="red", label=f"KS {k['ks']:.4f}")
-            ax.set(xlabel="share of rows scored at or above the threshold", ylabel="rate", title=f"KS — {ev['step']}")
+            ax.set(xlabel="share of rows scored at or above the threshold", ylabel="rate", title=f"KS — {who}")
             ax.legend(loc="lower right")
             files[f"ks_{tag}.png"] = _png(plt, fig)
+    from matplotlib.ticker import MaxNLocator
+
     for step, hist in histories.items():
+        series = {name: values for name, values in hist.items() if values}  # no legend entry without data
+        if not series:
+            continue
         fig, ax = plt.subplots(figsize=(4.5, 4))
-        for name, values in hist.items():
+        for name, values in series.items():
             ax.plot(np.arange(1, len(values) + 1), values, marker=".", label=name)
         ax.set(xlabel="iteration", title=f"training — {step}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
         ax.legend()
         files[f"loss_{step}.png"] = _png(plt, fig)
     return files
@@ -140,6 +194,13 @@ def build_report(job: JobSpec, store: RunStore, centralized_baseline: bool = Fal
 
         baseline = cb(job, store)
     plots = _plots(evals, histories)
+    from atoll.jobs.feature_report import feature_plots, feature_sections
+
+    feature = feature_sections(job, store)
+    plots.update(feature_plots(feature))
+    params = _parameters(job)
+    models = _models(job, store, params)
+    aligned = alignment(job, store)
     report = {
         "job": job.name, "seed": job.seed, "run_dir": str(store), "finished": time.time(),
         "seconds": seconds, "parties": {p: s.role for p, s in job.parties.items()},
@@ -148,7 +209,8 @@ def build_report(job: JobSpec, store: RunStore, centralized_baseline: bool = Fal
         "evaluations": [{k: v for k, v in e.items() if k != "curves"} for e in evals],
         "curves": {f"{e['step']}@{e['party']}": e.get("curves") for e in evals},
         "histories": histories, "centralized_baseline": baseline, "tee": _tee_runs(job, store),
-        "plots": [f"plots/{name}" for name in plots],
+        "plots": [f"plots/{name}" for name in plots], "feature": feature,
+        "parameters": params, "models": models, "alignment": aligned, "warnings": _warnings(models, aligned),
     }
     report = _jsonable(report)
     store.save_report(report, _html(report, plots), plots)
@@ -177,6 +239,8 @@ def _html(r: dict[str, Any], plots: dict[str, bytes]) -> str:
              f"<h1>Atoll job <code>{e(r['job'])}</code></h1>",
              f"<p>seed {r['seed']} · parties: {e(', '.join(f'{p} ({q})' for p, q in r['parties'].items()))}"
              + (f" · {r['seconds']:.1f} s" if r.get("seconds") else "") + "</p>"]
+    for w in r.get("warnings") or []:
+        parts.append(f"<p class='warning' style='color:#b00;font-weight:bold'>warning: {e(w['text'])}</p>")
     for t in r.get("tee") or []:
         banner = (f"<p style='color:#b00;font-weight:bold'>{e(t['mark'])}: the enclave of step "
                   f"{e(t['step'])} was simulated; its host saw everything</p>" if t.get("simulated") else "")
@@ -193,11 +257,23 @@ def _html(r: dict[str, Any], plots: dict[str, bytes]) -> str:
         parts.append("</table>")
     if r.get("centralized_baseline"):
         parts.append("<h2>Federated vs centralised (same held-out rows)</h2><table><tr><th>model</th>"
-                     "<th>metric</th><th>V_FED</th><th>V_SUM</th><th>diff</th></tr>")
+                     "<th>party</th><th>rows</th><th>metric</th><th>V_FED</th><th>V_SUM</th><th>diff</th></tr>")
         for row in r["centralized_baseline"]:
             for k, v in row["metrics"].items():
-                parts.append(f"<tr><td>{e(row['model_step'])} vs {e(row['twin'])}</td><td>{e(k)}</td>"
+                parts.append(f"<tr><td>{e(row['model_step'])} vs {e(row['twin'])}</td><td>{e(row['party'])}</td>"
+                             f"<td>{row['n_test']}</td><td>{e(k)}</td>"
                              f"<td>{v['V_FED']:.4f}</td><td>{v['V_SUM']:.4f}</td><td>{v['diff']:+.4f}</td></tr>")
+        parts.append("</table>")
+    from atoll.jobs.feature_report import feature_html
+
+    parts += feature_html(r.get("feature") or [])
+    parts += _models_html(r.get("models") or [])
+    if r.get("alignment"):
+        parts.append("<h2>Alignment (rows kept by psi)</h2><table><tr><th>step</th><th>party</th><th>rows in</th>"
+                     "<th>kept</th><th>no match</th></tr>")
+        for a in r["alignment"]:
+            parts.append(f"<tr><td>{e(a['step'])}</td><td>{e(a['party'])}</td><td>{a['rows_in']}</td>"
+                         f"<td>{a['rows_kept']}</td><td>{a['dropped']}</td></tr>")
         parts.append("</table>")
     ran_again = (r.get("resume") or {}).get("ran_again", {})
     parts.append("<h2>Steps (seconds per party)</h2><table><tr><th>step</th>"
@@ -208,6 +284,12 @@ def _html(r: dict[str, Any], plots: dict[str, bytes]) -> str:
                 else " (resumed: ran again)" if step in ran_again else "")
         parts.append(f"<tr><td>{e(step)}{mark}</td>{cells}</tr>")
     parts.append("</table>")
+    if r.get("parameters"):
+        parts.append("<h2>Parameters</h2><table><tr><th>step</th><th style='text-align:left'>parameters</th></tr>")
+        for step, params in r["parameters"].items():
+            parts.append(f"<tr><td>{e(step)}</td><td style='text-align:left'><code>{e(_params_text(params))}"
+                         "</code></td></tr>")
+        parts.append("</table>")
     if r.get("resume"):
         parts.append("<h2>Resume</h2><p>kept (inputs unchanged): "
                      + (e(", ".join(r["resume"]["kept"])) or "none") + "</p>")
@@ -220,5 +302,38 @@ def _html(r: dict[str, Any], plots: dict[str, bytes]) -> str:
         parts.append("<h2>Plots</h2>")
         for name, data in plots.items():
             b64 = base64.b64encode(data).decode()
-            parts.append(f"<img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
+            parts.append(f"<figure style='display:inline-block'><img alt='{e(name)}' "
+                         f"src='data:image/png;base64,{b64}'><figcaption>{e(_plot_caption(name, r))}"
+                         "</figcaption></figure>")
     return "\n".join(parts)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "(none)"
+
+
+def _plot_caption(name: str, r: dict[str, Any]) -> str:
+    """``roc_evaluate_client_0.png`` → ``ROC — evaluate @ client_0`` (the party, from the report's list)."""
+    kind, _, rest = name.removesuffix(".png").partition("_")
+    for ev in r.get("evaluations") or []:
+        if rest == f"{ev['step']}_{ev['party']}":
+            return f"{kind.upper()} — {ev['step']} @ {ev['party']}"
+    return f"{'training' if kind == 'loss' else kind.upper()} — {rest}"
+
+
+def _models_html(models: list[dict[str, Any]]) -> list[str]:
+    """Each model step: its parameters, then each party's own part (facts, weights of its own columns)."""
+    e = html.escape
+    out = ["<h2>Models</h2>"] if models else []
+    for m in models:
+        out.append(f"<h3>{e(m['step'])} ({e(m['component'])})</h3><p>parameters: <code>"
+                   f"{e(_params_text(m['params']))}</code></p>")
+        for party, part in m["parts"].items():
+            facts = " · ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in part["facts"].items())
+            out.append(f"<h4>{e(party)} ({e(str(part['role']))})</h4><p>{e(facts)}</p>")
+            out += [f"<p class='warning' style='color:#b00'>warning: {e(w)}</p>" for w in part["warnings"]]
+            if part["weights"]:
+                out.append(f"<table class='weights'><tr><th>column</th><th>{e(part['weight_kind'])}</th></tr>"
+                           + "".join(f"<tr><td>{e(w['column'])}</td><td>{w['value']:.4g}</td></tr>"
+                                     for w in part["weights"]) + "</table>")
+    return out

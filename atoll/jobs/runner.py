@@ -39,9 +39,10 @@ from atoll.jobs.report import build_report
 from atoll.jobs.resume import Fingerprint, ResumePlan, fingerprints, plan_resume
 from atoll.jobs.spec import JobSpec, load_job, parse_job
 from atoll.jobs.store import EventLog, PartyRun, RunFolder, RunStore, SavedOutputs, StepRecord, read_events
+from atoll.jobs.views import alignment
 
-__all__ = ["EventLog", "JobFailed", "RunResult", "SavedOutputs", "StepFailed", "party_main", "predict_job",
-           "read_events", "run_job", "run_party"]
+__all__ = ["EventLog", "JobFailed", "Predictions", "RunResult", "SavedOutputs", "StepFailed", "party_main",
+           "predict_job", "read_events", "run_job", "run_party"]
 
 log = logging.getLogger(__name__)
 
@@ -325,10 +326,20 @@ def run_job(job: JobSpec | str | Path | None = None, run_dir: str | Path | None 
 
 
 # ====================================================================== batch prediction
+class Predictions(dict):
+    """``{party: predictions.csv}``, with the prediction's run folder (``run_dir``) and its
+    ``warnings`` (rows of a party's new data that had no match at the partners and were not
+    scored: :func:`atoll.jobs.views.alignment`)."""
+
+    def __init__(self, files: dict[str, Path], run_dir: Path, warnings: list[str]):
+        super().__init__(files)
+        self.run_dir, self.warnings = run_dir, warnings
+
+
 def predict_job(run_dir: str | Path, out_dir: str | Path | None = None,
                 data: dict[str, dict[str, Any]] | None = None, mode: str | None = None,
-                display: bool = False) -> dict[str, Path]:
-    """Apply a finished run's pipeline to (new) data: ``{party: predictions.csv}``.
+                display: bool = False) -> Predictions:
+    """Apply a finished run's pipeline to (new) data: ``{party: predictions.csv}`` (a :class:`Predictions`).
 
     Each party loads only its own saved part (fitted scalers, model part) from
     ``run_dir/PARTY``; the steps on the data path of each ``predict`` step are
@@ -365,6 +376,11 @@ def predict_job(run_dir: str | Path, out_dir: str | Path | None = None,
         replay |= {data_step} | ancestors(deps, data_step) | {p.id}
     replay |= {c.id for c in job.pipeline if c.component == "evaluate"
                and c.inputs["scores"].partition(".")[0] in {p.id for p in preds}}
+    for c in job.pipeline:  # monitoring steps (stability, scorecard) run again on the new rows, when they can
+        if getattr(registry.get(c.component), "monitor", False) and all(
+                ref.partition(".")[0] in replay or registry.get(job.component(ref.partition(".")[0]).component)
+                .outputs.get(ref.partition(".")[2]) not in ("data", "scores") for ref in c.inputs.values()):
+            replay.add(c.id)
     for sid in sorted(replay):
         cls = registry.get(job.component(sid).component)
         if cls.infer is Component.infer:
@@ -385,7 +401,15 @@ def predict_job(run_dir: str | Path, out_dir: str | Path | None = None,
             saved = out.party(party).outputs(p.id)
             if "scores" in saved:
                 written[party] = _write_predictions(saved["scores"], out.root / party / f"{p.id}.csv")
-    return written
+        for c in job.pipeline:  # scores of monitoring steps (a scorecard's points) beside the predictions
+            if c.id in replay and getattr(registry.get(c.component), "monitor", False):
+                saved = out.party(party).outputs(c.id)
+                if "scores" in saved:
+                    _write_predictions(saved["scores"], out.root / party / f"{c.id}.csv")
+    warnings = [f"step {a['step']} (psi): {a['warning']}" for a in alignment(job, out) if a["warning"]]
+    for w in warnings:
+        log.warning("%s", w)
+    return Predictions(written, out.root, warnings)
 
 
 def _write_predictions(scores: dict[str, Any], path: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Printing a finished run: metrics and the federated-vs-centralised table (rich)."""
+"""Printing a finished run: warnings, metrics, each party's model part and the federated-vs-centralised
+table (rich), from the report (the same views as ``report.html`` and the board)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,32 @@ def comparison_tables(report: dict, metrics: tuple[str, ...] | None = None) -> l
     return out
 
 
+def model_tables(report: dict, top: int = 10) -> list[RichTable]:
+    """One table per (model step, party): the weight of each of the party's own columns (the
+    ``top`` largest in magnitude; all of them in report.html), its facts in the title."""
+    out = []
+    for m in report.get("models") or []:
+        for party, part in m["parts"].items():
+            facts = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in part["facts"].items())
+            if not part["weights"]:
+                continue
+            more = len(part["weights"]) - top
+            t = RichTable(title=f"{m['step']} ({m['component']}) @ {party}",
+                          caption=facts + (f"; {more} more columns in report.html" if more > 0 else ""))
+            t.add_column("column")
+            t.add_column(part["weight_kind"], justify="right")
+            for w in part["weights"][:top]:
+                t.add_row(w["column"], f"{w['value']:.4g}")
+            out.append(t)
+    return out
+
+
+def print_warnings(warnings: list[dict], console: Console) -> None:
+    for w in warnings:
+        console.print(f"[bold yellow]warning:[/] {w['text']}", highlight=False)
+
+
 def print_summary(result: RunResult, console: Console | None = None,
                   metrics: tuple[str, ...] | None = None) -> None:
     console = console or Console()
@@ -49,7 +76,10 @@ def print_summary(result: RunResult, console: Console | None = None,
         console.print(f"{mark}step {tee['step']} ran in a {tee['backend']} enclave (measurement "
                       f"{tee['measurement'][:16]}..., {tee.get('rows_joined', 0)} rows joined, peak "
                       f"{tee.get('peak_rss_mb', 0):.0f} MB)", highlight=False)
+    for t in model_tables(rep):
+        console.print(t)
     for t in comparison_tables(rep, metrics):
         console.print(t)
+    print_warnings(rep.get("warnings") or [], console)  # under the tables, where the eye ends
     console.print(f"run folder: {result.run_dir}  (report: {result.run_dir / 'report.html'}); "
                   f"{result.seconds:.1f} s", highlight=False)

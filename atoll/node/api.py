@@ -4,14 +4,19 @@ Every route under ``/api/v1`` except ``/health`` and ``/auth/bootstrap`` needs
 ``Authorization: Bearer TOKEN``. There are no default credentials: ``atoll node init``
 prints a one-time bootstrap token; ``POST /api/v1/auth/bootstrap`` exchanges it (once)
 for the first user's API token. Tokens are random 256-bit strings kept as SHA-256 only.
+Each user has a role: ``admin`` (everything; the first user is one) or ``viewer`` (every
+GET; any POST that changes something — submit, approve, reject, cancel, resume, register,
+grant, revoke, new users — is refused with 403). The board (:mod:`atoll.board`, at
+``/board/``) uses these same routes with the same tokens.
 
 Routes (each has a CLI twin; the board builds on the same ones):
 
 =======  ==========================================  ======================================
 GET      /health                                     liveness (no token)
 POST     /auth/bootstrap  {token}                    first login -> {user, token}
-GET      /auth/whoami                                the caller
+GET      /auth/whoami                                the caller and its role
 POST     /auth/tokens     {label}                    another token for the caller
+GET      /users | POST /users {name, role}           users (admin) -> the new user's token
 GET      /node                                       name, addresses, key, cert expiry, store
 GET      /partners                                   name, address, cert expiry + SHA-256
 GET      /data  | POST /data {name, path, id, label} data registry (no content)
@@ -28,6 +33,10 @@ GET      /approvals                                  proposals waiting for this 
 GET      /audit?after=&job_id=&limit=                audit records
 GET      /audit/verify?partners=                     chain check (+ heads partners hold)
 GET      /models  | GET /models/{id}                 model store (metadata; ``?download=1``)
+GET      /board/jobs?state=&partner=&component=      the board's job list (with nodes, components)
+GET      /jobs/{id}/dag | /jobs/{id}/stream          steps x parties states; the same, live (SSE)
+GET      /jobs/{id}/steps/{step}                     own party's record, outputs, model part
+GET      /jobs/{id}/plots/{name}                     a report plot (PNG)
 =======  ==========================================  ======================================
 """
 
@@ -49,7 +58,7 @@ from atoll._version import __version__
 from atoll.errors import AtollError, ConfigError
 from atoll.node.data import PolicyRefused
 from atoll.node.service import Node
-from atoll.node.store import Token, User
+from atoll.node.store import ROLES, Token, User
 
 PREFIX = "/api/v1"
 TOKEN_TTL = 5.0
@@ -59,6 +68,13 @@ class BootstrapIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     token: str = Field(max_length=200)
     user: str = Field("admin", pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+    role: str = Field("viewer", pattern="^(" + "|".join(ROLES) + ")$")
+    label: str = Field("", max_length=128)
 
 
 class TokenIn(BaseModel):
@@ -105,9 +121,10 @@ def build_app(node: Node) -> FastAPI:
     app = FastAPI(title=f"Atoll node {node.name}", version=__version__,
                   description="One organisation's Atoll node: data registry, grants, jobs, audit, models.")
     bearer = HTTPBearer(auto_error=False)
-    # token hash -> (user, token id, when checked): the database is asked again after TOKEN_TTL s,
-    # so a revoked token stops working within that time; last_used is written at most once a minute
-    cache: dict[str, tuple[str, int, float]] = {}
+    # token hash -> (user, role, token id, when checked): the database is asked again after TOKEN_TTL s,
+    # so a revoked token (or a changed role) takes effect within that time; last_used is written at
+    # most once a minute
+    cache: dict[str, tuple[str, str, int, float]] = {}
     last_write: dict[int, float] = {}
 
     @app.exception_handler(AtollError)
@@ -116,15 +133,15 @@ def build_app(node: Node) -> FastAPI:
             else 400
         return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status)
 
-    def user(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+    def caller(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> tuple[str, str]:
         if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
             raise HTTPException(401, "no token: send 'Authorization: Bearer TOKEN' (atoll login gets one)",
                                 headers={"WWW-Authenticate": "Bearer"})
         h = _hash(creds.credentials)
         now = time.time()
         hit = cache.get(h)
-        if hit is not None and now - hit[2] < TOKEN_TTL:
-            name, tid = hit[0], hit[1]
+        if hit is not None and now - hit[3] < TOKEN_TTL:
+            name, role, tid = hit[0], hit[1], hit[2]
         else:
             with node.db.session() as s:
                 tok = s.execute(select(Token).where(Token.hash == h)).scalar()
@@ -132,17 +149,34 @@ def build_app(node: Node) -> FastAPI:
                     cache.pop(h, None)
                     raise HTTPException(401, "wrong or revoked token; log in again (atoll login)",
                                         headers={"WWW-Authenticate": "Bearer"})
-                name, tid = s.get(User, tok.user_id).name, tok.id
+                u = s.get(User, tok.user_id)
+                name, role, tid = u.name, u.role, tok.id
             if len(cache) > 10_000:
                 cache.clear()
-            cache[h] = (name, tid, now)
+            cache[h] = (name, role, tid, now)
         if now - last_write.get(tid, 0) > 60:
             last_write[tid] = now
             with node.db.session.begin() as s:
                 row = s.get(Token, tid)
                 if row is not None:
                     row.last_used = now
-        return name
+        return name, role
+
+    def user(who: tuple[str, str] = Depends(caller)) -> str:
+        """Any logged-in user (reads)."""
+        return who[0]
+
+    def writer(who: tuple[str, str] = Depends(caller)) -> str:
+        """A user who may change things (not a viewer)."""
+        if who[1] == "viewer":
+            raise HTTPException(403, f"user {who[0]!r} is a viewer: viewers read, they cannot change anything "
+                                "(an admin makes users with atoll user add)")
+        return who[0]
+
+    def admin(who: tuple[str, str] = Depends(caller)) -> str:
+        if who[1] != "admin":
+            raise HTTPException(403, f"user {who[0]!r} is not an admin")
+        return who[0]
 
     api = APIRouter(prefix=PREFIX)
 
@@ -164,7 +198,7 @@ def build_app(node: Node) -> FastAPI:
         with node.db.session.begin() as s:
             u = s.execute(select(User).where(User.name == body.user)).scalar()
             if u is None:
-                u = User(name=body.user, created=time.time())
+                u = User(name=body.user, created=time.time(), role="admin")
                 s.add(u)
                 s.flush()
             s.add(Token(user_id=u.id, hash=_hash(token), label="bootstrap", created=time.time()))
@@ -175,8 +209,8 @@ def build_app(node: Node) -> FastAPI:
         return {"user": body.user, "token": token}
 
     @api.get("/auth/whoami")
-    def whoami(who: str = Depends(user)) -> dict[str, Any]:
-        return {"user": who, "node": node.name}
+    def whoami(who: tuple[str, str] = Depends(caller)) -> dict[str, Any]:
+        return {"user": who[0], "role": who[1], "node": node.name}
 
     @api.post("/auth/tokens")
     def new_token(body: TokenIn, who: str = Depends(user)) -> dict[str, Any]:
@@ -186,6 +220,26 @@ def build_app(node: Node) -> FastAPI:
             s.add(Token(user_id=u.id, hash=_hash(token), label=body.label, created=time.time()))
         node.audit.append("auth.token_created", actor=who, label=body.label)
         return {"user": who, "token": token}
+
+    @api.get("/users")
+    def users(who: str = Depends(admin)) -> list[dict[str, Any]]:
+        with node.db.session() as s:
+            return [{"name": u.name, "role": u.role, "created": u.created}
+                    for u in s.execute(select(User).order_by(User.id)).scalars()]
+
+    @api.post("/users")
+    def add_user(body: UserIn, who: str = Depends(admin)) -> dict[str, Any]:
+        token = "atoll-" + secrets.token_urlsafe(32)
+        with node.db.session.begin() as s:
+            if s.execute(select(User).where(User.name == body.name)).scalar() is not None:
+                raise ConfigError(f"user {body.name!r} exists; give it another token with POST /auth/tokens "
+                                  "as that user")
+            u = User(name=body.name, created=time.time(), role=body.role)
+            s.add(u)
+            s.flush()
+            s.add(Token(user_id=u.id, hash=_hash(token), label=body.label or "created", created=time.time()))
+        node.audit.append("auth.user_created", actor=who, user=body.name, role=body.role)
+        return {"user": body.name, "role": body.role, "token": token}
 
     # ------------------------------------------------------------------ node
     @api.get("/node")
@@ -202,7 +256,7 @@ def build_app(node: Node) -> FastAPI:
         return node.registry.datasets()
 
     @api.post("/data")
-    def data_register(body: DataIn, who: str = Depends(user)) -> dict[str, Any]:
+    def data_register(body: DataIn, who: str = Depends(writer)) -> dict[str, Any]:
         d = node.registry.register(body.name, body.path, body.id, body.label)
         node.audit.append("data.registered", actor=who, dataset=d["name"], version=d["version"],
                           sha256=d["sha256"], rows=d["rows"], columns=len(d["columns"]))
@@ -213,7 +267,7 @@ def build_app(node: Node) -> FastAPI:
         return node.registry.grants(dataset)
 
     @api.post("/grants")
-    def grant(body: GrantIn, who: str = Depends(user)) -> dict[str, Any]:
+    def grant(body: GrantIn, who: str = Depends(writer)) -> dict[str, Any]:
         if body.grantee != node.name and node.cfg.partner(body.grantee) is None:
             raise ConfigError(f"{body.grantee!r} is not a partner of {node.name!r} (not in its config)")
         g = node.registry.grant(body.dataset, body.grantee, body.components, body.job_id, body.expires,
@@ -224,7 +278,7 @@ def build_app(node: Node) -> FastAPI:
         return g
 
     @api.post("/grants/{grant_id}/revoke")
-    def revoke(grant_id: str, who: str = Depends(user)) -> dict[str, Any]:
+    def revoke(grant_id: str, who: str = Depends(writer)) -> dict[str, Any]:
         g = node.registry.revoke(grant_id)
         node.audit.append("grant.revoked", actor=who, grant=grant_id, dataset=g["dataset"])
         return g
@@ -235,7 +289,7 @@ def build_app(node: Node) -> FastAPI:
         return node.jobs(state)
 
     @api.post("/jobs")
-    def submit(body: JobIn, who: str = Depends(user)) -> dict[str, Any]:
+    def submit(body: JobIn, who: str = Depends(writer)) -> dict[str, Any]:
         return node.submit(body.job_text, who)
 
     @api.get("/approvals")
@@ -275,19 +329,19 @@ def build_app(node: Node) -> FastAPI:
         return {"report": store.report() if store.exists() else None}
 
     @api.post("/jobs/{job_id}/approve")
-    def approve(job_id: str, body: ReasonIn | None = None, who: str = Depends(user)) -> dict[str, Any]:
+    def approve(job_id: str, body: ReasonIn | None = None, who: str = Depends(writer)) -> dict[str, Any]:
         return node.decide(job_id, True, who, body.reason if body else "")
 
     @api.post("/jobs/{job_id}/reject")
-    def reject(job_id: str, body: ReasonIn | None = None, who: str = Depends(user)) -> dict[str, Any]:
+    def reject(job_id: str, body: ReasonIn | None = None, who: str = Depends(writer)) -> dict[str, Any]:
         return node.decide(job_id, False, who, body.reason if body else "")
 
     @api.post("/jobs/{job_id}/cancel")
-    def cancel(job_id: str, who: str = Depends(user)) -> dict[str, Any]:
+    def cancel(job_id: str, who: str = Depends(writer)) -> dict[str, Any]:
         return node.cancel(job_id, who)
 
     @api.post("/jobs/{job_id}/resume")
-    def resume(job_id: str, who: str = Depends(user)) -> dict[str, Any]:
+    def resume(job_id: str, who: str = Depends(writer)) -> dict[str, Any]:
         return node.resume(job_id, who)
 
     # ------------------------------------------------------------------ audit, models
@@ -313,4 +367,7 @@ def build_app(node: Node) -> FastAPI:
         return meta
 
     app.include_router(api)
+    from atoll.board import mount
+
+    mount(app, node, PREFIX, user)
     return app

@@ -1,4 +1,5 @@
-"""The node's commands: ``atoll node``, ``atoll login``, ``atoll job``, ``atoll data``, ``atoll audit``, ``atoll model``.
+"""The node's commands: ``atoll node``, ``atoll login``, ``atoll job``, ``atoll data``, ``atoll audit``, ``atoll model``,
+``atoll user``.
 
 ``atoll node init|add-partner|start`` work on files; every other command is a client of
 a node's REST API (:mod:`atoll.node.client`): ``--node URL`` or ``ATOLL_NODE``.
@@ -25,6 +26,7 @@ job_app = typer.Typer(help="Jobs at a node: submit, list, status, logs, approve,
 data_app = typer.Typer(help="The node's data registry and grants.", no_args_is_help=True)
 audit_app = typer.Typer(help="The node's audit trail.", no_args_is_help=True)
 model_app = typer.Typer(help="The node's model store.", no_args_is_help=True)
+user_app = typer.Typer(help="The node's users (admins; viewers read only).", no_args_is_help=True)
 
 NodeOpt = typer.Option(None, "--node", help="The node's REST URL (default: $ATOLL_NODE)")
 TokenOpt = typer.Option(None, "--token", help="API token (default: $ATOLL_TOKEN or the saved login)")
@@ -396,6 +398,28 @@ def model_get(model_id: str = typer.Argument(...), out: Path = typer.Option(...,
     typer.echo(f"{meta['name']} v{meta['version']} -> {out} (sha256 verified)")
 
 
+# ====================================================================== users
+@user_app.command("add")
+def user_add(name: str = typer.Argument(..., help="The new user's name"),
+             role: str = typer.Option("viewer", help="viewer (reads only: the board, status, logs, audit) or admin"),
+             node: Optional[str] = NodeOpt, token: Optional[str] = TokenOpt) -> None:
+    """Make a user of this node (an admin's command); prints the user's API token once."""
+    out = _run(lambda: _client(node, token).post("/users", {"name": name, "role": role}))
+    typer.echo(f"user {out['user']!r} ({out['role']}) made; its API token (shown once; the board's login takes it):")
+    typer.echo(out["token"])
+
+
+@user_app.command("list")
+def user_list(node: Optional[str] = NodeOpt, token: Optional[str] = TokenOpt, as_json: bool = JsonOpt) -> None:
+    """The node's users and their roles."""
+    users = _run(lambda: _client(node, token).get("/users"))
+    if as_json:
+        _echo_json(users)
+        return
+    for u in users:
+        typer.echo(f"{u['name']:<20} {u['role']:<7} since {_t(u['created'])}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the node's commands to the ``atoll`` CLI."""
     app.add_typer(node_app, name="node")
@@ -403,6 +427,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
     app.add_typer(audit_app, name="audit")
     app.add_typer(model_app, name="model")
+    app.add_typer(user_app, name="user")
     app.command("login")(login)
 
 

@@ -32,12 +32,14 @@ def serve(config: str | Path, log_file: str | Path | None = None) -> None:
     pid_file = cfg.resolve("node.pid")
     pid_file.write_text(str(os.getpid()))
     host, port = _host_port(cfg.api)
-    logging.getLogger("atoll.node").info("node %s: federation %s, REST http://%s/api/v1 (OpenAPI at /docs)",
-                                         cfg.name, cfg.federation, cfg.api)
+    logging.getLogger("atoll.node").info("node %s: federation %s, REST http://%s/api/v1 (OpenAPI at /docs), "
+                                         "board http://%s/board/", cfg.name, cfg.federation, cfg.api, cfg.api)
     print(f"node {cfg.name}: federation {cfg.federation} (gRPC + mTLS), REST http://{cfg.api}/api/v1 "
-          f"(OpenAPI at http://{cfg.api}/docs)", flush=True)
+          f"(OpenAPI at http://{cfg.api}/docs), board http://{cfg.api}/board/", flush=True)
     try:
-        uvicorn.run(build_app(node), host=host, port=port, log_level="warning", access_log=False)
+        # open board streams end within a few seconds of a stop instead of holding it
+        uvicorn.run(build_app(node), host=host, port=port, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=3)
     finally:
         node.close()
         pid_file.unlink(missing_ok=True)

@@ -6,7 +6,7 @@ Alembic migrations (``atoll/node/migrations``) when the node starts. Tables:
 
 =================  ====================================================================
 ``meta``           key -> value (the bootstrap token's state, the schema's owner)
-``users``          the node's own users; ``tokens``: their API tokens (SHA-256 only)
+``users``          the node's own users and their role (``ROLES``); ``tokens``: their API tokens (SHA-256 only)
 ``nonces``         signed control messages already seen (replay protection), until expiry
 ``datasets``       data registry: name, version, path, id/label columns, schema, rows,
                    SHA-256 of the content — never the content
@@ -46,7 +46,9 @@ from atoll.errors import ConfigError
 from atoll.jobs.artifacts import decode_output, encode_output
 from atoll.jobs.store import PartyRun, RunStore, StepRecord
 
-SCHEMA_VERSION = "0001"
+SCHEMA_VERSION = "0002"
+#: what a user may do: ``admin`` everything, ``viewer`` read only (no submit, approve, grant, register)
+ROLES = ("admin", "viewer")
 
 
 class Base(DeclarativeBase):
@@ -64,6 +66,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[float] = mapped_column(Float)
+    role: Mapped[str] = mapped_column(String(16), default="admin", server_default="admin")
 
 
 class Token(Base):

@@ -4,7 +4,9 @@
 revealing any id outside that overlap, and returns this party's own ids of the
 intersection in one order agreed by all parties (row ``i`` is the same user
 everywhere). ``align_frame(ctx, frame)`` does the same for a DataFrame indexed
-by id. Protocols are pluggable (``PROTOCOLS``); the one built here is ECDH.
+by id. Protocols are pluggable (``PROTOCOLS``); the one built here is ECDH; KKRT-PSI
+(OT extension, :mod:`atoll.secure.psi_kkrt`) and unbalanced PSI (:mod:`atoll.secure.psi_unbalanced`)
+register themselves beside it (``protocol="kkrt"`` or ``"unbalanced"``).
 
 ECDH-PSI (Meadows 1986, "A more efficient cryptographic matchmaking protocol";
 Huberman, Franklin & Hogg 1999; the semi-honest DH-PSI as reviewed by Pinkas,
@@ -31,6 +33,12 @@ X25519:
    shuffled order) of the result, in the agreed order; H_i maps them back to
    its ids. If ``result_to="guest"``, nothing is sent.
 
+Cardinality only (PSI-CA, ``cardinality_only=True``, one host; De Cristofaro,
+Gasti and Tsudik, CANS 2012): in step 3 the host shuffles the whole list
+``AB`` (OS entropy) before returning it, so the guest can count the matches
+of step 4 but not tell which of its ids they belong to; with
+``result_to="both"`` it sends the host that count. Both learn the size only.
+
 What each party sees
 --------------------
 * Guest: each host's set size, and for each host separately which of its own
@@ -42,6 +50,9 @@ What each party sees
   (its own ids that every party holds). Not the pairwise intersection, nothing
   about guest ids outside it, nothing about the other hosts beyond the result.
 * Host, ``result_to="guest"``: the guest's set size, nothing else.
+* PSI-CA: the guest sees the host's set size and the intersection size (the
+  returned ``AB`` is in an order it cannot link to its ids); the host sees
+  the guest's set size and, with ``result_to="both"``, the intersection size.
 * Hosts that collude see that the guest sent them the same list ``A`` (one
   computation serves every host); they learn nothing more from it.
 * Everyone: messages are blinded points in a shuffled order, never an id, a
@@ -79,6 +90,7 @@ other jobs loaded the machine).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import math
 import os
@@ -100,7 +112,8 @@ from atoll.secure import psi_group
 log = logging.getLogger(__name__)
 
 __all__ = ["PROTOCOLS", "EcdhPsiGuest", "EcdhPsiHost", "PsiParams", "PsiResult", "align_frame",
-           "canonical_id", "match_rows", "normalize_ids", "psi", "register_protocol", "run_psi"]
+           "PsiRole", "canonical_id", "canonical_keys", "match_rows", "normalize_ids", "protocol_roles", "psi", "register_protocol",
+           "run_psi"]
 
 VERSION = 1
 _MAX_EXACT_FLOAT = 2 ** 53
@@ -121,6 +134,8 @@ class PsiParams:
     workers: int | None = None       # threads blinding in parallel (default: usable cores)
     backend: str | None = None       # X25519 backend: "ipp", "cryptography", None = fastest
     progress: bool | None = None     # rich progress bars (None: when stderr is a terminal)
+    cache_dir: str | None = None     # unbalanced: folder of the offline phase's cache (None: redone each call)
+    cardinality_only: bool = False   # ecdh, one host: learn only the size of the intersection (PSI-CA)
 
     def __post_init__(self) -> None:
         if self.result_to not in ("both", "guest"):
@@ -177,16 +192,30 @@ def canonical_id(x: Any, strip: bool = True, unicode_form: str | None = "NFC") -
     return s
 
 
-def normalize_ids(ids: Iterable[Any], strip: bool = True, unicode_form: str | None = "NFC",
-                  duplicates: str = "error") -> tuple[list[bytes], np.ndarray]:
-    """Canonical UTF-8 keys of ``ids`` and the input position of each (duplicates handled)."""
-    keys: list[bytes] = []
+def canonical_keys(ids: Sequence[Any], strip: bool = True, unicode_form: str | None = "NFC") -> list[bytes]:
+    """:func:`canonical_id` of each id, UTF-8 encoded; DataError if one is refused.
+
+    Fast path: a list of ASCII strings (every Unicode normal form leaves ASCII as it is, and
+    ``str.strip`` is the same whitespace rule), checked and converted in a few C loops.
+    """
+    if all(type(x) is str for x in ids) and "".join(ids).isascii():
+        keys = [x.strip().encode() for x in ids] if strip else [x.encode() for x in ids]
+        if all(keys):
+            return keys
+    keys = []
     for x in ids:
         s = canonical_id(x, strip, unicode_form)
         try:
             keys.append(s.encode("utf-8"))
         except UnicodeEncodeError:
             raise DataError(f"id {x!r} is not valid Unicode (lone surrogate)") from None
+    return keys
+
+
+def normalize_ids(ids: Iterable[Any], strip: bool = True, unicode_form: str | None = "NFC",
+                  duplicates: str = "error") -> tuple[list[bytes], np.ndarray]:
+    """Canonical UTF-8 keys of ``ids`` and the input position of each (duplicates handled)."""
+    keys = canonical_keys(ids if isinstance(ids, (list, tuple)) else list(ids), strip, unicode_form)
     positions = np.arange(len(keys), dtype=np.int64)
     if len(set(keys)) == len(keys):
         return keys, positions
@@ -269,16 +298,40 @@ def _pool(workers: int | None) -> Iterator[ThreadPoolExecutor]:
 @contextlib.contextmanager
 def _progress(enabled: bool | None, party: str) -> Iterator[Any]:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     show = sys.stderr.isatty() if enabled is None else enabled
     with Progress(TextColumn(f"[bold]{party}[/] " + "{task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
                   transient=True, disable=not show) as prog:
         yield prog
 
 
 # ---------------------------------------------------------------------------- roles
+class PsiRole:
+    """What the roles of every PSI protocol share: parameters and the settings all parties must agree on.
+
+    A protocol that shows the guest which of its ids match (``shows_matches``) refuses
+    ``cardinality_only``.
+    """
+
+    protocol = ""
+    version = VERSION
+    shows_matches = True
+
+    def __init__(self, params: PsiParams):
+        if params.cardinality_only and self.shows_matches:
+            raise ConfigError(f"cardinality-only PSI (PSI-CA) runs on protocol 'ecdh'; {self.protocol} shows "
+                              "the guest which of its ids match")
+        self.params = params
+
+    def _settings(self) -> dict:
+        p = self.params
+        return {"protocol": self.protocol, "version": self.version, "result_to": p.result_to, "strip": p.strip,
+                "unicode_form": p.unicode_form}
+
+
 class _EcdhRole:
     def __init__(self, params: PsiParams):
         self.params = params
@@ -311,6 +364,8 @@ class EcdhPsiGuest(_EcdhRole):
         hosts = ctx.parties_of("host")
         if not hosts:
             raise ConfigError("PSI needs at least one party with role 'host' in the job")
+        if p.cardinality_only and len(hosts) != 1:
+            raise ConfigError(f"cardinality-only PSI runs between a guest and one host; this job has {hosts}")
         ids, keys, positions = self._prepare(ids)
         n = len(keys)
         salt, scalar = os.urandom(32), psi_group.new_scalar()
@@ -322,7 +377,8 @@ class EcdhPsiGuest(_EcdhRole):
             ctx.send(hosts, "hello", {"protocol": "ecdh", "version": VERSION, "result_to": p.result_to,
                                       "strip": p.strip, "unicode_form": p.unicode_form, "salt": salt,
                                       "n": n, "batch_size": p.batch_size,
-                                      "compare_bytes": p.compare_bytes})
+                                      "compare_bytes": p.compare_bytes,
+                                      "cardinality_only": p.cardinality_only})
             n_host = {}
             for h, reply in ctx.gather(hosts, "hello").items():
                 if not isinstance(reply, dict) or not isinstance(reply.get("n"), int) or reply["n"] < 0:
@@ -354,6 +410,13 @@ class EcdhPsiGuest(_EcdhRole):
                 ba = {h: np.concatenate([f.result() for f in fs]) if fs else np.zeros((0, c), np.uint8)
                       for h, fs in ba_futs.items()}
             t2 = time.perf_counter()
+            if p.cardinality_only:  # the host shuffled AB: count the matches, nothing links them to ids
+                size = int((match_rows(ab[hosts[0]], ba[hosts[0]]) >= 0).sum())
+                if p.result_to == "both":
+                    ctx.send(hosts[0], "size", size)
+                stats.update(size=size, seconds={"prepare": t1 - t0, "blind": t2 - t1,
+                                                 "total": time.perf_counter() - t0})
+                return PsiResult(None, None, size, stats)
             in_all = np.ones(n, dtype=bool)
             where: dict[str, np.ndarray] = {}
             for h in hosts:
@@ -398,6 +461,17 @@ class EcdhPsiHost(_EcdhRole):
                 pending: deque[tuple[int, int, Future]] = deque()
 
                 def flush(block: bool) -> None:
+                    if p.cardinality_only and not block:
+                        return  # AB goes back shuffled as a whole (step 3 of PSI-CA)
+                    if p.cardinality_only:
+                        ab = np.concatenate([f.result() for _, _, f in pending]) if pending \
+                            else np.zeros((0, c), np.uint8)
+                        ab = ab[secure_permutation(len(ab))]
+                        for k, (s, e) in enumerate(batch_spans(n_guest, bs)):
+                            with ctx.scope("batch", k):
+                                ctx.send("guest", "ab", ab[s:e])
+                        pending.clear()
+                        return
                     while pending and (block or pending[0][2].done()):
                         k, m, fut = pending.popleft()
                         with ctx.scope("batch", k):
@@ -412,6 +486,12 @@ class EcdhPsiHost(_EcdhRole):
                 flush(block=True)
             t2 = time.perf_counter()
             result = None
+            if p.cardinality_only:
+                size = ctx.recv("guest", "size") if p.result_to == "both" else None
+                if size is not None and (not isinstance(size, int) or not 0 <= size <= min(n, n_guest)):
+                    raise CryptoError(f"the guest sent an impossible intersection size {size!r}")
+                return PsiResult(None, None, size, {"backend": backend.name, "n": n, "n_guest": n_guest,
+                                                    "size": size, "seconds": {"total": time.perf_counter() - t0}})
             if p.result_to == "both":
                 result = ctx.recv("guest", "result")
                 if not isinstance(result, np.ndarray) or result.ndim != 1 or result.dtype.kind not in "iu" \
@@ -436,7 +516,8 @@ class EcdhPsiHost(_EcdhRole):
             raise ConfigError(f"the guest speaks PSI {hello.get('protocol') if isinstance(hello, dict) else '?'}"
                               f" v{hello.get('version') if isinstance(hello, dict) else '?'}; this host "
                               f"runs ecdh v{VERSION}: use the same protocol and Atoll version")
-        mine = {"result_to": p.result_to, "strip": p.strip, "unicode_form": p.unicode_form}
+        mine = {"result_to": p.result_to, "strip": p.strip, "unicode_form": p.unicode_form,
+                "cardinality_only": p.cardinality_only}
         theirs = {k: hello.get(k) for k in mine}
         if mine != theirs:
             raise ConfigError(f"PSI settings differ: guest {theirs}, this host {mine}; ids would be "
@@ -452,6 +533,19 @@ class EcdhPsiHost(_EcdhRole):
 
 # ---------------------------------------------------------------------------- entry points
 PROTOCOLS: dict[str, dict[str, type]] = {"ecdh": {"guest": EcdhPsiGuest, "host": EcdhPsiHost}}
+#: the other protocols shipped with Atoll, by the module that registers each (imported on first use:
+#: they build on this module)
+BUILTIN = {"kkrt": "atoll.secure.psi_kkrt", "unbalanced": "atoll.secure.psi_unbalanced"}
+
+
+def protocol_roles(name: str) -> dict[str, type]:
+    """The role classes of PSI protocol ``name`` (ConfigError naming the available ones)."""
+    if name not in PROTOCOLS and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
+    roles = PROTOCOLS.get(name)
+    if roles is None:
+        raise ConfigError(f"unknown PSI protocol {name!r}; available: {sorted(set(PROTOCOLS) | set(BUILTIN))}")
+    return roles
 
 
 def register_protocol(name: str, guest: type, host: type) -> None:
@@ -462,9 +556,7 @@ def register_protocol(name: str, guest: type, host: type) -> None:
 def run_psi(ctx: Context, ids: Iterable[Any], params: PsiParams | None = None) -> PsiResult:
     """Like :func:`psi` but returns the full :class:`PsiResult` (positions, statistics)."""
     params = params or PsiParams()
-    roles = PROTOCOLS.get(params.protocol)
-    if roles is None:
-        raise ConfigError(f"unknown PSI protocol {params.protocol!r}; available: {sorted(PROTOCOLS)}")
+    roles = protocol_roles(params.protocol)
     if ctx.role not in roles:
         raise ConfigError(f"party {ctx.party!r} has role {ctx.role!r}; PSI runs between 'guest' and "
                           "'host' parties")

@@ -13,6 +13,11 @@ where its peers dial it (pass ``0.0.0.0:PORT`` to listen on every interface).
 Standalone (every party as a local process over gRPC + mutual TLS on loopback)::
 
     atoll psi --standalone --ids guest.csv --host-ids host.csv --out aligned/
+
+``--protocol kkrt`` runs KKRT-PSI (OT extension) instead of ECDH; with ``--stream`` the id
+file (CSV or Parquet) is read in chunks and the result written as it comes, in bounded
+memory (:mod:`atoll.secure.psi_stream`). ``--protocol unbalanced --cache-dir DIR`` keeps
+the offline phase of unbalanced PSI between runs (:mod:`atoll.secure.psi_unbalanced`).
 """
 
 from __future__ import annotations
@@ -77,8 +82,30 @@ def parse_peers(peers: Sequence[str]) -> dict[str, str]:
 
 
 def run_node(party: str, ids: list[str], address: str, peers: dict[str, str], certs: str | None,
-             params: PsiParams, job_id: str = "psi", timeout: float = 3600.0) -> list[Any] | None:
-    """Run this node's side of a PSI over gRPC (mutual TLS when ``certs`` is given)."""
+             params: PsiParams, job_id: str = "psi", timeout: float = 3600.0) -> Any:
+    """Run this node's side of a PSI over gRPC (mutual TLS when ``certs`` is given): this party's
+    ids of the intersection (None at a host with ``result_to="guest"``), or with
+    ``params.cardinality_only`` the intersection size."""
+    def work(ctx: Any) -> Any:
+        res = run_psi(ctx, ids, params)
+        return res.size if params.cardinality_only else res.ids
+
+    return _on_node(party, address, peers, certs, job_id, timeout, work)
+
+
+def run_node_stream(party: str, path: str | Path, column: str | None, out: str | Path, address: str,
+                    peers: dict[str, str], certs: str | None, params: PsiParams, chunk_rows: int = 1 << 20,
+                    job_id: str = "psi", timeout: float = 3600.0) -> int | None:
+    """This node's side of a streamed KKRT-PSI of the file ``path``; the result goes to ``out``.
+    Returns the intersection size (None at a host when only the guest learns it)."""
+    from atoll.secure.psi_stream import stream_psi
+
+    return _on_node(party, address, peers, certs, job_id, timeout,
+                    lambda ctx: stream_psi(ctx, path, out, column, params, chunk_rows).size)
+
+
+def _on_node(party: str, address: str, peers: dict[str, str], certs: str | None, job_id: str,
+             timeout: float, work: Any) -> Any:
     from atoll.federation.certs import TlsConfig
     from atoll.federation.context import Context
     from atoll.federation.grpc_transport import GrpcEndpoint
@@ -92,7 +119,7 @@ def run_node(party: str, ids: list[str], address: str, peers: dict[str, str], ce
         transport = endpoint.open_job(job_id, roles)
         ctx = Context(party, roles, transport, task="psi", timeout=timeout)
         try:
-            return run_psi(ctx, ids, params).ids
+            return work(ctx)
         except BaseException as e:
             transport.abort(failure_summary(e))
             raise
@@ -100,21 +127,39 @@ def run_node(party: str, ids: list[str], address: str, peers: dict[str, str], ce
         endpoint.close()
 
 
-def _standalone_party(ctx: Any, path: str, column: str | None, params: dict) -> list[Any] | None:
-    return run_psi(ctx, read_ids(path, column), PsiParams(**params)).ids
+def _standalone_party(ctx: Any, path: str, column: str | None, params: dict) -> Any:
+    res = run_psi(ctx, read_ids(path, column), PsiParams(**params))
+    return res.size if res.ids is None and params.get("cardinality_only") else res.ids
+
+
+def _standalone_stream(ctx: Any, path: str, column: str | None, params: dict, out: str,
+                       chunk_rows: int) -> int | None:
+    from atoll.secure.psi_stream import stream_psi
+
+    return stream_psi(ctx, path, out, column, PsiParams(**params), chunk_rows).size
 
 
 def run_standalone(guest_ids: str | Path, host_ids: Sequence[str | Path], column: str | None,
-                   params: PsiParams) -> dict[str, list[Any] | None]:
-    """Every party as a local process (gRPC + mutual TLS on loopback); ``{party: result}``."""
+                   params: PsiParams, stream_to: str | Path | None = None,
+                   chunk_rows: int = 1 << 20) -> dict[str, Any]:
+    """Every party as a local process (gRPC + mutual TLS on loopback); ``{party: result}``.
+
+    With ``stream_to`` (a folder), each party streams its file through KKRT-PSI and writes
+    ``PARTY.csv`` there itself; the results are then the intersection sizes.
+    """
     from atoll.federation import Party, launch
 
     if not host_ids:
         raise ConfigError("standalone PSI needs at least one --host-ids file")
     kw = dataclasses.asdict(params)
-    parties = {"guest": Party("guest", _standalone_party, {"path": str(guest_ids), "column": column,
-                                                           "params": kw})}
-    for i, path in enumerate(host_ids):
-        parties[f"host_{i}"] = Party("host", _standalone_party, {"path": str(path), "column": column,
-                                                                 "params": kw})
+    names = {"guest": guest_ids, **{f"host_{i}": path for i, path in enumerate(host_ids)}}
+    parties = {}
+    for name, path in names.items():
+        role = "guest" if name == "guest" else "host"
+        if stream_to is None:
+            parties[name] = Party(role, _standalone_party, {"path": str(path), "column": column, "params": kw})
+        else:
+            parties[name] = Party(role, _standalone_stream, {
+                "path": str(path), "column": column, "params": kw, "out": str(Path(stream_to) / f"{name}.csv"),
+                "chunk_rows": chunk_rows})
     return launch(parties, mode="processes", timeout=3600.0)

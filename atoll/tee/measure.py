@@ -31,6 +31,7 @@ from atoll.errors import ConfigError
 #: the Atoll files of the training / scoring enclave (paths inside the source root)
 _TEE_ML_FILES = (
     "atoll/__init__.py",
+    "atoll/_version.py",
     "atoll/errors.py",
     "atoll/wire.py",
     "atoll/tee/__init__.py",

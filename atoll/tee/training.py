@@ -388,15 +388,7 @@ class EnclaveJob:
     def _train(self, x: np.ndarray, y: np.ndarray, p: TeeTrainParams, seed: int) -> tuple[dict, dict]:
         est = p.estimator(seed)
         est.fit(x, y)
-        if p.algorithm == "xgboost":
-            model: Any = bytes(est.get_booster().save_raw("json"))
-        else:
-            model = {"coef": np.asarray(est.coef_, np.float64), "intercept": np.asarray(est.intercept_, np.float64),
-                     "classes": np.asarray(est.classes_, np.float64)}
-        columns = self.columns()
-        return ({"algorithm": p.algorithm, "objective": p.objective, "columns": columns, "model": model,
-                 "params": p.model_dump(mode="json"), "seed": seed},
-                {"rows_trained": int(x.shape[0])})
+        return model_payload(est, p, seed, self.columns()), {"rows_trained": int(x.shape[0])}
 
     def _predict(self, x: np.ndarray, y: np.ndarray, ids: Any) -> tuple[dict, dict]:
         if not self.request.sealed_model:
@@ -430,9 +422,21 @@ def load_model(payload: dict[str, Any]) -> Any:
     return est
 
 
-def predict_payload(payload: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    """Scores of a model payload: P(class 1) for binary, the prediction for regression."""
-    model = load_model(payload)
+def model_payload(est: Any, p: TeeTrainParams, seed: int, columns: list[str]) -> dict[str, Any]:
+    """What the enclave releases (and seals) of a fitted estimator: no pickle, wire types only."""
+    if p.algorithm == "xgboost":
+        model: Any = bytes(est.get_booster().save_raw("json"))
+    else:
+        model = {"coef": np.asarray(est.coef_, np.float64), "intercept": np.asarray(est.intercept_, np.float64),
+                 "classes": np.asarray(est.classes_, np.float64)}
+    return {"algorithm": p.algorithm, "objective": p.objective, "columns": list(columns), "model": model,
+            "params": p.model_dump(mode="json"), "seed": seed}
+
+
+def predict_payload(payload: dict[str, Any], x: np.ndarray, model: Any = None) -> np.ndarray:
+    """Scores of a model payload: P(class 1) for binary, the prediction for regression.
+    ``model``: the payload already loaded (:func:`load_model`), for callers that score often."""
+    model = load_model(payload) if model is None else model
     if payload["algorithm"] == "xgboost":  # what XGBClassifier.predict_proba / XGBRegressor.predict compute
         return np.asarray(model.inplace_predict(x), np.float64)
     return np.asarray(model.predict_proba(x)[:, 1], np.float64)

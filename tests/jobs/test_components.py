@@ -88,6 +88,9 @@ def test_batch_prediction_with_hetero_lr_replays_psi_and_scaling(tmp_path):
 
     pred = pd.read_csv(out["guest"]).set_index("id")
     assert len(pred) == 250 and set(pred.index) == set(g.index[50:])
+    # the 50 guest rows without a match are named in the command's output, not only in party.log
+    assert out.warnings == ["step align (psi): 50 of guest's 300 rows had no match at the partners and were "
+                            "left out (250 kept)"]
     inside = wire.loads((r.run_dir / "guest" / "predict" / "scores.bin").read_bytes())
     ref = pd.Series(np.asarray(inside["score"]), index=np.asarray(inside["ids"]))
     common = ref.index.intersection(pred.index)
@@ -95,26 +98,29 @@ def test_batch_prediction_with_hetero_lr_replays_psi_and_scaling(tmp_path):
     np.testing.assert_allclose(pred.loc[common, "score"], ref.loc[common], rtol=1e-9)
 
 
+HOMO_NN_JOB = textwrap.dedent("""\
+    name: nn
+    seed: 4
+    mode: threads
+    parties:
+      server:   {role: server}
+      client_0: {role: client, data: {dataset: breast, split: homo, party: guest}}
+      client_1: {role: client, data: {dataset: breast, split: homo, party: host}}
+    pipeline:
+      - {id: read, component: reader}
+      - {id: split, component: split, inputs: {data: read.data}, params: {test_size: 0.3}}
+      - id: train
+        component: homo_nn
+        inputs: {train: split.train}
+        params: {rounds: 8, hidden: [8], learning_rate: 0.1, batch_size: 16}
+      - {id: predict, component: predict, inputs: {model: train.model, data: split.test}}
+      - {id: evaluate, component: evaluate, inputs: {scores: predict.scores}}
+    """)
+
+
 def test_homo_nn_clients_share_the_global_model(tmp_path):
     pytest.importorskip("torch")
-    text = textwrap.dedent("""\
-        name: nn
-        seed: 4
-        mode: threads
-        parties:
-          server:   {role: server}
-          client_0: {role: client, data: {dataset: breast, split: homo, party: guest}}
-          client_1: {role: client, data: {dataset: breast, split: homo, party: host}}
-        pipeline:
-          - {id: read, component: reader}
-          - {id: split, component: split, inputs: {data: read.data}, params: {test_size: 0.3}}
-          - id: train
-            component: homo_nn
-            inputs: {train: split.train}
-            params: {rounds: 8, hidden: [8], learning_rate: 0.1, batch_size: 16}
-          - {id: predict, component: predict, inputs: {model: train.model, data: split.test}}
-          - {id: evaluate, component: evaluate, inputs: {scores: predict.scores}}
-        """)
+    text = HOMO_NN_JOB
     from atoll.jobs import JobSpecError
 
     with pytest.raises(JobSpecError, match="at least 3 clients"):

@@ -45,7 +45,9 @@ def test_every_example_is_tested():
     shipped = {p.name for p in EXAMPLES.glob("*.yaml")}
     assert shipped == {"credit_scoring_hetero_lr.yaml", "credit_scoring_secureboost.yaml",
                        "credit_scoring_homo_secagg.yaml", "credit_scoring_tee.yaml",  # tee: tests/tee/test_job.py
-                       "credit_scoring_ss_lr.yaml"}
+                       "credit_scoring_ss_lr.yaml",
+                       "transfer_learning_ftl.yaml",  # ftl: tests/jobs/test_ftl_component.py
+                       "credit_scorecard.yaml"}  # scorecard: tests/jobs/test_feature_components.py
     for name in shipped:  # and each validates as shipped (bundled data, every column present)
         parse_job((EXAMPLES / name).read_text(), str(EXAMPLES / name))
 

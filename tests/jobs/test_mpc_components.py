@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 
 from atoll.jobs import parse_job, run_job
+from atoll.jobs.runner import SavedOutputs
 
 JOB = textwrap.dedent("""\
     name: mpc
@@ -37,6 +38,15 @@ def test_ss_linr_job_matches_its_twin_in_both_reveal_modes(tmp_path):
     for reveal in ("respectively", "shared"):
         job = parse_job(JOB.replace("REVEAL", reveal), "mpc.yaml")
         r = run_job(job, run_dir=tmp_path / reveal, centralized_baseline=True)
+        # the report: each party's coefficients on its own columns, at that party; none when shared
+        (model,) = [m for m in r.report["models"] if m["step"] == "train"]
+        for party in ("guest", "host_0"):
+            part = model["parts"][party]
+            own = SavedOutputs(r.run_dir / party / "train")["model"]["columns"]
+            if reveal == "respectively":
+                assert part["weight_kind"] == "coefficient" and {w["column"] for w in part["weights"]} == set(own)
+            else:
+                assert not part["weights"] and "secret-shared" in part["facts"]["weights"]
         (row,) = r.report["centralized_baseline"]
         assert row["component"] == "ss_linr"
         m = row["metrics"]["rmse"]

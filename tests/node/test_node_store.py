@@ -13,7 +13,7 @@ from atoll.jobs.store import StepRecord
 from atoll.node.audit import AuditLog
 from atoll.node.data import PolicyRefused, Registry, Use, check_grant
 from atoll.node.signing import Signer
-from atoll.node.store import AuditHead, AuditRecord, Base, Database, Grant, SqlRunStore
+from atoll.node.store import SCHEMA_VERSION, AuditHead, AuditRecord, Base, Database, Grant, SqlRunStore
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_migrations_make_the_models_schema(db):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    assert db.revision() == "0001"
+    assert db.revision() == SCHEMA_VERSION
     db.upgrade()  # idempotent
     with db.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)

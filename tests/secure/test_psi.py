@@ -16,26 +16,7 @@ from atoll.federation import Party, PartyFailed, launch
 from atoll.secure import psi_group
 from atoll.secure.psi import (PsiParams, align_frame, canonical_id, match_rows, normalize_ids, psi,
                               run_psi)
-
-
-def run(guest_ids, *host_ids, recorder=None, **kw):
-    """Launch a guest and hosts in threads; ``{party: result}``."""
-    parties = {"guest": Party("guest", psi, {"ids": guest_ids, **kw})}
-    for i, ids in enumerate(host_ids):
-        parties[f"host_{i}"] = Party("host", psi, {"ids": ids, **kw})
-    return launch(parties, recorder=recorder)
-
-
-def id_sets(n_guest, n_host, overlap, seed):
-    """Distinct string ids with ``overlap`` of the smaller set shared."""
-    rng = random.Random(seed)
-    pool = rng.sample(range(10**9), n_guest + n_host)
-    shared = int(overlap * min(n_guest, n_host))
-    g = [f"user-{v}@example.com" for v in pool[:n_guest]]
-    h = g[:shared] + [f"user-{v}@example.com" for v in pool[n_guest:n_guest + n_host - shared]]
-    rng.shuffle(g)
-    rng.shuffle(h)
-    return g, h
+from psi_sets import id_sets, run
 
 
 # ---------------------------------------------------------------------------- group
@@ -149,8 +130,9 @@ def test_mismatched_settings_are_refused():
 
 
 # ---------------------------------------------------------------------------- wire audit
-def test_wire_audit_no_clear_ids_and_shuffled(monkeypatch):
-    g, h = id_sets(2000, 2000, 0.5, seed=6)
+@pytest.fixture
+def party_scalars(monkeypatch):
+    """Each party's X25519 scalar, recorded as it is drawn (party threads are named after the party)."""
     scalars: dict[str, bytes] = {}
     real = psi_group.new_scalar
 
@@ -160,6 +142,12 @@ def test_wire_audit_no_clear_ids_and_shuffled(monkeypatch):
         return s
 
     monkeypatch.setattr(psi_group, "new_scalar", spy)
+    return scalars
+
+
+def test_wire_audit_no_clear_ids_and_shuffled(party_scalars):
+    g, h = id_sets(2000, 2000, 0.5, seed=6)
+    scalars = party_scalars
     sent: list[tuple[str, str, str, bytes]] = []
     out = run(g, h, batch_size=512, recorder=lambda s, r, a, p: sent.append((s, r, a, p)))
     assert out["guest"] == sorted(set(g) & set(h))
@@ -312,3 +300,72 @@ def test_run_psi_reports_stats():
     res = out["guest"]
     assert res.size == 100 and res.stats["n_hosts"] == {"host_0": 200}
     assert [g[i] for i in res.positions] == res.ids
+
+
+# ---------------------------------------------------------------------------- cardinality only
+@pytest.mark.parametrize("overlap", [0.0, 0.3, 1.0])
+def test_cardinality_only_gives_the_size_alone(overlap):
+    g, h = id_sets(700, 500, overlap, seed=12)
+    params = PsiParams(cardinality_only=True, batch_size=128)
+    out = launch({"guest": Party("guest", run_psi, {"ids": g, "params": params}),
+                  "host_0": Party("host", run_psi, {"ids": h, "params": params})})
+    want = len(set(g) & set(h))
+    for res in out.values():
+        assert res.size == want and res.ids is None and res.positions is None
+    only = PsiParams(cardinality_only=True, result_to="guest")
+    out = launch({"guest": Party("guest", run_psi, {"ids": g, "params": only}),
+                  "host_0": Party("host", run_psi, {"ids": h, "params": only})})
+    assert out["guest"].size == want and out["host_0"].size is None
+
+
+def test_cardinality_only_returns_ab_shuffled(party_scalars):
+    """The host's AB list is a permutation of ``b * A`` not in the order of the guest's A: the guest
+    cannot tell which of its ids matched."""
+    g, h = id_sets(800, 800, 1.0, seed=13)
+    scalars = party_scalars
+    sent = []
+    params = PsiParams(cardinality_only=True, batch_size=300)
+    out = launch({"guest": Party("guest", run_psi, {"ids": g, "params": params}),
+                  "host_0": Party("host", run_psi, {"ids": h, "params": params})},
+                 recorder=lambda s, r, a, p: sent.append((s, a, p)))
+    assert out["guest"].size == 800
+
+    def batches(party, key):
+        got = sorted(((a, wire.loads(p)) for s, a, p in sent if s == party and a.endswith("/" + key)),
+                     key=lambda t: int(t[0].split("batch=")[1].split("/")[0]))
+        return np.concatenate([b for _, b in got])
+
+    a, ab = batches("guest", "a"), batches("host_0", "ab")
+    in_order = psi_group.get_backend().mul(scalars["host_0"], a)[:, :ab.shape[1]]
+    index = {bytes(r): i for i, r in enumerate(in_order)}
+    perm = np.array([index[bytes(r)] for r in ab])
+    assert sorted(perm.tolist()) == list(range(800))
+    assert abs(np.corrcoef(perm, np.arange(800))[0, 1]) < 0.1
+
+
+def test_cardinality_only_is_refused_where_it_cannot_hold():
+    from atoll.secure.psi import protocol_roles
+
+    g, h = id_sets(50, 50, 0.5, seed=14)
+    params = PsiParams(cardinality_only=True)
+    with pytest.raises(PartyFailed) as e:
+        launch({"guest": Party("guest", run_psi, {"ids": g, "params": params}),
+                "host_0": Party("host", run_psi, {"ids": h, "params": params}),
+                "host_1": Party("host", run_psi, {"ids": h, "params": params})})
+    assert isinstance(e.value.error, ConfigError)
+    for proto in ("kkrt", "unbalanced"):
+        with pytest.raises(ConfigError, match="ecdh"):
+            protocol_roles(proto)["guest"](PsiParams(protocol=proto, cardinality_only=True))
+
+
+def test_canonical_keys_fast_path_equals_canonical_id():
+    from atoll.secure.psi import canonical_keys
+
+    ascii_ids = ["a", " b ", "\tc\x1f", "d e", "007", "\x0bx\x0c"]
+    for strip in (True, False):
+        assert canonical_keys(ascii_ids, strip) == [canonical_id(x, strip).encode() for x in ascii_ids]
+    mixed = ["Zo\u00eb", " e\u0301 ", 7, "x"]
+    assert canonical_keys(mixed) == [canonical_id(x).encode() for x in mixed]
+    for bad in (["a", "  "], ["a", None], ["\ud800"]):
+        with pytest.raises(DataError):
+            canonical_keys(bad)

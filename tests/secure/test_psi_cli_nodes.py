@@ -49,3 +49,21 @@ def test_two_nodes_align_over_mutual_tls(tmp_path: Path):
     g = pd.read_csv(tmp_path / "g_out.csv", dtype=str, keep_default_na=False)["customer"].tolist()
     h = pd.read_csv(tmp_path / "h_out.csv", dtype=str, keep_default_na=False)["customer"].tolist()
     assert g == [x for x in want] and [x.strip() for x in h] == want and " 8 " in h
+
+
+def test_two_nodes_stream_kkrt(tmp_path: Path):
+    """``--protocol kkrt --stream`` in two-node mode: each node streams its own file and writes its result."""
+    certs = init_certs(["guest", "host_0"], tmp_path / "certs")
+    pd.DataFrame({"customer": [f"c{i}" for i in range(0, 3000, 2)]}).to_csv(tmp_path / "g.csv", index=False)
+    pd.DataFrame({"customer": [f"c{i}" for i in range(0, 3000, 3)]}).to_parquet(tmp_path / "h.parquet")
+    pg, ph = free_port(), free_port()
+    common = ["--protocol", "kkrt", "--stream", "--chunk-rows", "500", "--certs", str(certs)]
+    guest = _start(["--role", "guest", "--ids", str(tmp_path / "g.csv"), "--address", f"127.0.0.1:{pg}",
+                    "--peer", f"host_0=127.0.0.1:{ph}", "--out", str(tmp_path / "g_out.csv"), *common])
+    host = _start(["--role", "host", "--ids", str(tmp_path / "h.parquet"), "--address", f"127.0.0.1:{ph}",
+                   "--peer", f"guest=127.0.0.1:{pg}", "--out", str(tmp_path / "h_out.csv"), *common])
+    out_g, out_h = _finish(guest), _finish(host)
+    assert "500 ids in common" in out_g and "500 ids in common" in out_h
+    g = pd.read_csv(tmp_path / "g_out.csv", dtype=str)["customer"].tolist()
+    h = pd.read_csv(tmp_path / "h_out.csv", dtype=str)["customer"].tolist()
+    assert g == h and sorted(g) == sorted(f"c{i}" for i in range(0, 3000, 6))

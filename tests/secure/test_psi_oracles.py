@@ -51,8 +51,9 @@ def _openmined(guest_ids: list[str], host_ids: list[str]) -> list[str]:
     return sorted(guest_ids[i] for i in client.GetIntersection(setup, response))
 
 
+@pytest.mark.parametrize("protocol", ["ecdh", "kkrt"])
 @pytest.mark.parametrize("overlap", [0, 137, 600])
-def test_same_intersection_as_openmined_psi(overlap):
+def test_same_intersection_as_openmined_psi(overlap, protocol):
     rng = random.Random(overlap)
     universe = [f"{rng.getrandbits(40):010x}" for _ in range(1400)]
     g = universe[:600]
@@ -60,6 +61,7 @@ def test_same_intersection_as_openmined_psi(overlap):
     rng.shuffle(g)
     rng.shuffle(h)
     want = _openmined(g, h)
-    out = launch({"guest": Party("guest", psi, {"ids": g}), "host_0": Party("host", psi, {"ids": h})})
+    out = launch({"guest": Party("guest", psi, {"ids": g, "protocol": protocol}),
+                  "host_0": Party("host", psi, {"ids": h, "protocol": protocol})})
     assert len(want) == overlap
     assert out["guest"] == out["host_0"] == want

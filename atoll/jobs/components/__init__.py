@@ -5,15 +5,21 @@ build without one of them still loads every job that does not use it.
 """
 
 from atoll.jobs.components import (  # noqa: F401
+    binning,
     evaluate,
+    ftl,
     glm,
+    hetero_nn,
     homo,
     mpc,
     predict,
+    prepare,
     psi,
+    scorecard,
     secureboost,
     reader,
     scale,
     split,
+    stability,
     tee,
 )

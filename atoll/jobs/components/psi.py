@@ -1,7 +1,8 @@
 """``psi``: align the guest's and hosts' rows by private set intersection.
 
-Wraps :func:`atoll.secure.psi.run_psi` (ECDH-PSI; see that module for the
-protocol steps and what each party sees). Each guest/host keeps the rows whose
+Wraps :func:`atoll.secure.psi.run_psi` (``protocol: ecdh`` or ``kkrt``; see
+:mod:`atoll.secure.psi` and :mod:`atoll.secure.psi_kkrt` for the protocol
+steps and what each party sees). Each guest/host keeps the rows whose
 id every party holds, in one order common to all parties; the arbiter takes no
 part. The step logs the sizes it saw.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from atoll.errors import ConfigError, DataError
 from atoll.jobs.artifacts import Table
@@ -21,11 +22,19 @@ from atoll.jobs.registry import register
 class PsiStepParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    protocol: str = "ecdh"
+    protocol: str = "ecdh"           # "ecdh" (X25519) or "kkrt" (OT extension)
     duplicates: Literal["error", "drop"] = "error"
     strip: bool = True
     batch_size: int = Field(65536, ge=1)
     workers: int | None = Field(None, ge=1)
+
+    @field_validator("protocol")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from atoll.secure.psi import protocol_roles
+
+        protocol_roles(v)  # ConfigError naming the available protocols
+        return v
 
 
 @register

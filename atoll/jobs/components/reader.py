@@ -3,15 +3,22 @@
 The id column becomes the index; the label column (label holders only) and the
 exposure column (Poisson models, guest only) are kept apart; every other column
 must be numeric and becomes a feature. Nothing is sent to anyone.
+
+Data checks run here, before any PSI, and name the column: non-numeric features,
++-inf, a non-numeric label (``positive_label: yes`` maps a string or boolean label to
+1 for that class and 0 for the others), and, if asked, missing values
+(``missing: error``; by default NaN is kept for the steps that handle it: ``impute``,
+``hetero_binning``, ``secureboost``) and constant columns (``constant: error`` or ``drop``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from atoll import datasets
 from atoll.errors import ConfigError, DataError
@@ -86,7 +93,55 @@ def label_of(job: JobSpec, party: str) -> str | None:
     return None
 
 
-def load_table(job: JobSpec, party: str, need_label: bool = True) -> Table:
+class ReaderParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    positive_label: str | int | float | bool | None = None  # label value that becomes 1 (the others 0)
+    missing: Literal["keep", "error"] = "keep"
+    constant: Literal["keep", "error", "drop"] = "keep"
+
+
+def _label(y: pd.Series, party: str, positive: Any) -> pd.Series:
+    """A numeric label; string / boolean labels mapped to 1 for ``positive`` and 0 otherwise."""
+    if positive is None:
+        if pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y):
+            return y
+        if pd.api.types.is_bool_dtype(y):
+            return y.astype(np.int64)
+        classes = sorted({str(v) for v in y.dropna().unique()})[:5]
+        raise DataError(f"party {party!r}: label column {y.name!r} is not numeric (values such as {classes}); "
+                        "name the positive class with the reader's params: {positive_label: VALUE}")
+    text = y.astype(str)
+    if str(positive) not in set(text):
+        hint = (" (YAML reads yes / no / on / off as booleans: quote the value, positive_label: 'yes')"
+                if isinstance(positive, bool) and not pd.api.types.is_bool_dtype(y) else "")
+        raise DataError(f"party {party!r}: positive_label {positive!r} does not occur in label column "
+                        f"{y.name!r}{hint}")
+    return pd.Series((text == str(positive)).astype(np.int64).to_numpy(), index=y.index, name=y.name)
+
+
+def check_features(x: pd.DataFrame, party: str, params: ReaderParams) -> pd.DataFrame:
+    """The reader's data checks of a party's feature columns (inf always; NaN, constants if asked)."""
+    v = x.to_numpy(np.float64)
+    inf = np.isinf(v).any(axis=0)
+    if inf.any():
+        raise DataError(f"party {party!r}: column {x.columns[int(np.argmax(inf))]!r} holds +-inf; replace it by "
+                        "NaN (missing) or a finite value")
+    nan = np.isnan(v).sum(axis=0)
+    if params.missing == "error" and nan.any():
+        j = int(np.argmax(nan > 0))
+        raise DataError(f"party {party!r}: column {x.columns[j]!r} has {int(nan[j])} missing values (NaN); add an "
+                        "impute step (or hetero_binning, which keeps a missing bin) and set the reader's "
+                        "missing: keep, or fix the file")
+    if params.constant != "keep" and len(x):
+        const = [c for c in x.columns if x[c].nunique(dropna=False) <= 1]
+        if const and params.constant == "error":
+            raise DataError(f"party {party!r}: column {const[0]!r} is constant; drop it (reader constant: drop)")
+        x = x.drop(columns=const)
+    return x
+
+
+def load_table(job: JobSpec, party: str, need_label: bool = True, params: ReaderParams | None = None) -> Table:
     spec = job.parties[party].data
     if spec is None:
         raise DataError(f"party {party!r} has no data in the job file")
@@ -103,7 +158,7 @@ def load_table(job: JobSpec, party: str, need_label: bool = True) -> Table:
     y = None
     if label is not None:
         if label in df.columns:
-            y = df.pop(label)
+            y = _label(df.pop(label), party, (params or ReaderParams()).positive_label)
         elif need_label:
             raise DataError(f"party {party!r}: label column {label!r} is not in {f.name}")
     exposure = None
@@ -119,6 +174,8 @@ def load_table(job: JobSpec, party: str, need_label: bool = True) -> Table:
                         "(or drop them)")
     x = df.astype(np.float64)
     x.columns = [str(c) for c in x.columns]
+    if params is not None:
+        x = check_features(x, party, params)
     return Table(x, y, exposure)
 
 
@@ -129,6 +186,7 @@ class Reader(Component):
     name = "reader"
     inputs: dict = {}
     outputs = {"data": "data"}
+    Params = ReaderParams
 
     @classmethod
     def check(cls, job: JobSpec, spec: Any, index: int, check_data: bool) -> None:
@@ -171,15 +229,20 @@ class Reader(Component):
     def run(self, tc: TaskContext, inputs: dict[str, Any]) -> dict[str, Any]:
         if tc.data_spec is None or tc.role not in DATA_ROLES:
             return {}
-        table = load_table(tc.job, tc.party, need_label=tc.mode == "train")
+        table = load_table(tc.job, tc.party, need_label=tc.mode == "train", params=self.params)
         tc.log.info("read %d rows x %d features%s", len(table), table.x.shape[1],
                     "" if table.y is None else f" + label {table.y.name!r}")
         return {"data": table}
 
     def infer(self, tc: TaskContext, inputs: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
-        out = self.run(tc, inputs)
-        table = out.get("data")
         old = saved.get("data")
+        if tc.data_spec is None or tc.role not in DATA_ROLES:
+            return {}
+        table = load_table(tc.job, tc.party, need_label=False,
+                           params=self.params.model_copy(update={"constant": "keep"}))
+        if self.params.constant == "drop" and old is not None:  # the columns training kept, not new constants
+            table = table.with_x(table.x[[c for c in old.x.columns if c in table.x.columns]])
+        out = {"data": table}
         if table is not None and old is not None and list(table.x.columns) != list(old.x.columns):
             raise DataError(f"party {tc.party!r}: new data has columns {list(table.x.columns)}, the "
                             f"model was trained on {list(old.x.columns)}")
