@@ -390,19 +390,15 @@ class ServerConfig(BaseModel):
 
 def _training(cfg: ServerConfig) -> tuple[Any, Any, Any, int]:
     """(strategy, secure aggregation, DP, rounds) from the config's ``params`` (the homo_lr schema)."""
-    from atoll.jobs.components.homo import HomoParams, _dp, _strategy
-    from atoll.secure.secagg import SecAggConfig
+    from atoll.ml.horizontal.algorithms import HomoParams, dp_config, secagg_config, strategy
 
     try:
-        p = HomoParams(**cfg.params)
+        p = HomoParams.model_validate(cfg.params)
     except ValidationError as e:
         raise ConfigError(f"params: {e}") from None
-    strategy = _strategy(p)
-    strategy.min_fit_clients = cfg.min_clients
-    secagg = SecAggConfig(degree=p.secagg_degree, bound=p.secagg_bound, frac_bits=p.secagg_frac_bits,
-                          threshold_fraction=p.secagg_threshold_fraction,
-                          stage_timeout=cfg.round_timeout) if p.secure_aggregation else None
-    return strategy, secagg, _dp(p), p.rounds
+    strat = strategy(p)
+    strat.min_fit_clients = cfg.min_clients
+    return strat, secagg_config(p, stage_timeout=cfg.round_timeout), dp_config(p), p.rounds
 
 
 def serve(cfg: ServerConfig, on_stage: Callable[[dict], None] | None = None,

@@ -15,9 +15,9 @@ Workloads (the issue's):
   measured figure and, separately, the linear extrapolation to 100,000 rows.
 
 For each workload and scheme (Paillier, and Okamoto-Uchiyama for comparison) the script
-runs ``HeteroLogisticRegression`` (default transport ``grpc``: guest, host and arbiter
+runs ``HeteroLogisticRegression`` (default transport ``processes``: guest, host and arbiter
 as three local processes talking gRPC with mutual TLS, as deployed; ``--transport
-inprocess`` runs them as threads of this process), reads the guest's wall time of each epoch
+threads`` runs them as threads of this process), reads the guest's wall time of each epoch
 (key generation and the alignment check excluded), and also reports the held-out AUC
 on default_credit. A second run per scheme uses ``precompute=True`` (the offline/online
 split: every party computes the random factors of an epoch's encryptions before it)
@@ -73,7 +73,7 @@ def sklearn_fit_seconds(xg, xh, y, alpha: float) -> float:
     return time.perf_counter() - t
 
 
-TRANSPORT = "grpc"
+TRANSPORT = "processes"
 APPROXIMATION = "taylor"
 
 
@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--skip-synthetic", action="store_true", help="run workload (a) only")
     ap.add_argument("--skip-default-credit", action="store_true", help="run workload (b) only")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--transport", default="grpc", choices=["inprocess", "grpc"],
+    ap.add_argument("--transport", default="processes", choices=["threads", "processes"],
                     help="parties as threads of this process, or one process per party over gRPC/mTLS")
     ap.add_argument("--approximation", default="taylor", choices=["taylor", "guest_taylor"],
                     help="logistic loss expanded around 0 (Hardy et al., FATE) or around the guest's score")

@@ -11,7 +11,7 @@ Figures (full sizes; ``--quick`` shrinks them):
   * 1M-element comparison (report);
   * OT/s and AND gates/s: slots for atoll.crypto.ot / atoll.secure.mpc.gc ("not built in this tree").
 
-    python benchmarks/mpc.py [--quick] [--spu-python .venv-spu/bin/python] [--transport inprocess|grpc]
+    python benchmarks/mpc.py [--quick] [--spu-python .venv-spu/bin/python] [--transport threads|processes]
 
 Last line: JSON.
 """
@@ -172,7 +172,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--spu-python", default=str(Path(__file__).resolve().parents[1] / ".venv-spu/bin/python"))
-    ap.add_argument("--transport", default="inprocess")
+    ap.add_argument("--transport", default="threads", choices=["threads", "processes"])
     a = ap.parse_args()
     print(header("mpc: Atoll secret sharing vs SecretFlow SPU"))
     q = a.quick

@@ -24,6 +24,10 @@ Optional hooks: ``check`` (static checks at load time, may read file headers),
 ``predict`` on model-producing components (used by the ``predict`` step; start it
 with :func:`predicts` and build its result with :func:`scores`), and
 ``centralized_twin`` (the plaintext model ``--centralized-baseline`` trains).
+
+An algorithm's component derives from :class:`AlgorithmComponent`: its name, parameters,
+layout, checks, model parts and twin come from the algorithm registry (:mod:`atoll.ml.registry`),
+so a parameter is declared once, in the algorithm's module.
 """
 
 from __future__ import annotations
@@ -177,3 +181,62 @@ def scores(data: "Table", score: "np.ndarray", task: str) -> dict[str, Any]:
 
     return {"ids": ids_to_wire(data.ids), "score": np.asarray(score, dtype=np.float64),
             "label": None if data.y is None else data.y.to_numpy(np.float64), "task": task}
+
+
+class AlgorithmComponent(Component):
+    """A component derived from a registered algorithm (:mod:`atoll.ml.registry`)::
+
+        @register
+        class HeteroLR(GLMComponent):
+            algorithm = "hetero_lr"
+
+    takes from the registration its ``name``, ``Params`` (the algorithm's ONE parameter model),
+    ``layout``, ``task``, the ``check`` hook (run at load time with the job's parties by
+    role), the model-part serialisers (:meth:`part`, :meth:`load_part`) and
+    ``centralized_twin``. The subclass writes only how a role feeds its data to the
+    algorithm's role classes (``run``) and how saved parts score new rows (``predict``).
+    """
+
+    algorithm: ClassVar[str] = ""
+    #: the registered algorithm (set from ``algorithm`` when the class is made)
+    alg: ClassVar[Any] = None
+    task: ClassVar[str] = ""
+    inputs = {"train": Slot("data")}
+    outputs = {"model": "model"}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("algorithm"):
+            from atoll.ml import registry as algorithms
+
+            alg = algorithms.get(cls.algorithm)
+            cls.alg, cls.name, cls.Params, cls.layout = alg, alg.name, alg.params, alg.layout
+            cls.task = alg.task if isinstance(alg.task, str) else ""
+            if alg.twin is not None and "centralized_twin" not in cls.__dict__:
+                cls.centralized_twin = staticmethod(alg.twin)
+            if not cls.__doc__:
+                cls.__doc__ = alg.summary
+
+    @classmethod
+    def check(cls, job: "JobSpec", spec: "ComponentSpec", index: int, check_data: bool) -> None:
+        from atoll.errors import ConfigError
+
+        if cls.alg.check is None:
+            return
+        params = cls.Params.model_validate(spec.params)
+        parties = {role: job.parties_of(role) for role in {p.role for p in job.parties.values()}}
+        try:
+            cls.alg.check(params, parties)
+        except ConfigError as e:
+            field = getattr(e, "field", None)
+            if field:  # a parameter at fault
+                raise job.error(f"{spec.id}: {e}", "pipeline", index, "params", field) from None
+            raise job.error(f"{spec.id} ({cls.name}) {e}", "pipeline", index, "component") from None
+
+    def part(self, tc: TaskContext, obj: Any, **extra: Any) -> dict[str, Any]:
+        """This party's ``model`` output: its role's model part as wire types, plus ``extra``."""
+        return {"component": self.name, "role": tc.role, **self.alg.save(tc.role, obj), **extra}
+
+    @classmethod
+    def load_part(cls, tc: TaskContext, model: dict[str, Any]) -> Any:
+        return cls.alg.load(tc.role, model)

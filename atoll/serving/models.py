@@ -112,14 +112,15 @@ class TreesPart:
 
 
 def _load_sb(d: dict) -> TreesPart:
-    from atoll.jobs.components.secureboost import guest_model_from_wire, host_model_from_wire
+    from atoll.ml import registry  # the model parts' (de)serialisers are the algorithm's
 
+    sb = registry.get("secureboost")
     if d.get("role") == "guest":
         from atoll.serving.trees import compile_guest
 
-        m = guest_model_from_wire(d)
+        m = sb.load("guest", d)
         return TreesPart(m, {"guest": compile_guest(m)})
-    return TreesPart(host_model_from_wire(d), {})
+    return TreesPart(sb.load("host", d), {})
 
 
 def _sb_partial(m: TreesPart, x: np.ndarray, party: str) -> Any:
@@ -166,7 +167,7 @@ def _sb_mask_combine(m: TreesPart, margin: np.ndarray) -> np.ndarray:
 
 
 def _sb_task(m: TreesPart) -> str:
-    from atoll.jobs.components.secureboost import TASKS
+    from atoll.ml.vertical.secureboost import TASKS
 
     return TASKS[m.model.objective]
 

@@ -43,15 +43,44 @@ Semi-honest security; a non-colluding arbiter.
 
 from __future__ import annotations
 
-from functools import partialmethod
 from typing import Any
 
 from atoll.ml import metrics
-from atoll.ml.vertical._glm import REGRESSOR_DEFAULTS, HeteroGLMEstimator, role_classes
+from atoll.ml.vertical._glm import (
+    LINEAR,
+    REGRESSOR_DEFAULTS,
+    GLMArbiter,
+    GLMGuest,
+    GLMHost,
+    HeteroGLMEstimator,
+    HeteroLinRParams,
+    register_glm,
+)
 
-__all__ = ["HeteroLinRArbiter", "HeteroLinRGuest", "HeteroLinRHost", "HeteroLinearRegression"]
+__all__ = ["HETERO_LINR", "HeteroLinRArbiter", "HeteroLinRGuest", "HeteroLinRHost", "HeteroLinRParams",
+           "HeteroLinearRegression"]
 
-HeteroLinRGuest, HeteroLinRHost, HeteroLinRArbiter = role_classes("linear", "HeteroLinR", __name__)
+
+class HeteroLinRGuest(GLMGuest):
+    """Guest of vertical linear regression: the continuous label, its own features, the intercept."""
+
+    family = LINEAR
+
+
+class HeteroLinRHost(GLMHost):
+    """Host of vertical linear regression: extra features of the same rows, never labels."""
+
+    family = LINEAR
+
+
+class HeteroLinRArbiter(GLMArbiter):
+    """Arbiter of vertical linear regression: the key pair, masked decryptions, the stopping rule."""
+
+    family = LINEAR
+
+
+HETERO_LINR = register_glm("hetero_linr", HeteroLinRParams, HeteroLinRGuest, HeteroLinRHost, HeteroLinRArbiter,
+                           "vertical linear regression", facade_defaults=REGRESSOR_DEFAULTS)
 
 
 class HeteroLinearRegression(HeteroGLMEstimator):
@@ -62,13 +91,11 @@ class HeteroLinearRegression(HeteroGLMEstimator):
         y_hat = model.predict({"guest": X_guest_new, "host_0": X_host_new})
 
     Defaults: full-batch SGD, learning rate 0.5, each party whitens its own features
-    (``precondition=True``). The parameters and the learned attributes are listed in
-    :class:`~atoll.ml.vertical._glm.HeteroGLMEstimator`.
+    (``precondition=True``; the job component keeps :class:`~atoll.ml.vertical._glm.GLMParams`'
+    defaults). The learned attributes are listed in :class:`~atoll.ml.vertical._glm.HeteroGLMEstimator`.
     """
 
-    _roles = (HeteroLinRGuest, HeteroLinRHost, HeteroLinRArbiter)
-
-    __init__ = partialmethod(HeteroGLMEstimator.__init__, **REGRESSOR_DEFAULTS)
+    algorithm = HETERO_LINR
 
     def predict(self, data: dict) -> Any:
         """Predicted values for aligned rows (joint prediction)."""

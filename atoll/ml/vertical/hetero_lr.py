@@ -131,28 +131,42 @@ import numpy as np
 
 from atoll.ml import metrics
 from atoll.ml.vertical._glm import (
+    LOGISTIC,
     ArbiterReport,
-    GLMParams,
+    GLMArbiter,
+    GLMGuest,
+    GLMHost,
     GuestModel,
     HeteroGLMEstimator,
+    HeteroLRParams,
     HostModel,
-    mean_function,
-    role_classes,
+    register_glm,
 )
 
-__all__ = ["ArbiterReport", "GuestModel", "HeteroLRArbiter", "HeteroLRGuest", "HeteroLRHost",
+__all__ = ["HETERO_LR", "ArbiterReport", "GuestModel", "HeteroLRArbiter", "HeteroLRGuest", "HeteroLRHost",
            "HeteroLRParams", "HeteroLogisticRegression", "HostModel"]
 
 
-class HeteroLRParams(GLMParams):
-    """Parameters of a hetero LR job (:class:`~atoll.ml.vertical._glm.GLMParams`, family logistic)."""
+class HeteroLRGuest(GLMGuest):
+    """Guest of vertical logistic regression: labels 0/1, its own features, the intercept."""
 
-    def __init__(self, **kwargs: Any):
-        kwargs.setdefault("family", "logistic")
-        super().__init__(**kwargs)
+    family = LOGISTIC
 
 
-HeteroLRGuest, HeteroLRHost, HeteroLRArbiter = role_classes("logistic", "HeteroLR", __name__)
+class HeteroLRHost(GLMHost):
+    """Host of vertical logistic regression: extra features of the same rows, never labels."""
+
+    family = LOGISTIC
+
+
+class HeteroLRArbiter(GLMArbiter):
+    """Arbiter of vertical logistic regression: the key pair, masked decryptions, the stopping rule."""
+
+    family = LOGISTIC
+
+
+HETERO_LR = register_glm("hetero_lr", HeteroLRParams, HeteroLRGuest, HeteroLRHost, HeteroLRArbiter,
+                         "vertical logistic regression (binary labels 0/1 at the guest)")
 
 
 class HeteroLogisticRegression(HeteroGLMEstimator):
@@ -163,17 +177,18 @@ class HeteroLogisticRegression(HeteroGLMEstimator):
         proba = model.predict_proba({"guest": X_guest_new, "host_0": X_host_new})[:, 1]
 
     Labels are 0/1. Defaults: Adam, learning rate 0.05, full batch, L2 with ``alpha=0``,
-    arbiter mode, Taylor approximation around 0, 2048-bit Paillier. The parameters and the
-    learned attributes are listed in :class:`~atoll.ml.vertical._glm.HeteroGLMEstimator`.
+    arbiter mode, Taylor approximation around 0, 2048-bit Paillier. The parameters are
+    :class:`~atoll.ml.vertical._glm.GLMParams`' (plus ``transport``, ``timeout``, ``roles``);
+    the learned attributes are listed in :class:`~atoll.ml.vertical._glm.HeteroGLMEstimator`.
     """
 
-    _roles = (HeteroLRGuest, HeteroLRHost, HeteroLRArbiter)
+    algorithm = HETERO_LR
 
     classes_ = np.array([0, 1])
 
     def predict_proba(self, data: dict) -> np.ndarray:
         """``(n, 2)`` probabilities of class 0 and class 1 for aligned rows (joint prediction)."""
-        p1 = mean_function("logistic", self.decision_function(data))
+        p1 = LOGISTIC.mean(self.decision_function(data))
         return np.column_stack([1.0 - p1, p1])
 
     def predict(self, data: dict, threshold: float = 0.5) -> np.ndarray:

@@ -45,22 +45,47 @@ two-party mode). Semi-honest security; a non-colluding arbiter.
 
 from __future__ import annotations
 
-from functools import partialmethod
 from typing import Any
 
 import numpy as np
 
 from atoll.ml import metrics
 from atoll.ml.vertical._glm import (
+    POISSON,
     REGRESSOR_DEFAULTS,
+    GLMArbiter,
+    GLMGuest,
+    GLMHost,
     HeteroGLMEstimator,
-    mean_function,
-    role_classes,
+    HeteroPoissonParams,
+    register_glm,
 )
 
-__all__ = ["HeteroPoissonArbiter", "HeteroPoissonGuest", "HeteroPoissonHost", "HeteroPoissonRegression"]
+__all__ = ["HETERO_POISSON", "HeteroPoissonArbiter", "HeteroPoissonGuest", "HeteroPoissonHost",
+           "HeteroPoissonParams", "HeteroPoissonRegression"]
 
-HeteroPoissonGuest, HeteroPoissonHost, HeteroPoissonArbiter = role_classes("poisson", "HeteroPoisson", __name__)
+
+class HeteroPoissonGuest(GLMGuest):
+    """Guest of vertical Poisson regression: the counts, the exposure, its own features, the intercept."""
+
+    family = POISSON
+
+
+class HeteroPoissonHost(GLMHost):
+    """Host of vertical Poisson regression: extra features of the same rows, a link of the product chain."""
+
+    family = POISSON
+
+
+class HeteroPoissonArbiter(GLMArbiter):
+    """Arbiter of vertical Poisson regression: the key pair, masked decryptions, the stopping rule."""
+
+    family = POISSON
+
+
+HETERO_POISSON = register_glm("hetero_poisson", HeteroPoissonParams, HeteroPoissonGuest, HeteroPoissonHost,
+                              HeteroPoissonArbiter, "vertical Poisson regression (counts at the guest)",
+                              facade_defaults=REGRESSOR_DEFAULTS)
 
 
 class HeteroPoissonRegression(HeteroGLMEstimator):
@@ -73,17 +98,14 @@ class HeteroPoissonRegression(HeteroGLMEstimator):
     ``exposure`` (optional, positive, one per row) is the guest's third entry or the
     ``exposure=`` argument of ``fit`` / ``predict`` / ``score``. Defaults: full-batch SGD,
     learning rate 0.5, each party whitens its own features (``precondition=True``). The
-    parameters and the learned attributes are listed in
-    :class:`~atoll.ml.vertical._glm.HeteroGLMEstimator`.
+    learned attributes are listed in :class:`~atoll.ml.vertical._glm.HeteroGLMEstimator`.
     """
 
-    _roles = (HeteroPoissonGuest, HeteroPoissonHost, HeteroPoissonArbiter)
-
-    __init__ = partialmethod(HeteroGLMEstimator.__init__, **REGRESSOR_DEFAULTS)
+    algorithm = HETERO_POISSON
 
     def predict(self, data: dict, exposure: Any = None) -> np.ndarray:
         """Predicted means ``exposure * exp(score)`` for aligned rows (joint prediction)."""
-        return mean_function("poisson", self.decision_function(data), self._exposure(data, exposure))
+        return POISSON.mean(self.decision_function(data), self._exposure(data, exposure))
 
     def score(self, data: dict, y: Any = None, exposure: Any = None) -> float:
         """D², the fraction of Poisson deviance explained (scikit-learn's PoissonRegressor.score)."""

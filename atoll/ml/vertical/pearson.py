@@ -26,26 +26,32 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
 
 from atoll.errors import ConfigError, DataError
-from atoll.ml.vertical._glm import _as_matrix, _table, ids_digest
-from atoll.ml.vertical.ss_lr import GUEST, HOST, _bound_pow2, resolve_provider
-from atoll.secure.mpc import Session, run_dealer
+from atoll.ml import registry
+from atoll.ml.facade import FederatedEstimator
+from atoll.ml.registry import Algorithm, AlgorithmParams, ModelPart, check_scheme
+from atoll.ml.vertical._glm import _as_matrix, ids_digest
+from atoll.ml.vertical.ss_lr import GUEST, HOST, SSDealer, _bound_pow2, _dealer, check_two_parties, resolve_provider
+from atoll.secure.mpc import Session
 
 
-class PearsonParams(BaseModel):
+class PearsonParams(AlgorithmParams):
     """Parameters of secure Pearson / VIF (facade and job component)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     reveal_to: Literal["both", "guest"] = "both"
     exchange_local: bool = Field(True, description="also send each party's own-block correlations to the "
                                  "other (needed for VIF across parties); off: VIF of own columns only")
     provider: Literal["auto", "dealer", "he", "ot"] = "auto"
     frac_bits: int = Field(16, ge=8, le=24)
-    scheme: Literal["paillier", "ou"] = "paillier"
+    scheme: str = "paillier"  # of the 'he' provider: atoll.crypto.he.scheme_names()
     key_bits: int = Field(2048, ge=512)
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        return check_scheme(v)
 
 
 @dataclass
@@ -155,29 +161,62 @@ def _run(ctx: Any, role: _PearsonRole, x: Any, ids: Any = None, columns: Any = N
     return role.run(ctx, x, ids, columns)
 
 
-def _dealer(ctx: Any) -> dict:
-    return run_dealer(ctx, [ctx.parties_of("guest")[0], ctx.parties_of("host")[0]])
+def save_result(r: PearsonResult) -> dict[str, Any]:
+    return {"columns": list(r.columns), "corr": np.asarray(r.corr), "vif": None if r.vif is None else np.asarray(r.vif),
+            "own": [r.own.start, r.own.stop]}
 
 
-def hetero_pearson(guest_x: Any, host_x: Any, use_dealer: bool = True, transport: str = "inprocess",
-                   timeout: float = 600.0, **params: Any) -> tuple[PearsonResult, PearsonResult]:
-    """Run both parties (and a dealer) locally: returns (guest's result, host's result).
+def load_result(d: dict[str, Any]) -> PearsonResult:
+    return PearsonResult(np.asarray(d["corr"]), list(d["columns"]), None if d["vif"] is None else np.asarray(d["vif"]),
+                         slice(int(d["own"][0]), int(d["own"][1])))
 
+
+HETERO_PEARSON = registry.register(Algorithm(
+    name="hetero_pearson", params=PearsonParams, roles={"guest": PearsonGuest, "host": PearsonHost,
+                                                        "arbiter": SSDealer},
+    layout="", parts={"guest": ModelPart(save_result, load_result), "host": ModelPart(save_result, load_result)},
+    check=check_two_parties, summary="secure Pearson correlation and VIF across the guest's and the host's columns"))
+
+
+class HeteroPearson(FederatedEstimator):
+    """Secure Pearson / VIF with a scikit-learn interface: both parties (and a dealer) run locally.
+
+        est = HeteroPearson().fit({"guest": X_guest, "host_0": X_host})
+        est.corr_, est.vif_, est.columns_          # the guest's result; est.host_result_ the host's
+
+    Parameters: :class:`PearsonParams`' plus ``use_dealer``, ``transport``, ``timeout``, ``roles``.
     DataFrames give column names and row ids (their index, checked for alignment).
     """
-    from atoll.federation import Party, launch
 
-    p = PearsonParams.model_validate(params)
-    gx, gids = _table(guest_x)
-    hx, hids = _table(host_x)
-    gcols = list(getattr(guest_x, "columns", [])) or None
-    hcols = list(getattr(host_x, "columns", [])) or None
-    parties = {"guest": Party("guest", _run, {"role": PearsonGuest(p), "x": gx, "ids": gids, "columns": gcols}),
-               "host_0": Party("host", _run, {"role": PearsonHost(p), "x": hx, "ids": hids, "columns": hcols})}
-    if p.provider == "dealer" or (p.provider == "auto" and use_dealer):
-        parties["arbiter"] = Party("arbiter", _dealer)
-    mode = {"inprocess": "threads", "grpc": "processes"}.get(transport)
-    if mode is None:
-        raise ConfigError(f"transport={transport!r}; use 'inprocess' or 'grpc'")
-    out = launch(parties, mode=mode, timeout=timeout)
-    return out["guest"], out["host_0"]
+    algorithm = HETERO_PEARSON
+    extra_params = {"use_dealer": True}
+
+    def fit(self, data: dict) -> "HeteroPearson":
+        from atoll.federation import Party
+
+        p = self._params()
+        self._launch_mode()
+        d = self._vertical(data, need_label=False, task="correlate")
+        if len(d.hosts) != 1:
+            raise DataError("secure Pearson is two-party: pass one host ('host_0')")
+        (hname, th), = d.hosts.items()
+        parties = {d.guest: Party("guest", _run, {"role": PearsonGuest(p), "x": d.x.x, "ids": d.x.ids,
+                                                  "columns": d.x.columns}),
+                   hname: Party("host", _run, {"role": PearsonHost(p), "x": th.x, "ids": th.ids,
+                                               "columns": th.columns})}
+        if p.provider == "dealer" or (p.provider == "auto" and self.use_dealer):
+            parties[self._arbiter_name(list(parties))] = Party("arbiter", _dealer)
+        out = self._run(parties)
+        self.guest_result_, self.host_result_ = out[d.guest], out[hname]
+        self.corr_, self.vif_, self.columns_ = self.guest_result_.corr, self.guest_result_.vif, self.guest_result_.columns
+        self._remember(d)
+        return self
+
+
+def hetero_pearson(guest_x: Any, host_x: Any, use_dealer: bool = True, transport: str = "threads",
+                   timeout: float = 600.0, **params: Any) -> tuple[PearsonResult, PearsonResult]:
+    """Run both parties (and a dealer) locally: returns (guest's result, host's result)
+    (:class:`HeteroPearson`'s ``guest_result_`` and ``host_result_``)."""
+    est = HeteroPearson(use_dealer=use_dealer, transport=transport, timeout=timeout, **params)
+    est.fit({"guest": guest_x, "host_0": host_x})
+    return est.guest_result_, est.host_result_

@@ -9,7 +9,10 @@ Protocol (guest = the party with labels, hosts = feature holders; rows aligned b
 
 1. Setup. Every party bins its own features (quantile cuts, a bin for missing
    values); the guest makes an HE key pair (OU by default, Paillier, or none in
-   plaintext mode) and sends the public key.
+   plaintext mode) and sends the public key with its row count and a SHA-256 digest of its
+   row ids in order; each host compares them with its own and stops the job with a
+   :class:`~atoll.errors.DataError` if its rows are not the guest's, in the guest's order
+   (joint prediction checks the rows to score the same way).
 2. Each boosting round, the guest computes gradients and hessians of its loss
    (on a row subsample, or GOSS-weighted rows, when asked), quantises them to
    integers (``boosting_core.quantize``), packs each row's (g, h) of every output
@@ -33,7 +36,8 @@ Protocol (guest = the party with labels, hosts = feature holders; rows aligned b
 
 What each party sees:
 
-* Hosts: the public key, the encrypted packed (g, h) of every row (never a
+* Hosts: the public key, the digest of the guest's row ids (equal to its own when the rows
+  are aligned), the encrypted packed (g, h) of every row (never a
   plaintext gradient, hessian or label), the tree topologies, which party owns
   each split, and every node's row set (the instance space: a known property of
   SecureBoost). With ``subsample < 1`` or GOSS, also each round's set of sampled
@@ -53,16 +57,20 @@ What each party sees:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
+from pydantic import Field, field_validator, model_validator
 
 from atoll.errors import ConfigError, DataError
-from atoll.federation import Context, Party, launch
+from atoll.federation import Context, Party
+from atoll.ml import registry
+from atoll.ml.facade import FederatedEstimator
+from atoll.ml.registry import Algorithm, AlgorithmParams, ModelPart, check_scheme, param_error
+from atoll.ml.vertical._glm import ids_digest
 from atoll.ml.vertical.boosting_binning import BinMapper
 from atoll.ml.vertical.boosting_cipher import make_guest_cipher, make_host_cipher, plain_histogram
 from atoll.ml.vertical.boosting_core import (
@@ -84,42 +92,52 @@ __all__ = ["SecureBoostParams", "SecureBoostGuest", "SecureBoostHost", "SecureBo
            "SecureBoostHostModel", "HeteroSecureBoost"]
 
 
-@dataclass
-class SecureBoostParams:
-    """Training parameters (names and meanings as in XGBoost's scikit-learn API)."""
+class SecureBoostParams(AlgorithmParams):
+    """THE parameters of SecureBoost (names and meanings as in XGBoost's scikit-learn API): the job
+    step's ``params``, :class:`HeteroSecureBoost`'s constructor arguments and the protocol's.
 
-    n_estimators: int = 10
-    max_depth: int = 5
-    learning_rate: float = 0.3
-    reg_lambda: float = 1.0
-    gamma: float = 0.0
-    min_child_weight: float = 1.0
-    max_bin: int = 32
-    subsample: float = 1.0
-    colsample_bytree: float = 1.0
-    objective: str = "binary:logistic"
+    ``scheme``: an HE scheme of :func:`atoll.crypto.he.scheme_names` (default ``ou``), or
+    ``plain`` (the same messages in the clear: for reference and timing only). ``goss``:
+    gradient-based one-side sampling (needs ``subsample=1``) keeping the ``top_rate`` share of
+    rows by |g| and a random ``other_rate`` share of the rest. ``early_stopping_rounds``: stop
+    when the loss on the validation rows (``eval_set``, a job's ``validate`` input) has not
+    improved for this many rounds, and keep the trees up to the best round. ``random_state``:
+    a job derives it from the job's seed when unset; ``n_jobs``: HE worker processes per party.
+    """
+
+    n_estimators: int = Field(10, ge=1)
+    max_depth: int = Field(5, ge=1)
+    learning_rate: float = Field(0.3, gt=0.0)
+    reg_lambda: float = Field(1.0, ge=0.0)
+    gamma: float = Field(0.0, ge=0.0)
+    min_child_weight: float = Field(1.0, ge=0.0)
+    max_bin: int = Field(32, ge=2)
+    subsample: float = Field(1.0, gt=0.0, le=1.0)
+    colsample_bytree: float = Field(1.0, gt=0.0, le=1.0)
+    objective: Literal["binary:logistic", "reg:squarederror", "multi:softprob"] = "binary:logistic"
     scheme: str = "ou"
-    key_bits: int = 2048
+    key_bits: int = Field(2048, ge=512)
     random_state: int | None = None
-    early_stopping_rounds: int | None = None
-    n_jobs: int = 1
+    early_stopping_rounds: int | None = Field(None, ge=1)
+    n_jobs: int = Field(1, ge=1)
     goss: bool = False
-    top_rate: float = 0.2
-    other_rate: float = 0.1
+    top_rate: float = Field(0.2, gt=0.0, lt=1.0)
+    other_rate: float = Field(0.1, gt=0.0, lt=1.0)
 
-    def validate(self) -> None:
-        get_objective(self.objective)
-        if self.scheme not in ("ou", "paillier", "plain"):
-            raise ConfigError(f"scheme must be 'ou', 'paillier' or 'plain', got {self.scheme!r}")
-        if self.n_estimators < 1 or self.max_depth < 1:
-            raise ConfigError("n_estimators and max_depth must be >= 1")
-        if not 0 < self.subsample <= 1 or not 0 < self.colsample_bytree <= 1:
-            raise ConfigError("subsample and colsample_bytree must be in (0, 1]")
-        if self.goss and (self.subsample < 1 or not (0 < self.top_rate and 0 < self.other_rate
-                                                      and self.top_rate + self.other_rate <= 1)):
-            raise ConfigError("GOSS needs subsample=1 and 0 < top_rate, other_rate with top_rate + other_rate <= 1")
-        if self.reg_lambda < 0 or self.gamma < 0 or self.min_child_weight < 0:
-            raise ConfigError("reg_lambda, gamma and min_child_weight must be >= 0")
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        return check_scheme(v, extra=("plain",))
+
+    @model_validator(mode="after")
+    def _goss(self) -> SecureBoostParams:
+        if self.goss and (self.subsample < 1 or self.top_rate + self.other_rate > 1):
+            raise ValueError("GOSS needs subsample=1 and top_rate + other_rate <= 1")
+        return self
+
+
+#: what the ``evaluate`` step computes for each objective
+TASKS = {"binary:logistic": "binary", "reg:squarederror": "regression", "multi:softprob": "multiclass"}
 
 
 def goss_weights(grad_abs: np.ndarray, top_rate: float, other_rate: float,
@@ -209,13 +227,14 @@ class SecureBoostHostModel:
 class SecureBoostGuest:
     """Guest (label holder): gradients, key owner, split finding, leaf weights."""
 
-    def __init__(self, params: SecureBoostParams):
-        params.validate()
-        self.params = params
+    def __init__(self, params: SecureBoostParams | None = None):
+        self.params = params or SecureBoostParams()
 
     # ------------------------------------------------------------------ training
     def fit(self, ctx: Context, x: np.ndarray, y: np.ndarray,
-            eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> SecureBoostGuestModel:
+            eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+            ids: list | None = None) -> SecureBoostGuestModel:
+        """Train; ``ids`` (the rows' ids, in order) are checked against each host's by digest."""
         p = self.params
         obj = get_objective(p.objective)
         x = np.asarray(x, dtype=np.float64)
@@ -225,13 +244,14 @@ class SecureBoostGuest:
             raise DataError(f"guest features have {len(x)} rows but labels {len(y)}")
         cipher = make_guest_cipher(p.scheme, p.key_bits, p.n_jobs)
         try:
-            model = self._fit(ctx, x, y, eval_set, obj, cipher)
+            model = self._fit(ctx, x, y, eval_set, obj, cipher, ids_digest(ids, len(y)))
             model.stats = dict(cipher.stats)
             return model
         finally:
             cipher.close()
 
-    def _fit(self, ctx: Context, x: np.ndarray, y: np.ndarray, eval_set, obj, cipher) -> SecureBoostGuestModel:
+    def _fit(self, ctx: Context, x: np.ndarray, y: np.ndarray, eval_set, obj, cipher,
+             digest: str) -> SecureBoostGuestModel:
         p = self.params
         hosts = ctx.parties_of("host")
         n = len(y)
@@ -239,7 +259,7 @@ class SecureBoostGuest:
         rng = np.random.default_rng(p.random_state)
         slots_chunk = cipher.slots_per_chunk(2 * K)  # slots (2 per output) per row plaintext
         outs_chunk = slots_chunk // 2
-        ctx.broadcast("host", "setup", {"scheme": p.scheme, "pk": cipher.public(), "n_rows": n,
+        ctx.broadcast("host", "setup", {"scheme": p.scheme, "pk": cipher.public(), "n_rows": n, "digest": digest,
                                         "n_outputs": K, "outputs_per_chunk": outs_chunk,
                                         "has_eval": eval_set is not None,
                                         "params": {"max_bin": p.max_bin, "colsample_bytree": p.colsample_bytree,
@@ -453,11 +473,12 @@ class SecureBoostGuest:
 
     # ------------------------------------------------------------------ prediction
     def _predict_margin(self, ctx: Context, x: np.ndarray, trees: list[Tree], first: int,
-                        K: int) -> np.ndarray:
+                        K: int, ids: list | None = None) -> np.ndarray:
         """6. Joint prediction of ``trees`` (global indices from ``first``) on aligned rows."""
         x = np.asarray(x, dtype=np.float64)
         n = len(x)
-        ctx.broadcast("host", "predict", {"first": int(first), "count": len(trees), "n_rows": n})
+        ctx.broadcast("host", "predict", {"first": int(first), "count": len(trees), "n_rows": n,
+                                          "digest": ids_digest(ids, n)})
         reach = ctx.gather("host", "reach")
         out = np.zeros((n, K))
         for t, tree in enumerate(trees):
@@ -479,11 +500,12 @@ class SecureBoostGuest:
             out[:, tree.output] += vals[np.argmax(mask, axis=1)]
         return out
 
-    def predict_margin(self, ctx: Context, x: np.ndarray, model: SecureBoostGuestModel | None = None) -> np.ndarray:
+    def predict_margin(self, ctx: Context, x: np.ndarray, model: SecureBoostGuestModel | None = None,
+                       ids: list | None = None) -> np.ndarray:
         model = model or self.model
         with ctx.scope("predict"):
             with ctx.scope("request", 0):
-                m = self._predict_margin(ctx, x, model.trees, 0, model.n_outputs)
+                m = self._predict_margin(ctx, x, model.trees, 0, model.n_outputs, ids)
             with ctx.scope("request", 1):
                 ctx.broadcast("host", "predict", None)
         return m + model.base_margin[None, :]
@@ -521,7 +543,8 @@ class SecureBoostHost:
     def __init__(self, params: SecureBoostParams | None = None):
         self.params = params or SecureBoostParams()
 
-    def fit(self, ctx: Context, x: np.ndarray, eval_x: np.ndarray | None = None) -> SecureBoostHostModel:
+    def fit(self, ctx: Context, x: np.ndarray, eval_x: np.ndarray | None = None,
+            ids: list | None = None) -> SecureBoostHostModel:
         x = np.asarray(x, dtype=np.float64)
         setup = ctx.recv("guest", "setup")
         check_setup(self.params, setup)
@@ -530,6 +553,9 @@ class SecureBoostHost:
         n_jobs = int(self.params.n_jobs)
         if int(setup["n_rows"]) != len(x):
             raise DataError(f"host has {len(x)} rows but the guest {setup['n_rows']}; align rows with PSI first")
+        if setup.get("digest") != ids_digest(ids, len(x)):
+            raise DataError(f"cannot train: {ctx.party}'s rows are not in the guest's order (different ids or "
+                            "order); align the rows with PSI first and pass every party its rows in that order")
         cipher = make_host_cipher(setup["scheme"], setup["pk"], n_jobs)
         mapper = BinMapper.fit(x, max_bin)
         codes = mapper.transform(x)
@@ -643,13 +669,17 @@ class SecureBoostHost:
         return topo, lookup
 
     # ------------------------------------------------------------------ prediction
-    def _answer_predict(self, ctx: Context, x: np.ndarray, model: SecureBoostHostModel) -> bool:
+    def _answer_predict(self, ctx: Context, x: np.ndarray, model: SecureBoostHostModel,
+                        ids: list | None = None) -> bool:
         req = ctx.recv("guest", "predict")
         if req is None:
             return False
         first, count = int(req["first"]), int(req["count"])
         if int(req["n_rows"]) != len(x):
             raise DataError(f"host has {len(x)} rows to predict but the guest {req['n_rows']}; align rows first")
+        if req.get("digest") != ids_digest(ids, len(x)):
+            raise DataError(f"cannot score: {ctx.party}'s rows are not in the guest's order (different ids or "
+                            "order); align the rows first")
         out = []
         for t in range(first, first + count):
             topo, lookup = model.topologies[t], model.lookup[t]
@@ -663,14 +693,15 @@ class SecureBoostHost:
         ctx.send("guest", "reach", out)
         return True
 
-    def predict(self, ctx: Context, x: np.ndarray, model: SecureBoostHostModel | None = None) -> None:
+    def predict(self, ctx: Context, x: np.ndarray, model: SecureBoostHostModel | None = None,
+                ids: list | None = None) -> None:
         model = model or self.model
         x = np.asarray(x, dtype=np.float64)
         with ctx.scope("predict"):
             i = 0
             while True:
                 with ctx.scope("request", i):
-                    if not self._answer_predict(ctx, x, model):
+                    if not self._answer_predict(ctx, x, model, ids):
                         break
                 i += 1
 
@@ -693,120 +724,171 @@ def _eval_loss(objective: str, y: np.ndarray, margin: np.ndarray) -> float:
     return metrics.multiclass_log_loss(y, pred)
 
 
+# ============================================================================ model parts
+_TREE_FIELDS = ("left", "right", "owner", "feature", "threshold", "missing_left", "gain", "value")
+
+
+def save_guest(m: SecureBoostGuestModel) -> dict[str, Any]:
+    return {"objective": m.objective, "base_margin": np.asarray(m.base_margin, np.float64),
+            "n_outputs": int(m.n_outputs),
+            "trees": [{"output": int(t.output), **{f: list(getattr(t, f)) for f in _TREE_FIELDS}}
+                      for t in m.trees],
+            "feature_gain": {k: np.asarray(v) for k, v in m.feature_gain.items()},
+            "feature_count": {k: np.asarray(v) for k, v in m.feature_count.items()},
+            "best_iteration": m.best_iteration, "seconds_per_round": list(m.seconds_per_round),
+            # per-round losses: the report plots them
+            "history": {k: [float(v) for v in getattr(m, k)] for k in ("train_loss", "valid_loss")
+                        if getattr(m, k)}}
+
+
+def load_guest(d: dict[str, Any]) -> SecureBoostGuestModel:
+    trees = []
+    for t in d["trees"]:
+        tree = Tree(output=int(t["output"]))
+        for f in _TREE_FIELDS:
+            setattr(tree, f, list(t[f]))
+        tree.left = [int(v) for v in tree.left]
+        tree.right = [int(v) for v in tree.right]
+        tree.feature = [int(v) for v in tree.feature]
+        tree.missing_left = [bool(v) for v in tree.missing_left]
+        trees.append(tree)
+    return SecureBoostGuestModel(d["objective"], np.asarray(d["base_margin"]), int(d["n_outputs"]), trees,
+                                 dict(d["feature_gain"]), dict(d["feature_count"]), d["best_iteration"],
+                                 list(d["seconds_per_round"]),
+                                 train_loss=list(d.get("history", {}).get("train_loss", [])),
+                                 valid_loss=list(d.get("history", {}).get("valid_loss", [])))
+
+
+def save_host(m: SecureBoostHostModel) -> dict[str, Any]:
+    return {"topologies": [{"left": np.asarray(t["left"]), "right": np.asarray(t["right"]),
+                            "owner": list(t["owner"])} for t in m.topologies],
+            "lookup": [[[int(node), int(f), float(thr), bool(ml)] for node, (f, thr, ml) in sorted(lk.items())]
+                       for lk in m.lookup]}
+
+
+def load_host(d: dict[str, Any]) -> SecureBoostHostModel:
+    topo = [{"left": np.asarray(t["left"], np.int32), "right": np.asarray(t["right"], np.int32),
+             "owner": list(t["owner"])} for t in d["topologies"]]
+    lookup = [{int(node): (int(f), float(thr), bool(ml)) for node, f, thr, ml in lk} for lk in d["lookup"]]
+    return SecureBoostHostModel(topo, lookup)
+
+
+# ============================================================================ centralised twin
+def twin_params(params: SecureBoostParams, best_iteration: int | None) -> SecureBoostParams:
+    """The twin grows as many rounds as the federated model kept (after early stopping)."""
+    if best_iteration is None:
+        return params
+    return params.model_copy(update={"n_estimators": int(best_iteration) + 1})
+
+
+def centralized_twin(params: SecureBoostParams, seed: int, task: str) -> tuple[Any, Any]:
+    """XGBoost (if installed) or scikit-learn's ``HistGradientBoosting`` with the same number of trees,
+    depth, learning rate, L2 term and bins, trained on the joined data."""
+    p = params
+    try:
+        import xgboost as xgb
+
+        kw = dict(n_estimators=p.n_estimators, max_depth=p.max_depth, learning_rate=p.learning_rate,
+                  reg_lambda=p.reg_lambda, gamma=p.gamma, min_child_weight=p.min_child_weight,
+                  max_bin=p.max_bin, subsample=p.subsample, colsample_bytree=p.colsample_bytree,
+                  tree_method="hist", random_state=seed)
+        if task == "binary":
+            return xgb.XGBClassifier(**kw), lambda m, x: m.predict_proba(x)[:, 1]
+        if task == "multiclass":
+            return xgb.XGBClassifier(objective="multi:softprob", **kw), lambda m, x: m.predict_proba(x)
+        return xgb.XGBRegressor(**kw), lambda m, x: m.predict(x)
+    except ImportError:
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+        kw = dict(max_iter=p.n_estimators, max_depth=p.max_depth, learning_rate=p.learning_rate,
+                  l2_regularization=p.reg_lambda, max_bins=min(p.max_bin, 255), min_samples_leaf=1,
+                  early_stopping=False, random_state=seed)
+        if task == "binary":
+            return HistGradientBoostingClassifier(**kw), lambda m, x: m.predict_proba(x)[:, 1]
+        if task == "multiclass":
+            return HistGradientBoostingClassifier(**kw), lambda m, x: m.predict_proba(x)
+        return HistGradientBoostingRegressor(**kw), lambda m, x: m.predict(x)
+
+
+def check_parties(params: SecureBoostParams, parties: dict[str, list[str]]) -> None:
+    """The registry's ``check`` hook: a guest and at least one host (the arbiter takes no part)."""
+    if not parties.get("guest") or not parties.get("host"):
+        raise param_error("needs a guest and at least one host")
+
+
+SECUREBOOST = registry.register(Algorithm(
+    name="secureboost", params=SecureBoostParams, roles={"guest": SecureBoostGuest, "host": SecureBoostHost},
+    layout="vertical", task=lambda p: TASKS[p.objective],
+    parts={"guest": ModelPart(save_guest, load_guest), "host": ModelPart(save_host, load_host)},
+    twin=centralized_twin, check=check_parties,
+    summary="vertical gradient-boosted trees; the guest holds labels and the HE key"))
+
+
 # ============================================================================ simulation facade
-
-def _guest_fit(ctx: Context, params: SecureBoostParams, x, y, eval_set=None):
-    guest = SecureBoostGuest(params)
-    model = guest.fit(ctx, x, y, eval_set)
-    return {"model": model}
+def _guest_fit(ctx: Context, params: SecureBoostParams, x, y, eval_set=None, ids=None):
+    return {"model": SecureBoostGuest(params).fit(ctx, x, y, eval_set, ids=ids)}
 
 
-def _host_fit(ctx: Context, params: SecureBoostParams, x, eval_x=None):
-    return SecureBoostHost(params).fit(ctx, x, eval_x)
+def _host_fit(ctx: Context, params: SecureBoostParams, x, eval_x=None, ids=None):
+    return SecureBoostHost(params).fit(ctx, x, eval_x, ids=ids)
 
 
-def _guest_predict(ctx: Context, params: SecureBoostParams, model: SecureBoostGuestModel, x):
-    return SecureBoostGuest(params).predict_margin(ctx, x, model)
+def _guest_predict(ctx: Context, params: SecureBoostParams, model: SecureBoostGuestModel, x, ids=None):
+    return SecureBoostGuest(params).predict_margin(ctx, x, model, ids=ids)
 
 
-def _host_predict(ctx: Context, params: SecureBoostParams, model: SecureBoostHostModel, x):
-    SecureBoostHost(params).predict(ctx, x, model)
+def _host_predict(ctx: Context, params: SecureBoostParams, model: SecureBoostHostModel, x, ids=None):
+    SecureBoostHost(params).predict(ctx, x, model, ids=ids)
     return None
 
 
-def _split_parties(data: Mapping[str, Any], need_y: bool) -> tuple[Any, Any, dict[str, np.ndarray]]:
-    if "guest" not in data:
-        raise DataError("pass the guest's data under the key 'guest' and each host's as 'host_0', 'host_1', ...")
-    g = data["guest"]
-    if need_y:
-        if not isinstance(g, tuple) or len(g) != 2:
-            raise DataError("fit needs {'guest': (X_guest, y), 'host_0': X_host0, ...}")
-        xg, y = g
-    else:
-        xg, y = (g[0] if isinstance(g, tuple) else g), None
-    hosts = {k: v for k, v in data.items() if k != "guest"}
-    if not hosts:
-        raise DataError("SecureBoost needs at least one host ('host_0': X_host0)")
-    for k in hosts:
-        if not k.startswith("host_"):
-            raise DataError(f"party names are 'guest' and 'host_0', 'host_1', ...; got {k!r}")
-    xg = np.asarray(xg, dtype=np.float64)
-    hosts = {k: np.asarray(v, dtype=np.float64) for k, v in sorted(hosts.items())}
-    for k, v in hosts.items():
-        if len(v) != len(xg):
-            raise DataError(f"{k} has {len(v)} rows, the guest {len(xg)}: align the rows (PSI) first")
-    return xg, (None if y is None else np.asarray(y, dtype=np.float64).ravel()), hosts
-
-
-class HeteroSecureBoost:
+class HeteroSecureBoost(FederatedEstimator):
     """Simulation facade: all parties in one call (threads or processes), scikit-learn style.
 
         model = HeteroSecureBoost(n_estimators=5, max_depth=5, scheme="ou").fit(
             {"guest": (X_guest, y), "host_0": X_host})
         p = model.predict_proba({"guest": X_guest_test, "host_0": X_host_test})
 
-    ``scheme``: "ou" (default), "paillier" or "plain" (no encryption, same protocol).
-    ``transport``: "threads" (in-process) or "processes" (one process per party, gRPC + mTLS).
-    ``feature_importances_`` is XGBoost's "gain" importance (mean gain of the splits
-    using a feature, normalised), over guest features then each host's in order.
+    Parameters: :class:`SecureBoostParams`' (``scheme``: "ou" (default), "paillier" or "plain":
+    no encryption, same protocol), plus ``transport`` ("threads": in-process, or "processes":
+    one process per party, gRPC + mTLS), ``timeout`` and ``roles`` (party name -> "guest" /
+    "host" for names other than "guest", "host_0", ...). ``feature_importances_`` is XGBoost's
+    "gain" importance (mean gain of the splits using a feature, normalised), over guest
+    features then each host's in order; ``feature_names_in_`` maps each party given as a
+    DataFrame to its column names.
     """
 
-    def __init__(self, n_estimators: int = 10, max_depth: int = 5, learning_rate: float = 0.3,
-                 reg_lambda: float = 1.0, gamma: float = 0.0, min_child_weight: float = 1.0,
-                 max_bin: int = 32, subsample: float = 1.0, colsample_bytree: float = 1.0,
-                 objective: str = "binary:logistic", scheme: str = "ou", key_bits: int = 2048,
-                 random_state: int | None = None, early_stopping_rounds: int | None = None,
-                 n_jobs: int = 1, transport: str = "threads", goss: bool = False,
-                 top_rate: float = 0.2, other_rate: float = 0.1):
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.learning_rate = learning_rate
-        self.reg_lambda = reg_lambda
-        self.gamma = gamma
-        self.min_child_weight = min_child_weight
-        self.max_bin = max_bin
-        self.subsample = subsample
-        self.colsample_bytree = colsample_bytree
-        self.objective = objective
-        self.scheme = scheme
-        self.key_bits = key_bits
-        self.random_state = random_state
-        self.early_stopping_rounds = early_stopping_rounds
-        self.n_jobs = n_jobs
-        self.transport = transport
-        self.goss = goss
-        self.top_rate = top_rate
-        self.other_rate = other_rate
-
-    def _params(self) -> SecureBoostParams:
-        # by name: the estimator's attributes are the parameters' fields
-        return SecureBoostParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SecureBoostParams)})
+    algorithm = SECUREBOOST
 
     def fit(self, data: Mapping[str, Any], eval_set: Mapping[str, Any] | None = None,
             recorder=None) -> "HeteroSecureBoost":
         params = self._params()
-        params.validate()
-        xg, y, hosts = _split_parties(data, need_y=True)
-        ev_g = ev_h = None
-        if eval_set is not None:
-            exg, ey, ev_h = _split_parties(eval_set, need_y=True)
-            ev_g = (exg, ey)
-        spec = {"guest": Party("guest", _guest_fit, {"params": params, "x": xg, "y": y, "eval_set": ev_g})}
-        for name, xh in hosts.items():
-            spec[name] = Party("host", _host_fit, {"params": params, "x": xh,
-                                                    "eval_x": None if ev_h is None else ev_h[name]})
+        self._launch_mode()
+        d = self._vertical(data, need_label=True, task="train")
+        ev = None
+        if eval_set is not None:  # same parties, same columns as the training data
+            ev = self._vertical(eval_set, need_label=True, task="evaluate", like=self._state(d))
+        ev_g = None if ev is None else (ev.x.x, np.asarray(ev.y, dtype=np.float64).ravel())
+        y = np.asarray(d.y, dtype=np.float64).ravel()
+        spec = {d.guest: Party("guest", _guest_fit, {"params": params, "x": d.x.x, "y": y, "eval_set": ev_g,
+                                                     "ids": d.x.ids})}
+        for name, t in d.hosts.items():
+            spec[name] = Party("host", _host_fit, {"params": params, "x": t.x, "ids": t.ids,
+                                                   "eval_x": None if ev is None else ev.hosts[name].x})
         t0 = time.perf_counter()
-        res = launch(spec, mode=self.transport, recorder=recorder)
+        res = self._run(spec, recorder=recorder)
         self.fit_seconds_ = time.perf_counter() - t0
-        self.guest_model_ = res["guest"]["model"]
-        self.host_models_ = {k: res[k] for k in hosts}
-        self.hosts_ = list(hosts)
+        self.guest_model_ = res[d.guest]["model"]
+        self.host_models_ = {k: res[k] for k in d.hosts}
+        self.hosts_ = list(d.hosts)
+        self.params_ = params
         self.n_outputs_ = self.guest_model_.n_outputs
         if self.objective == "multi:softprob":
             self.classes_ = np.arange(self.n_outputs_)
         elif self.objective == "binary:logistic":
             self.classes_ = np.array([0, 1])
         self.best_iteration = self.guest_model_.best_iteration
+        self._remember(d)
         return self
 
     @property
@@ -820,15 +902,14 @@ class HeteroSecureBoost:
         return avg / total if total > 0 else avg
 
     def predict_margin(self, data: Mapping[str, Any], recorder=None) -> np.ndarray:
-        params = self._params()
-        xg, _, hosts = _split_parties(data, need_y=False)
-        spec = {"guest": Party("guest", _guest_predict, {"params": params, "model": self.guest_model_, "x": xg})}
-        for name in self.hosts_:
-            if name not in hosts:
-                raise DataError(f"prediction needs {name}'s features too")
+        d = self._vertical(data, need_label=False, task="score", like=self._fitted())
+        params = self.params_
+        spec = {d.guest: Party("guest", _guest_predict, {"params": params, "model": self.guest_model_,
+                                                         "x": d.x.x, "ids": d.x.ids})}
+        for name, t in d.hosts.items():
             spec[name] = Party("host", _host_predict, {"params": params, "model": self.host_models_[name],
-                                                        "x": hosts[name]})
-        return launch(spec, mode=self.transport, recorder=recorder)["guest"]
+                                                       "x": t.x, "ids": t.ids})
+        return self._run(spec, recorder=recorder)[d.guest]
 
     def predict_proba(self, data: Mapping[str, Any]) -> np.ndarray:
         """Class probabilities (n, n_classes); for regression use :meth:`predict`."""

@@ -43,20 +43,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
 
 from atoll.errors import ConfigError, DataError
-from atoll.ml.vertical._glm import HeteroGLMEstimator, _as_matrix, _table, ids_digest
+from atoll.ml import registry
+from atoll.ml.facade import FederatedEstimator
+from atoll.ml.registry import Algorithm, AlgorithmParams, ModelPart, check_scheme, param_error
+from atoll.ml.vertical._glm import LINEAR, LOGISTIC, _as_matrix, ids_digest, twin_of
 from atoll.secure.mpc import Session, SharedTensor, concatenate, run_dealer
 from atoll.crypto.ring import RingOverflow
 
 GUEST, HOST = 0, 1
 
 
-class SSGLMParams(BaseModel):
+class SSGLMParams(AlgorithmParams):
     """Parameters of SS logistic / linear regression (the one schema: facade and job components)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_iter: int = Field(30, ge=1, description="epochs")
     batch_size: int | None = Field(None, ge=1, description="rows per batch; None: full batch")
@@ -73,11 +74,16 @@ class SSGLMParams(BaseModel):
     trunc: Literal["pair", "exact", "local"] = "pair"
     reveal: Literal["respectively", "shared"] = "respectively"
     weight_limit: float = Field(1e4, gt=0.0, description="secure per-epoch check |w| <= this")
-    scheme: Literal["paillier", "ou"] = "paillier"
+    scheme: str = Field("paillier", description="HE scheme of the 'he' provider (atoll.crypto.he.scheme_names())")
     key_bits: int = Field(2048, ge=512)
     shuffle: bool = Field(False, description="cut batches from one permutation of the rows drawn from "
                           "random_state (both parties draw the same one; the order is public)")
     random_state: int | None = None
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        return check_scheme(v)
 
     def session_options(self, ctx: Any, peer: str, index: int) -> dict:
         name = resolve_provider(self.provider, ctx)
@@ -327,17 +333,78 @@ class SSLRHost(_SSGLMRole):
 
 
 class SSLinRGuest(_SSGLMRole):
+    """Guest (labels + its columns) of SS linear regression."""
+
     family = "linear"
 
 
 class SSLinRHost(_SSGLMRole):
+    """Host (its columns) of SS linear regression."""
+
     family = "linear"
     index, role, peer_role = HOST, "host", "guest"
 
 
+class SSDealer:
+    """The arbiter when it serves as the dealer of correlated randomness (provider 'dealer').
+
+    What the dealer sees: the shapes of the triples the parties ask for, nothing else.
+    """
+
+    def __init__(self, params: SSGLMParams | dict | None = None):
+        self.params = params
+
+    def run(self, ctx: Any) -> dict:
+        return run_dealer(ctx, [ctx.parties_of("guest")[0], ctx.parties_of("host")[0]])
+
+
 def _dealer(ctx: Any) -> dict:
     """The arbiter's role when it serves as the dealer (provider 'dealer')."""
-    return run_dealer(ctx, [ctx.parties_of("guest")[0], ctx.parties_of("host")[0]])
+    return SSDealer().run(ctx)
+
+
+def check_two_parties(params: Any, parties: dict[str, list[str]]) -> None:
+    """The registry's ``check`` hook of the two-party MPC algorithms (SS-LR, Pearson)."""
+    if len(parties.get("guest", [])) != 1 or len(parties.get("host", [])) != 1:
+        raise param_error("takes exactly one guest and one host")
+    if params.provider == "dealer" and len(parties.get("arbiter", [])) != 1:
+        raise param_error("with provider 'dealer' needs one party with role arbiter", "provider")
+
+
+def save_part(m: SSPartyModel) -> dict[str, Any]:
+    out = {"family": m.family, "n_iter": int(m.n_iter), "intercept": float(m.intercept),
+           "coef": None if m.coef is None else np.asarray(m.coef),
+           "timing": {k: float(v) for k, v in m.timing.items()},
+           "epoch_seconds": [float(s) for s in m.epoch_seconds]}
+    if m.shares is not None:
+        out["shares"] = {"w": m.shares["w"], "frac": int(m.shares["frac"]), "dg": int(m.shares["dg"]),
+                         "dh": int(m.shares["dh"]), "mu": np.asarray(m.shares["mu"]),
+                         "sd": np.asarray(m.shares["sd"])}
+    return out
+
+
+def _loader(role: str) -> Any:
+    def load(d: dict[str, Any]) -> SSPartyModel:
+        return SSPartyModel(d["family"], role, None if d.get("coef") is None else np.asarray(d["coef"]),
+                            float(d.get("intercept", 0.0)), int(d["n_iter"]), d.get("shares"))
+    return load
+
+
+def save_dealer(report: dict) -> dict[str, Any]:
+    return {"dealer": report}
+
+
+PARTS = {"guest": ModelPart(save_part, _loader("guest")), "host": ModelPart(save_part, _loader("host")),
+         "arbiter": ModelPart(save_dealer, lambda d: d["dealer"])}
+
+SS_LR = registry.register(Algorithm(
+    name="ss_lr", params=SSGLMParams, roles={"guest": SSLRGuest, "host": SSLRHost, "arbiter": SSDealer},
+    layout="vertical", task=LOGISTIC.task, parts=PARTS, twin=twin_of(LOGISTIC), check=check_two_parties,
+    summary="two-party secret-shared logistic regression (binary labels 0/1 at the guest)"))
+SS_LINR = registry.register(Algorithm(
+    name="ss_linr", params=SSGLMParams, roles={"guest": SSLinRGuest, "host": SSLinRHost, "arbiter": SSDealer},
+    layout="vertical", task=LINEAR.task, parts=PARTS, twin=twin_of(LINEAR), check=check_two_parties,
+    summary="two-party secret-shared linear regression"))
 
 
 def _fit(ctx: Any, role: _SSGLMRole, x: Any, y: Any = None, ids: Any = None) -> SSPartyModel:
@@ -349,73 +416,43 @@ def _predict(ctx: Any, role: _SSGLMRole, model: SSPartyModel, x: Any, ids: Any =
 
 
 # ============================================================================ facades
-class _SSEstimator(HeteroGLMEstimator):
+class _SSEstimator(FederatedEstimator):
     """scikit-learn style facade: both parties (and the dealer) run in this process as threads
-    (``transport="inprocess"``) or as local processes over gRPC with mutual TLS (``"grpc"``).
+    (``transport="threads"``) or as local processes over gRPC with mutual TLS (``"processes"``).
 
-    Parameters: those of :class:`SSGLMParams`, plus ``transport`` and ``timeout``.
-    ``provider="auto"`` here means the dealer (an arbiter is started for it) when
+    Parameters: those of :class:`SSGLMParams`, plus ``use_dealer``, ``transport``, ``timeout``
+    and ``roles``. ``provider="auto"`` here means the dealer (an arbiter is started for it) when
     ``use_dealer=True`` (default), else two-party HE/OT triples.
     Learned: ``coef_`` (guest's features then the host's, raw scale), ``intercept_``,
     ``n_iter_``, ``epoch_seconds_``, ``timing_`` (offline / online seconds, rounds, bytes),
-    ``guest_model_`` / ``host_models_``.
+    ``feature_names_in_`` (per party), ``guest_model_`` / ``host_models_``.
     """
 
-    _guest_cls: type[_SSGLMRole] = SSLRGuest
-    _host_cls: type[_SSGLMRole] = SSLRHost
-
-    def __init__(self, *, max_iter: int = 30, batch_size: int | None = None, learning_rate: float = 1.0,
-                 penalty: str | None = "l2", alpha: float = 0.0, fit_intercept: bool = True,
-                 standardize: bool = True, sigmoid: str = "poly", provider: str = "auto",
-                 use_dealer: bool = True, frac_bits: int = 16, trunc: str = "pair",
-                 reveal: str = "respectively", weight_limit: float = 1e4, scheme: str = "paillier",
-                 key_bits: int = 2048, shuffle: bool = False, random_state: int | None = None,
-                 transport: str = "inprocess", timeout: float = 600.0):
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.penalty = penalty
-        self.alpha = alpha
-        self.fit_intercept = fit_intercept
-        self.standardize = standardize
-        self.sigmoid = sigmoid
-        self.provider = provider
-        self.use_dealer = use_dealer
-        self.frac_bits = frac_bits
-        self.trunc = trunc
-        self.reveal = reveal
-        self.weight_limit = weight_limit
-        self.scheme = scheme
-        self.key_bits = key_bits
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.transport = transport
-        self.timeout = timeout
-
-    def _params(self) -> SSGLMParams:
-        names = SSGLMParams.model_fields
-        return SSGLMParams(**{k: getattr(self, k) for k in names})
+    extra_params = {"use_dealer": True}
 
     def _with_dealer(self, params: SSGLMParams) -> bool:
         return params.provider == "dealer" or (params.provider == "auto" and self.use_dealer)
 
-    def fit(self, data: dict, exposure: Any = None) -> "_SSEstimator":
+    def _roles_of(self) -> tuple[type[_SSGLMRole], type[_SSGLMRole]]:
+        return self.algorithm.roles["guest"], self.algorithm.roles["host"]
+
+    def fit(self, data: dict) -> "_SSEstimator":
         from atoll.federation import Party
 
         params = self._params()
-        (xg, y, _), hosts = self._split(data, need_label=True)
-        if len(hosts) != 1:
+        self._launch_mode()
+        d = self._vertical(data, need_label=True, task="train")
+        if len(d.hosts) != 1:
             raise DataError("SS regression is two-party: pass one host ('host_0')")
-        (hname, xh), = hosts.items()
-        xg, gids = _table(xg)
-        xh, hids = _table(xh)
-        parties = {"guest": Party("guest", _fit, {"role": self._guest_cls(params), "x": xg,
-                                                  "y": np.asarray(y, dtype=np.float64).ravel(), "ids": gids}),
-                   hname: Party("host", _fit, {"role": self._host_cls(params), "x": xh, "ids": hids})}
+        (hname, th), = d.hosts.items()
+        guest_cls, host_cls = self._roles_of()
+        parties = {d.guest: Party("guest", _fit, {"role": guest_cls(params), "x": d.x.x,
+                                                  "y": np.asarray(d.y, dtype=np.float64).ravel(), "ids": d.x.ids}),
+                   hname: Party("host", _fit, {"role": host_cls(params), "x": th.x, "ids": th.ids})}
         if self._with_dealer(params):
-            parties["arbiter"] = Party("arbiter", _dealer)
+            parties[self._arbiter_name(list(parties))] = Party("arbiter", _dealer)
         out = self._run(parties)
-        g, h = out["guest"], out[hname]
+        g, h = out[d.guest], out[hname]
         self.guest_model_, self.host_models_ = g, {hname: h}
         self.params_ = params
         self.n_iter_ = g.n_iter
@@ -425,6 +462,7 @@ class _SSEstimator(HeteroGLMEstimator):
             self.coef_ = np.concatenate([g.coef, h.coef])
             self.intercept_ = g.intercept + h.intercept
             self.n_features_in_ = self.coef_.shape[0]
+        self._remember(d)
         return self
 
     def decision_function(self, data: dict) -> np.ndarray:
@@ -432,23 +470,22 @@ class _SSEstimator(HeteroGLMEstimator):
 
         self._check_fitted()
         params = self.params_
-        (xg, _, _), hosts = self._split(data, need_label=False)
-        if sorted(hosts) != sorted(self.host_models_):
-            raise DataError(f"the model was trained with hosts {sorted(self.host_models_)}; got {sorted(hosts)}")
-        (hname, xh), = hosts.items()
-        xg, gids = _table(xg)
-        xh, hids = _table(xh)
-        parties = {"guest": Party("guest", _predict, {"role": self._guest_cls(params), "model": self.guest_model_,
-                                                      "x": xg, "ids": gids}),
-                   hname: Party("host", _predict, {"role": self._host_cls(params),
-                                                   "model": self.host_models_[hname], "x": xh, "ids": hids})}
+        d = self._vertical(data, need_label=False, task="score", like=self._fitted())
+        (hname, th), = d.hosts.items()
+        guest_cls, host_cls = self._roles_of()
+        parties = {d.guest: Party("guest", _predict, {"role": guest_cls(params), "model": self.guest_model_,
+                                                      "x": d.x.x, "ids": d.x.ids}),
+                   hname: Party("host", _predict, {"role": host_cls(params),
+                                                   "model": self.host_models_[hname], "x": th.x, "ids": th.ids})}
         if self.guest_model_.shares is not None and self._with_dealer(params):
-            parties["arbiter"] = Party("arbiter", _dealer)
-        return self._run(parties)["guest"]
+            parties[self._arbiter_name(list(parties))] = Party("arbiter", _dealer)
+        return self._run(parties)[d.guest]
 
 
 class SSLogisticRegression(_SSEstimator):
     """Two-party secret-shared logistic regression (see the module docstring)."""
+
+    algorithm = SS_LR
 
     def predict_proba(self, data: dict) -> np.ndarray:
         p = 1.0 / (1.0 + np.exp(-self.decision_function(data)))
@@ -461,8 +498,7 @@ class SSLogisticRegression(_SSEstimator):
 class SSLinearRegression(_SSEstimator):
     """Two-party secret-shared linear regression (see the module docstring)."""
 
-    _guest_cls = SSLinRGuest
-    _host_cls = SSLinRHost
+    algorithm = SS_LINR
 
     def predict(self, data: dict) -> np.ndarray:
         return self.decision_function(data)

@@ -51,7 +51,7 @@ def test_role_classes_are_importable_by_name_and_pickle(cls, module, prefix, fam
         assert issubclass(role, base) and role.__module__ == module.__name__
         inst = role(GLMParams(key_bits=KEY))
         assert inst.params.family == family  # the class binds the family whatever params say
-        assert type(pickle.loads(pickle.dumps(inst))) is role  # transport="grpc" pickles role objects
+        assert type(pickle.loads(pickle.dumps(inst))) is role  # transport="processes" pickles role objects
     assert [type(r) for r in cls()._roles] == [type] * 3 and cls()._roles == tuple(roles)
 
 
@@ -148,8 +148,8 @@ def test_misaligned_host_is_refused_in_both_modes(mode):
 
 
 def _run_mismatched_plan(xg, y, xh, mode):
-    guest_p = GLMParams(mode=mode, key_bits=KEY, max_iter=2)
-    host_p = GLMParams(mode=mode, key_bits=KEY, max_iter=3)
+    guest_p = GLMParams(mode=mode, key_bits=KEY, max_iter=2, optimizer="sgd", learning_rate=0.1)
+    host_p = GLMParams(mode=mode, key_bits=KEY, max_iter=3, optimizer="sgd", learning_rate=0.1)
     parties = {"guest": Party("guest", _glm._fit_guest, {"role": hetero_lr.HeteroLRGuest(guest_p), "x": xg,
                                                          "y": y, "exposure": None, "ids": None}),
                "host_0": Party("host", _glm._fit_host, {"role": hetero_lr.HeteroLRHost(host_p), "x": xh,
@@ -187,7 +187,8 @@ def test_early_stopping_on_loss_change_equals_the_twin(mode):
 def test_weight_change_norms_travel_only_when_the_rule_needs_them(mode, rule):
     g, h, y = _breast_mini()
     rows = np.arange(60)
-    params = GLMParams(mode=mode, early_stopping=rule, tol=0.0, max_iter=2, key_bits=KEY)
+    params = GLMParams(mode=mode, early_stopping=rule, tol=0.0, max_iter=2, key_bits=KEY, optimizer="sgd",
+                       learning_rate=0.1)
     addresses: list[tuple[str, str, str]] = []
     parties = {"guest": Party("guest", _glm._fit_guest, {"role": hetero_lr.HeteroLRGuest(params),
                                                          "x": g.values[rows], "y": y[rows], "exposure": None,

@@ -106,9 +106,9 @@ def test_sgd_decay_and_l1_soft_threshold():
 
 def test_bad_parameters_raise_config_error():
     with pytest.raises(ConfigError):
-        GLMParams(mode="three_party").validate()
+        GLMParams(mode="three_party")
     with pytest.raises(ConfigError):
-        GLMParams(optimizer=OptimizerParams(optimizer="lbfgs")).validate()
+        GLMParams(optimizer="lbfgs")
     with pytest.raises(ConfigError):
         HeteroLogisticRegression(transport="carrier-pigeon", key_bits=FAST_KEY)._launch_mode()
 
@@ -209,8 +209,8 @@ def test_default_credit_twin_matches_sklearn_on_held_out_rows(approximation):
     above and below). Measured gaps: 0.0042 ('taylor', around 0) and 0.0006 ('guest_taylor')."""
     g, h, y = _load("default_credit")
     tr, te = train_test_split(np.arange(len(y)), test_size=0.3, random_state=0, stratify=y)
-    p = GLMParams(max_iter=100, early_stopping="none", approximation=approximation, optimizer=OptimizerParams(
-        optimizer="sgd", learning_rate=0.5, penalty="l2", alpha=0.01))
+    p = GLMParams(max_iter=100, early_stopping="none", approximation=approximation,
+                  optimizer="sgd", learning_rate=0.5, penalty="l2", alpha=0.01)
     ws, _, _ = fit_plaintext([g.values[tr], h.values[tr]], y[tr], p)
     auc_twin = metrics.auc(y[te], ws[0][0] + g.values[te] @ ws[0][1:] + h.values[te] @ ws[1])
     X = np.hstack([g.values, h.values])
@@ -304,10 +304,10 @@ def test_grpc_transport_gives_the_same_model_and_leaves_no_worker_behind(monkeyp
     threads, and once fit returns no party or worker process is left running."""
     g, h, y = _load("breast_mini")
     params = dict(max_iter=2, early_stopping="none", key_bits=FAST_KEY, optimizer="sgd", learning_rate=0.5)
-    a = HeteroLogisticRegression(transport="inprocess", **params).fit({"guest": (g, y), "host_0": h})
+    a = HeteroLogisticRegression(transport="threads", **params).fit({"guest": (g, y), "host_0": h})
     tag = f"ATOLL_TEST_RUN={uuid.uuid4().hex}"
     monkeypatch.setenv("ATOLL_TEST_RUN", tag.split("=", 1)[1])  # inherited by parties and workers
-    b = HeteroLogisticRegression(transport="grpc", n_jobs=2, **params).fit({"guest": (g, y), "host_0": h})
+    b = HeteroLogisticRegression(transport="processes", n_jobs=2, **params).fit({"guest": (g, y), "host_0": h})
     np.testing.assert_allclose(b.coef_, a.coef_, atol=1e-12)
     deadline = time.monotonic() + 10
     while _processes_tagged(tag) and time.monotonic() < deadline:
@@ -324,7 +324,8 @@ ROLES = {"logistic": (HeteroLRGuest, HeteroLRHost, HeteroLRArbiter),
 
 
 def _run_recorded(family: str, mode: str, xg, y, xhs, exposure=None):
-    params = GLMParams(family=family, mode=mode, max_iter=2, batch_size=40, key_bits=AUDIT_KEY, random_state=3)
+    params = GLMParams(family=family, mode=mode, max_iter=2, batch_size=40, key_bits=AUDIT_KEY, random_state=3,
+                       optimizer="sgd", learning_rate=0.1)
     guest, host, arbiter = ROLES[family]
     seen: list[tuple[str, str, str, bytes]] = []
 

@@ -12,7 +12,6 @@ from sklearn.linear_model import PoissonRegressor
 
 from atoll import datasets
 from atoll.ml import metrics
-from atoll.ml.optim import OptimizerParams
 from atoll.ml.vertical import HeteroPoissonRegression
 from atoll.ml.vertical._glm import GLMParams, fit_plaintext, prepare
 
@@ -82,7 +81,7 @@ def test_exposure_twin_converges_to_sklearn_with_offset():
     y = rng.poisson(e * np.exp(0.1 + x @ np.array([0.3, -0.2, 0.25, 0.1]))).astype(float)
     tr, te = np.arange(2000), np.arange(2000, n)
     p = GLMParams(family="poisson", max_iter=300, early_stopping="none", precondition=True,
-                  optimizer=OptimizerParams(learning_rate=0.3, penalty=None))
+                  optimizer="sgd", learning_rate=0.3, penalty=None)
     ws, _, _ = fit_plaintext([x[tr, :2], x[tr, 2:]], y[tr], p, exposure=e[tr])
     sk = PoissonRegressor(alpha=0.0, max_iter=1000).fit(x[tr], y[tr] / e[tr], sample_weight=e[tr])
     m0, t0 = prepare(x[tr, :2], True)[1:]
