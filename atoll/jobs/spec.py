@@ -438,6 +438,8 @@ def _check(job: JobSpec, check_data: bool) -> None:
             what = "missing" if err["type"] == "missing" else err["msg"]
             raise job.error(f"{c.id} ({c.component}) params.{_loc(loc)}: {what}",
                             "pipeline", i, "params", *loc) from None
+        except ConfigError as e:  # a parameter model that validates in its own __init__ (the algorithm registry's)
+            raise job.error(f"{c.id} ({c.component}) params: {e}", "pipeline", i, "params") from None
 
     for i, c in enumerate(job.pipeline):
         cls = classes[c.id]

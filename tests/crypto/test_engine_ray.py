@@ -198,7 +198,7 @@ def test_hetero_lr_on_ray_gives_exactly_the_local_engines_model(ray_engine):
     for kind in ("local", "ray"):
         engine.set_factory(kind, **({"cpus_per_worker": 0} if kind == "ray" else {}))
         try:
-            m = HeteroLogisticRegression(transport="inprocess", **params).fit({"guest": (g, y), "host_0": h})
+            m = HeteroLogisticRegression(transport="threads", **params).fit({"guest": (g, y), "host_0": h})
             if kind == "ray":  # the host's X.T @ [[d]] and the encryptions ran on the actors
                 assert engine.get(2).tasks > 0
         finally:
