@@ -154,6 +154,44 @@ def _plots(evaluations: list[dict[str, Any]], histories: dict[str, Any]) -> dict
             ax.set(xlabel="share of rows scored at or above the threshold", ylabel="rate", title=f"KS — {who}")
             ax.legend(loc="lower right")
             files[f"ks_{tag}.png"] = _png(plt, fig)
+            ok = frac > 0
+            precision = np.where(ok, pi * tpr / np.where(ok, frac, 1), 1.0)
+            fig, ax = plt.subplots(figsize=(4.5, 4))  # cumulative gains: positives found in the top share
+            ax.plot(frac, tpr, label="model")
+            ax.plot([0, 1], [0, 1], ls=":", c="grey", label="random")
+            ax.set(xlabel="share of rows, highest scores first", ylabel="share of positives found",
+                   title=f"Gain — {who}")
+            ax.legend(loc="lower right")
+            files[f"gain_{tag}.png"] = _png(plt, fig)
+            fig, ax = plt.subplots(figsize=(4.5, 4))
+            ax.plot(frac[ok], precision[ok] / pi if pi > 0 else precision[ok])
+            ax.axhline(1.0, ls=":", c="grey")
+            ax.set(xlabel="share of rows, highest scores first", ylabel="lift (precision / base rate)",
+                   title=f"Lift — {who}")
+            files[f"lift_{tag}.png"] = _png(plt, fig)
+            fig, ax = plt.subplots(figsize=(4.5, 4))
+            ax.plot(tpr[ok], precision[ok])
+            ax.axhline(pi, ls=":", c="grey", label=f"base rate {pi:.3f}")
+            ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall — {who}", ylim=(0, 1.02))
+            ax.legend(loc="upper right")
+            files[f"pr_{tag}.png"] = _png(plt, fig)
+        if "confusion" in curves:
+            c = np.asarray(curves["confusion"]["counts"])
+            fig, ax = plt.subplots(figsize=(4, 3.6))
+            ax.imshow(c, cmap="Blues")
+            for (i, j), v in np.ndenumerate(c):
+                ax.text(j, i, str(v), ha="center", va="center", color="black")
+            ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="true",
+                   title=f"Confusion at {curves['confusion']['threshold']:g} — {who}")
+            ax.title.set_fontsize(9)
+            files[f"confusion_{tag}.png"] = _png(plt, fig)
+        if "residuals" in curves:
+            r = curves["residuals"]
+            fig, ax = plt.subplots(figsize=(4.5, 4))
+            ax.scatter(r["predicted"], r["residual"], s=6, alpha=0.6)
+            ax.axhline(0.0, ls=":", c="grey")
+            ax.set(xlabel="prediction", ylabel="label - prediction", title=f"Residuals — {who}")
+            files[f"residuals_{tag}.png"] = _png(plt, fig)
     from matplotlib.ticker import MaxNLocator
 
     for step, hist in histories.items():

@@ -134,3 +134,29 @@ def test_fixed_iterations_do_not_warn_and_secureboost_shows_own_importances(tmp_
     gains = dict(zip(saved["columns"], saved["feature_gain"]["guest"]))
     assert all(abs(w["value"] - gains[w["column"]]) < 1e-12 for w in guest["weights"])
     assert model["params"]["n_estimators"] == 2 and "n_estimators=2" in (sb.run_dir / "report.html").read_text()
+
+
+def test_binary_and_regression_evaluations_draw_every_chart_the_board_shows():
+    """ROC, KS, gain, lift, precision-recall and the confusion matrix for a binary model; residuals for
+    a regression; the confusion counts are the counts at the evaluate step's threshold."""
+    import numpy as np
+
+    from atoll.jobs.components.evaluate import compute_metrics
+    from atoll.jobs.report import _plots
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.3).astype(float)
+    score = np.clip(0.3 * y + rng.random(400) * 0.7, 0, 1)
+    metrics, curves = compute_metrics("binary", y, score, threshold=0.4)
+    counts = np.asarray(curves["confusion"]["counts"])
+    pred = score >= 0.4
+    assert counts.tolist() == [[int((~pred & (y == 0)).sum()), int((pred & (y == 0)).sum())],
+                               [int((~pred & (y == 1)).sum()), int((pred & (y == 1)).sum())]]
+    yr = rng.normal(size=300)
+    mr, cr = compute_metrics("regression", yr, yr + rng.normal(0, 0.1, 300), curve_points=50)
+    assert len(cr["residuals"]["residual"]) == 50
+    files = _plots([{"step": "evaluate", "party": "guest", "metrics": metrics, "curves": curves},
+                    {"step": "evaluate_r", "party": "guest", "metrics": mr, "curves": cr}], {})
+    for kind in ("roc", "ks", "gain", "lift", "pr", "confusion"):
+        assert files[f"{kind}_evaluate_guest.png"].startswith(b"\x89PNG"), kind
+    assert files["residuals_evaluate_r_guest.png"].startswith(b"\x89PNG")

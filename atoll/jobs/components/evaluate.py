@@ -1,4 +1,5 @@
-"""``evaluate``: metrics of a ``predict`` step's scores, and the ROC / KS curves as data.
+"""``evaluate``: metrics of a ``predict`` step's scores, and the ROC / KS curves (binary: also the confusion
+matrix at the threshold; regression: a sample of residuals) as data.
 
 Runs at each party that holds both scores and labels (the guest in vertical
 jobs, every client in horizontal ones); nothing is sent. Binary tasks get AUC,
@@ -56,11 +57,16 @@ def compute_metrics(task: str, y: np.ndarray, score: np.ndarray, threshold: floa
         curves = {"roc": {"fpr": ks.fpr[keep], "tpr": ks.tpr[keep]},
                   "ks": {"threshold": thr, "tpr": ks.tpr[keep], "fpr": ks.fpr[keep],
                          "ks": ks.ks, "at": ks.threshold, "positive_share": float(np.mean(y == 1))}}
+        pred = score >= threshold
+        curves["confusion"] = {"threshold": float(threshold),  # rows: true 0 / 1; columns: predicted 0 / 1
+                               "counts": [[int(np.sum(~pred & (y != 1))), int(np.sum(pred & (y != 1)))],
+                                          [int(np.sum(~pred & (y == 1))), int(np.sum(pred & (y == 1)))]]}
         return metrics, curves
     metrics = M.evaluate_regression(y, score)
     if task == "poisson" and (score > 0).all() and (y >= 0).all():
         metrics["poisson_deviance"] = M.mean_poisson_deviance(y, score)
-    return metrics, {}
+    keep = _thin(len(y), curve_points)  # a thinned sample of (prediction, residual) for the residual plot
+    return metrics, {"residuals": {"predicted": score[keep], "residual": (y - score)[keep]}}
 
 
 def infer_task(scores: dict[str, Any], label: np.ndarray) -> str:
