@@ -133,6 +133,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on loopback right now (held open together while chosen, so two
+    calls of :func:`free_port` cannot hand out the same port twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _child(name: str, roles: dict[str, str], addresses: dict[str, str], cert_dir: str,
            spec: Party, job_id: str, timeout: float, task: str, out: Any) -> None:
     from atoll.federation.certs import TlsConfig
@@ -159,7 +172,7 @@ def _launch_processes(specs: dict[str, Party], roles: dict[str, str], job_id: st
                       timeout: float, task: str) -> dict[str, Any]:
     from atoll.federation.certs import init_certs
 
-    addresses = {name: f"127.0.0.1:{free_port()}" for name in specs}
+    addresses = {name: f"127.0.0.1:{port}" for name, port in zip(specs, free_ports(len(specs)))}
     ctx_mp = mp.get_context("spawn")
     out = ctx_mp.Queue()
     with tempfile.TemporaryDirectory(prefix="atoll-certs-") as cert_dir:

@@ -16,7 +16,7 @@ from atoll.errors import AuthError, FederationError, PeerFailed, UnknownParty, W
 from atoll.federation import Context, InProcessHub, failure_summary
 from atoll.federation.certs import TlsConfig, init_certs
 from atoll.federation.grpc_transport import GrpcEndpoint
-from atoll.federation.launch import free_port
+from atoll.federation.launch import free_ports
 
 ROLES = {"guest": "guest", "host_0": "host", "arbiter": "arbiter"}
 SECRET = "id 48213 in /srv/bank/customers.csv"  # what a peer must never learn from a failure
@@ -36,7 +36,8 @@ def certdir(tmp_path_factory):
 
 @pytest.fixture
 def grpc_endpoints(certdir):
-    addrs = {p: f"127.0.0.1:{free_port()}" for p in [*ROLES, "host_1"]}
+    names = [*ROLES, "host_1"]
+    addrs = {p: f"127.0.0.1:{port}" for p, port in zip(names, free_ports(len(names)))}
     eps = {p: GrpcEndpoint(p, addrs, TlsConfig.load(certdir, p), connect_timeout=2, startup_grace=2)
            for p in addrs}
     yield eps
